@@ -1,0 +1,116 @@
+"""The harness's exceptions.
+
+Every message has one shape, so a user can read any of them the same way::
+
+    <subject> | <what is wrong>: <observed>. Expected: <allowed>. Fix: <flag or step>.
+
+User errors also inherit the matching builtin (``ValueError``, ``FileNotFoundError`` ...) so
+callers that already catch those keep working; parity failures inherit ``AssertionError`` so
+pytest reports them as test failures rather than errors.
+"""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """Root of every error the harness raises on purpose."""
+
+    def __init__(
+        self,
+        subject: str,
+        problem: str,
+        observed: object = None,
+        expected: object = None,
+        fix: str | None = None,
+    ) -> None:
+        self.subject = subject
+        self.problem = problem
+        self.observed = observed
+        self.expected = expected
+        self.fix = fix
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        text = f"{self.subject} | {self.problem}"
+        if self.observed is not None:
+            text += f": {self.observed}"
+        text += "."
+        if self.expected is not None:
+            text += f" Expected: {self.expected}."
+        if self.fix:
+            text += f" Fix: {self.fix.rstrip('.')}."
+        return text
+
+    def __reduce__(self):  # keep the structured fields across pickling (pytest-xdist)
+        return (
+            type(self),
+            (self.subject, self.problem, self.observed, self.expected, self.fix),
+        )
+
+
+class InvalidArgument(HarnessError, ValueError):
+    """A value passed by the user (option, argument, tensor) is not acceptable."""
+
+
+class InvalidInput(InvalidArgument):
+    """A network input (image, matrix, depth hypotheses) is malformed."""
+
+
+class ShapeError(InvalidInput):
+    """A tensor's shape cannot go through MVSNet or through a built artifact."""
+
+
+class DataFormatError(HarnessError, ValueError):
+    """A file on disk (camera file, pair.txt, PFM, scene folder) is malformed."""
+
+
+class MissingFile(HarnessError, FileNotFoundError):
+    """A file or folder the user pointed at does not exist."""
+
+
+class CheckpointError(HarnessError, ValueError):
+    """A checkpoint cannot be loaded into MVSNet."""
+
+
+class UnsafeCheckpoint(CheckpointError):
+    """A checkpoint needs arbitrary unpickling (it could run code) and was refused unread."""
+
+
+class ConfigError(InvalidArgument):
+    """A configuration file (tolerances.toml, options) is malformed or contradictory."""
+
+
+class ExportError(HarnessError, RuntimeError):
+    """Exporting the model to ONNX failed."""
+
+
+class UnsupportedOperator(ExportError):
+    """The graph holds an operator a target cannot take; raised before any engine build."""
+
+
+class BackendUnavailable(HarnessError, RuntimeError):
+    """A backend cannot run here. ``missing`` names the missing piece (used as skip reason)."""
+
+    def __init__(self, backend: str, missing: str, fix: str | None = None) -> None:
+        self.backend = backend
+        self.missing = missing
+        super().__init__(backend, "backend unavailable", missing, None, fix)
+
+    def __reduce__(self):
+        return (type(self), (self.backend, self.missing, self.fix))
+
+
+class EngineBuildError(HarnessError, RuntimeError):
+    """TensorRT could not parse or build the ONNX model."""
+
+
+class CacheError(HarnessError, RuntimeError):
+    """An artifact cache entry is unusable and could not be rebuilt."""
+
+
+class ParityError(HarnessError, AssertionError):
+    """Two backends disagree beyond tolerance. The message holds one table row per output."""
+
+
+class RegressionError(HarnessError, AssertionError):
+    """A benchmark or accuracy figure regressed beyond the allowed margin."""

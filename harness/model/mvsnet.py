@@ -1,0 +1,122 @@
+"""MVSNet (Yao et al., ECCV 2018) as in MVSNet_pytorch with ``refine=False``.
+
+Same function and state-dict keys as the original; the differences are waste removed:
+the reference volume is broadcast instead of repeated D times, and the photometric confidence
+gathers four probabilities instead of pooling the whole probability volume.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from harness.model.geometry import inverse_closed_form, warp_source_volume
+from harness.model.inputs import check_shapes
+from harness.model.layers import CostRegNet, FeatureNet
+
+OUTPUT_NAMES = ("depth", "photometric_confidence")
+InverseMethod = Literal["torch", "closed_form"]
+
+
+def _eager() -> bool:
+    """True outside tracing/compilation: Python-side checks are only meaningful there."""
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+
+def depth_regression(prob_volume: torch.Tensor, depth_values: torch.Tensor) -> torch.Tensor:
+    """Expected depth: ``[B, D, h, w]`` probabilities x ``[B, D]`` (or ``[D]``) -> ``[B, h, w]``."""
+    return torch.sum(prob_volume * depth_values.view(*depth_values.shape, 1, 1), 1)
+
+
+def photometric_confidence(prob_volume: torch.Tensor) -> torch.Tensor:
+    """Probability mass of the four hypotheses around the expected index, ``[B, h, w]``.
+
+    The original pads the probability volume along D by (1, 2), average-pools with a window of
+    4 and multiplies by 4, then gathers at ``trunc(sum_d prob_d * d)``. That is the sum of
+    ``prob[i-1] + prob[i] + prob[i+1] + prob[i+2]`` (out-of-range terms zero), which is what is
+    computed here from four gathers instead of a pass over the whole volume.
+    """
+    num_depth = prob_volume.shape[1]
+    index_values = torch.arange(num_depth, device=prob_volume.device, dtype=torch.float32)
+    index = depth_regression(prob_volume, index_values).long().unsqueeze(1)  # trunc, [B, 1, h, w]
+    offsets = torch.arange(-1, 3, device=prob_volume.device).view(1, 4, 1, 1)
+    window = index + offsets  # [B, 4, h, w]
+    inside = (window >= 0) & (window < num_depth)
+    taken = torch.gather(prob_volume, 1, window.clamp(0, num_depth - 1))
+    return torch.sum(taken * inside.to(taken.dtype), 1)
+
+
+class MVSNet(nn.Module):
+    """Depth of the reference view from N calibrated views.
+
+    Args:
+        inverse: how the reference projection is inverted when ``forward`` gets no
+            ``inverse_proj_matrices``: ``"torch"`` (``torch.inverse``, as the original; does not
+            export to ONNX) or ``"closed_form"`` (elementwise cofactors; exports).
+    """
+
+    def __init__(self, inverse: InverseMethod = "torch") -> None:
+        super().__init__()
+        self.feature = FeatureNet()
+        self.cost_regularization = CostRegNet()
+        self.inverse: InverseMethod = inverse
+
+    def forward(
+        self,
+        imgs: torch.Tensor,
+        proj_matrices: torch.Tensor,
+        depth_values: torch.Tensor,
+        inverse_proj_matrices: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Args:
+            imgs: ``[B, N, 3, H, W]`` float32 in [0, 1]; view 0 is the reference.
+            proj_matrices: ``[B, N, 4, 4]`` with intrinsics at 1/4 resolution.
+            depth_values: ``[B, D]`` reference-view depth hypotheses.
+            inverse_proj_matrices: optional ``[B, N, 4, 4]`` inverses of ``proj_matrices``
+                (only view 0 is read); when given, no matrix inverse runs in the network.
+
+        Returns:
+            ``{"depth": [B, H/4, W/4], "photometric_confidence": [B, H/4, W/4]}``.
+        """
+        if _eager():
+            check_shapes(imgs, proj_matrices, depth_values, inverse_proj_matrices)
+        num_views = imgs.shape[1]
+        ref_proj = proj_matrices[:, 0]
+        if inverse_proj_matrices is not None:
+            inv_ref_proj = inverse_proj_matrices[:, 0]
+        elif self.inverse == "closed_form":
+            inv_ref_proj = inverse_closed_form(ref_proj)
+        else:
+            inv_ref_proj = torch.inverse(ref_proj)
+
+        ref_feature = self.feature(imgs[:, 0]).unsqueeze(2)  # [B, C, 1, h, w], broadcast over D
+        # The first source volume starts the sums; in-place accumulation after that (when no
+        # gradient is needed) keeps peak memory at three volumes, as in the original.
+        inplace = not torch.is_grad_enabled()
+        volume_sum = volume_sq_sum = None
+        for view in range(1, num_views):
+            src_feature = self.feature(imgs[:, view])
+            warped = warp_source_volume(src_feature, proj_matrices[:, view], inv_ref_proj, depth_values)
+            if volume_sum is None or volume_sq_sum is None:
+                volume_sum = ref_feature + warped
+                volume_sq_sum = ref_feature**2 + warped**2
+            elif inplace:
+                volume_sum += warped
+                volume_sq_sum += warped.pow_(2)
+            else:
+                volume_sum = volume_sum + warped
+                volume_sq_sum = volume_sq_sum + warped**2
+        assert volume_sum is not None and volume_sq_sum is not None  # num_views >= 2
+        if inplace:
+            variance = volume_sq_sum.div_(num_views).sub_(volume_sum.div_(num_views).pow_(2))
+        else:
+            variance = volume_sq_sum / num_views - (volume_sum / num_views) ** 2
+
+        cost = self.cost_regularization(variance).squeeze(1)  # [B, D, h, w]
+        prob_volume = torch.softmax(cost, dim=1)
+        depth = depth_regression(prob_volume, depth_values)
+        with torch.no_grad():
+            confidence = photometric_confidence(prob_volume)
+        return {"depth": depth, "photometric_confidence": confidence}

@@ -1,0 +1,250 @@
+"""Builders from the torch model to ONNX: ``OnnxFromTorch`` (export + checker + audit) and
+``SimplifiedOnnxFromOnnx`` (onnxsim). Both are lazy (work on call) and cached by content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import onnx
+import torch
+
+from harness.convert.audit import Audit, audit_model
+from harness.convert.cache import ArtifactCache, CacheEntry
+from harness.convert.workarounds import EXPORTABLE, InverseWorkaround
+from harness.errors import ExportError, InvalidArgument, UnsupportedOperator
+from harness.fileio import atomic_write_bytes
+from harness.model.mvsnet import MVSNet
+
+Exporter = Literal["torchscript", "dynamo"]
+EXPORTERS: tuple[Exporter, ...] = ("torchscript", "dynamo")
+DEFAULT_OPSET = 17
+_CODE_FILES = ("model/mvsnet.py", "model/layers.py", "model/geometry.py", "convert/workarounds.py", "convert/onnx_export.py")
+
+
+@lru_cache(maxsize=1)
+def export_code_digest() -> str:
+    """Hash of the source that decides the exported graph, so code changes invalidate the cache."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for rel in _CODE_FILES:
+        digest.update((root / rel).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    exporter: Exporter = "torchscript"
+    opset: int = DEFAULT_OPSET
+    workaround: str = "precomputed"
+
+    def __post_init__(self) -> None:
+        if self.exporter not in EXPORTERS:
+            raise InvalidArgument("exporter", "unknown exporter", self.exporter, " or ".join(EXPORTERS),
+                                  "pass --harness-exporters torchscript,dynamo")
+        if not 16 <= self.opset <= 23:
+            raise InvalidArgument("opset", "unsupported ONNX opset", self.opset, "16..23 (GridSample needs >= 16)",
+                                  "pass --harness-opset 17")
+
+    @property
+    def label(self) -> str:
+        return f"{self.exporter}-op{self.opset}-{self.workaround}"
+
+
+@dataclass(frozen=True)
+class OnnxArtifact:
+    """An ONNX file in the cache with what is known about it."""
+
+    path: Path
+    sha256: str
+    config: ExportConfig
+    simplified: bool
+    node_count: int
+    audit: dict[str, Any]
+    seconds: float  # export (or simplify) time when built; 0 when taken from the cache
+    cache_status: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def variant(self) -> str:
+        return "simplified" if self.simplified else "raw"
+
+    def load(self) -> onnx.ModelProto:
+        return onnx.load(str(self.path))
+
+    def require_trt_ready(self) -> None:
+        """Raise ``UnsupportedOperator`` before an engine build if the audit found anything."""
+        Audit.from_dict(self.audit).require_trt_ready(str(self.path))
+
+
+def _artifact(entry: CacheEntry, config: ExportConfig, simplified: bool) -> OnnxArtifact:
+    meta = entry.meta
+    return OnnxArtifact(
+        path=entry.path, sha256=entry.sha256, config=config, simplified=simplified,
+        node_count=int(meta.get("node_count", 0)), audit=dict(meta.get("audit", {})),
+        seconds=float(meta.get("build_seconds", 0.0)) if entry.status != "hit" else 0.0,
+        cache_status=entry.status, extra={k: meta[k] for k in ("nodes_before", "nodes_after", "onnxsim") if k in meta},
+    )
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporters print progress and deprecation chatter; keep the test log readable."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def export_onnx_bytes(
+    model: MVSNet,
+    workaround: InverseWorkaround,
+    example_feed: dict[str, torch.Tensor],
+    exporter: Exporter,
+    opset: int,
+) -> bytes:
+    """Export once and return the serialized ModelProto (no caching, no checks)."""
+    module = workaround.export_module(model)
+    args = tuple(example_feed[name] for name in workaround.input_names)
+    try:
+        with _quiet_exporter(), torch.no_grad():
+            if exporter == "torchscript":
+                buffer = io.BytesIO()
+                torch.onnx.export(
+                    module, args, buffer, dynamo=False,  # type: ignore[arg-type]  # BytesIO works opset_version=opset,
+                    input_names=list(workaround.input_names), output_names=list(workaround.output_names),
+                    do_constant_folding=True,
+                )
+                return buffer.getvalue()
+            program = torch.onnx.export(
+                module, args, dynamo=True, opset_version=opset, verbose=False,
+                input_names=list(workaround.input_names), output_names=list(workaround.output_names),
+            )
+            assert program is not None
+            return program.model_proto.SerializeToString()
+    except Exception as exc:  # the exporters raise many types; classify, never swallow
+        text = f"{type(exc).__name__}: {exc}"
+        if "linalg_inv" in text or "aten::inverse" in text:
+            raise UnsupportedOperator(
+                f"ONNX export ({exporter}, opset {opset})", "torch.inverse cannot be exported",
+                "aten::linalg_inv has no ONNX translation", "a graph without a matrix inverse",
+                f"use an inverse workaround: {' or '.join(EXPORTABLE)} (--harness-workarounds)",
+            ) from exc
+        raise ExportError(
+            f"ONNX export ({exporter}, opset {opset}, workaround {workaround.name})", "export failed",
+            text.splitlines()[0][:300], "a successful torch.onnx.export",
+            "try the other exporter (--harness-exporters) or opset; run with -p no:cacheprovider -x --tb=long for the trace",
+        ) from exc
+
+
+class OnnxFromTorch:
+    """Export MVSNet to ONNX (fixed I/O names), check it, audit its operators, cache it.
+
+    The cache key covers the weights, the export code, torch's version, the exporter, the opset,
+    the workaround and the input shapes.
+    """
+
+    def __init__(
+        self,
+        model: MVSNet,
+        weights_digest: str,
+        example_feed: dict[str, torch.Tensor],
+        config: ExportConfig,
+        workaround: InverseWorkaround,
+        cache: ArtifactCache,
+    ) -> None:
+        self.model = model
+        self.weights_digest = weights_digest
+        self.feed = workaround.prepare_feed(example_feed)
+        self.config = config
+        self.workaround = workaround
+        self.cache = cache
+
+    def key_fields(self) -> dict[str, Any]:
+        return {
+            "weights": self.weights_digest,
+            "code": export_code_digest(),
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "exporter": self.config.exporter,
+            "opset": self.config.opset,
+            "workaround": self.workaround.name,
+            "inputs": {k: list(v.shape) for k, v in self.feed.items()},
+        }
+
+    def _build(self, path: Path) -> dict[str, Any]:
+        started = time.perf_counter()
+        data = export_onnx_bytes(self.model, self.workaround, self.feed, self.config.exporter, self.config.opset)
+        seconds = time.perf_counter() - started
+        proto = onnx.load_from_string(data)
+        check(proto, f"exported ONNX ({self.config.label})")
+        audit: Audit = audit_model(proto)
+        atomic_write_bytes(path, data)
+        return {"node_count": audit.node_count, "audit": audit.as_dict(), "export_seconds": round(seconds, 4)}
+
+    def __call__(self) -> OnnxArtifact:
+        entry = self.cache.get_or_build("onnx", self.key_fields(), "model.onnx", self._build)
+        return _artifact(entry, self.config, simplified=False)
+
+
+def check(proto: onnx.ModelProto, subject: str) -> None:
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(subject, "onnx.checker rejects the graph", str(exc).splitlines()[0][:300],
+                          "a valid ONNX model", "try the other exporter or opset") from exc
+
+
+class SimplifiedOnnxFromOnnx:
+    """onnxsim over an exported graph; records node counts before and after."""
+
+    def __init__(self, source: OnnxArtifact, cache: ArtifactCache) -> None:
+        self.source = source
+        self.cache = cache
+
+    def key_fields(self) -> dict[str, Any]:
+        import onnxsim
+
+        return {"source_sha256": self.source.sha256, "onnxsim": onnxsim.__version__}
+
+    def _build(self, path: Path) -> dict[str, Any]:
+        import onnxsim
+
+        proto = self.source.load()
+        before = len(proto.graph.node)
+        try:
+            with _quiet_exporter():
+                simplified, ok = onnxsim.simplify(proto)
+        except Exception as exc:  # onnxsim raises RuntimeError/ValueError/... from C++; report, never swallow
+            raise ExportError(str(self.source.path), "onnxsim failed", f"{type(exc).__name__}: {str(exc)[:300]}",
+                              "a graph onnxsim can simplify", "run the raw graph (--harness-onnx-variants raw)") from exc
+        if not ok:
+            raise ExportError(str(self.source.path), "onnxsim's check failed", "simplified graph differs",
+                              "a verified simplification", "run the raw graph (--harness-onnx-variants raw)")
+        check(simplified, f"simplified ONNX ({self.source.config.label})")
+        audit = audit_model(simplified)
+        atomic_write_bytes(path, simplified.SerializeToString())
+        return {
+            "node_count": audit.node_count, "audit": audit.as_dict(), "nodes_before": before,
+            "nodes_after": audit.node_count, "onnxsim": onnxsim.__version__,
+        }
+
+    def __call__(self) -> OnnxArtifact:
+        entry = self.cache.get_or_build("onnx-simplified", self.key_fields(), "model.onnx", self._build)
+        return _artifact(entry, self.source.config, simplified=True)

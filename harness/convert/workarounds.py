@@ -1,0 +1,91 @@
+"""Ways around ``torch.inverse``, which no ONNX exporter can translate (``aten::linalg_inv``).
+
+Each strategy says which inputs the exported graph takes and how a feed is prepared for it:
+
+* ``precomputed`` (the source article's method): the inverse projection matrices are computed in
+  data preparation (float64, stored as float32) and fed as a fourth input,
+  ``inverse_proj_matrices``; no inverse runs inside the graph.
+* ``closed_form``: the 4x4 inverse is built inside the graph from elementwise operations
+  (cofactors), so the graph keeps the original three inputs.
+* ``none``: the original model, kept so that the failure stays demonstrable; exporting it raises
+  ``UnsupportedOperator`` naming ``aten::linalg_inv`` and the strategies above.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from harness.errors import InvalidArgument
+from harness.model.geometry import inverse_closed_form, inverse_precomputed
+from harness.model.mvsnet import OUTPUT_NAMES, MVSNet
+
+INPUTS_WITH_INVERSE = ("imgs", "proj_matrices", "inverse_proj_matrices", "depth_values")
+INPUTS_WITHOUT_INVERSE = ("imgs", "proj_matrices", "depth_values")
+
+
+class _ExportModule(nn.Module):
+    """MVSNet with positional inputs in the graph's order and a tuple of outputs."""
+
+    def __init__(self, model: MVSNet, strategy: str) -> None:
+        super().__init__()
+        self.model = model
+        self.strategy = strategy
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.strategy == "precomputed":
+            imgs, proj, inverse, depth_values = inputs
+        else:
+            imgs, proj, depth_values = inputs
+            inverse = inverse_closed_form(proj) if self.strategy == "closed_form" else torch.inverse(proj)
+        out = self.model(imgs, proj, depth_values, inverse)
+        return out["depth"], out["photometric_confidence"]
+
+
+@dataclass(frozen=True)
+class InverseWorkaround:
+    name: str
+    summary: str
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return INPUTS_WITH_INVERSE if self.name == "precomputed" else INPUTS_WITHOUT_INVERSE
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return OUTPUT_NAMES
+
+    @property
+    def feeds_inverse(self) -> bool:
+        return self.name == "precomputed"
+
+    def export_module(self, model: MVSNet) -> nn.Module:
+        return _ExportModule(model, self.name).eval()
+
+    def prepare_feed(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The graph's inputs from a model feed: adds or drops ``inverse_proj_matrices``."""
+        out = {k: v for k, v in feed.items() if k != "inverse_proj_matrices"}
+        if self.feeds_inverse:
+            out["inverse_proj_matrices"] = feed.get("inverse_proj_matrices", inverse_precomputed(feed["proj_matrices"]))
+        return {name: out[name] for name in self.input_names}
+
+
+WORKAROUNDS: dict[str, InverseWorkaround] = {
+    w.name: w
+    for w in (
+        InverseWorkaround("precomputed", "inverse projections computed in data preparation (float64) and fed as an input"),
+        InverseWorkaround("closed_form", "4x4 inverse from elementwise cofactors inside the graph"),
+        InverseWorkaround("none", "the original torch.inverse; does not export"),
+    )
+}
+EXPORTABLE = tuple(name for name in WORKAROUNDS if name != "none")
+
+
+def get_workaround(name: str) -> InverseWorkaround:
+    try:
+        return WORKAROUNDS[name]
+    except KeyError:
+        raise InvalidArgument("inverse workaround", "unknown strategy", name, f"one of {', '.join(WORKAROUNDS)}",
+                              "pass --harness-workarounds precomputed,closed_form") from None

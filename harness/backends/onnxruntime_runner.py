@@ -1,0 +1,140 @@
+"""ONNX Runtime runner: CPU execution provider, or CUDA with I/O binding on torch tensors.
+
+``onnxruntime`` is imported here only, so the package imports on machines without it.
+On CUDA the session runs on a dedicated torch stream (``user_compute_stream``); the stream waits
+for the producer of the inputs and the caller's stream waits for the outputs, so torch tensors
+are shared without host copies and without races.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.backends.base import Runner
+from harness.errors import BackendUnavailable, InvalidInput
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def import_onnxruntime() -> Any:
+    try:
+        return importlib.import_module("onnxruntime")
+    except ImportError as exc:
+        raise BackendUnavailable("onnxruntime", f"onnxruntime not importable ({exc})",
+                                 "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)") from None
+
+
+def available_providers() -> list[str]:
+    try:
+        return list(import_onnxruntime().get_available_providers())
+    except BackendUnavailable:
+        return []
+
+
+def ensure_available(device: torch.device, name: str = "onnxruntime") -> None:
+    """Raise ``BackendUnavailable`` naming what is missing for ONNX Runtime on ``device``."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable(name, "no CUDA device", "run on a machine with an NVIDIA GPU")
+    ort = import_onnxruntime()
+    provider = PROVIDERS[device.type]
+    if provider not in ort.get_available_providers():
+        raise BackendUnavailable(
+            name, f"{provider} missing from onnxruntime {ort.__version__}",
+            "pip install onnxruntime-gpu (a build matching your CUDA) instead of onnxruntime",
+        )
+
+
+class OrtRunner(Runner):
+    """Args:
+        onnx_path: the graph to run.
+        device: ``"cpu"`` or ``"cuda[:i]"`` (needs onnxruntime-gpu's CUDAExecutionProvider).
+        label: a suffix for ``name`` (e.g. the graph variant: ``raw``/``simplified``).
+    """
+
+    def __init__(self, onnx_path: str | Path, device: str | torch.device = "cpu", label: str = "",
+                 validate_values: bool = True, threads: int | None = None) -> None:
+        super().__init__(validate_values)
+        self.path = Path(onnx_path)
+        self.device = torch.device(device)
+        self.provider = PROVIDERS[self.device.type]
+        self.threads = threads
+        self.name = f"ort-{self.device.type}" + (f"-{label}" if label else "")
+        ensure_available(self.device, self.name)
+        self._session: Any = None
+        self._stream: torch.cuda.Stream | None = None
+
+    def _prepare(self) -> None:
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        providers: list[Any]
+        if self.device.type == "cuda":
+            self._stream = torch.cuda.Stream(device=self.device)
+            cuda_options = {
+                "device_id": self.device.index or 0,
+                "user_compute_stream": str(self._stream.cuda_stream),
+                "cudnn_conv_algo_search": "EXHAUSTIVE",
+                "use_tf32": 0,  # strict FP32, like the torch reference
+            }
+            providers = [(self.provider, cuda_options)]
+        else:
+            providers = [self.provider]
+        self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+        names = tuple(i.name for i in self._session.get_inputs())
+        self.input_names = names
+        self.output_names = tuple(o.name for o in self._session.get_outputs())
+        self._static_shapes = {
+            i.name: tuple(i.shape) for i in self._session.get_inputs() if all(isinstance(d, int) for d in i.shape)
+        }
+
+    def _close(self) -> None:
+        self._session = None
+        self._stream = None
+
+    def check_feed(self, feed: dict[str, torch.Tensor]) -> None:
+        self.prepare()
+        super().check_feed(feed)
+        for name, shape in self._static_shapes.items():
+            if tuple(feed[name].shape) != shape:
+                raise InvalidInput(
+                    f"{self.name}: {name}", "shape differs from the ONNX graph's static shape",
+                    tuple(feed[name].shape), shape,
+                    "export a graph for this shape (the harness does per case) or use a dynamic-shape export",
+                )
+
+    def _infer(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.device.type == "cpu":
+            arrays = {name: t.numpy() for name, t in feed.items()}
+            outputs = self._session.run(list(self.output_names), arrays)
+            return {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in zip(self.output_names, outputs)}
+        return self._infer_cuda(feed)
+
+    def _infer_cuda(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        assert self._stream is not None
+        batch, h, w = self.output_shape(feed)
+        binding = self._session.io_binding()
+        index = self.device.index or 0
+        for name, tensor in feed.items():
+            binding.bind_input(name, "cuda", index, np.float32, list(tensor.shape), tensor.data_ptr())
+        outputs = {name: torch.empty((batch, h, w), dtype=torch.float32, device=self.device) for name in self.output_names}
+        for name, tensor in outputs.items():
+            binding.bind_output(name, "cuda", index, np.float32, list(tensor.shape), tensor.data_ptr())
+        caller = torch.cuda.current_stream(self.device)
+        self._stream.wait_stream(caller)  # inputs were produced on the caller's stream
+        self._session.run_with_iobinding(binding)
+        caller.wait_stream(self._stream)  # consumers of the outputs wait for ORT's work
+        for tensor in (*feed.values(), *outputs.values()):
+            tensor.record_stream(self._stream)
+        return outputs
+
+    def describe(self) -> dict[str, Any]:
+        ort = import_onnxruntime()
+        return {**super().describe(), "runtime": "onnxruntime", "onnxruntime": ort.__version__,
+                "provider": self.provider, "onnx_path": str(self.path)}

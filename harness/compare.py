@@ -1,0 +1,141 @@
+"""Output comparison as data: outputs in, one frozen ``OutputDiff`` per output name out.
+
+Metrics (all computed on CPU in float64 from the two outputs; depth in scene units, mm on DTU):
+
+* ``max_sq_err``: the source article's metric, max over pixels of (candidate - reference)^2;
+* ``max_abs``, ``mean_abs``, ``p99_abs``: absolute error statistics;
+* ``nan``: non-finite values in the candidate (any fails);
+* depth only: ``frac_over_1mm`` / ``2mm`` / ``4mm`` (fraction of pixels whose depth differs by
+  more than that) and ``index_flips`` (pixels whose integer hypothesis index differs: the
+  photometric confidence is gathered there, so a flip moves the confidence window);
+* confidence only: ``agreement`` (fraction of pixels on the same side of the 0.8 threshold that
+  MVSNet_pytorch's fusion uses) and ``max_sq_err_stable`` (max squared error over pixels whose
+  depth index did not flip).
+
+A tolerance gates some of these metrics with upper bounds (``agreement`` with a lower bound).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from harness.errors import ParityError
+
+CONFIDENCE_THRESHOLD = 0.8
+LOWER_BOUNDS = frozenset({"agreement"})  # gated metrics where bigger is better
+
+
+@dataclass(frozen=True)
+class OutputDiff:
+    """How one output of a candidate differs from the reference. Truthy when it passed."""
+
+    name: str
+    metrics: Mapping[str, float]
+    tolerance: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> dict[str, tuple[float, float]]:
+        """``{metric: (observed, limit)}`` for every gate that failed (NaN always fails)."""
+        failed = {}
+        if self.metrics.get("nan", 0) > 0:
+            failed["nan"] = (self.metrics["nan"], 0.0)
+        for metric, limit in self.tolerance.items():
+            observed = self.metrics.get(metric)
+            if observed is None:
+                continue
+            ok = observed >= limit if metric in LOWER_BOUNDS else observed <= limit
+            if not ok or observed != observed:  # NaN compares false
+                failed[metric] = (observed, limit)
+        return failed
+
+    def __bool__(self) -> bool:
+        return not self.failures
+
+    @property
+    def needed(self) -> dict[str, float]:
+        """The tolerance that would have passed: each gated metric's observed value."""
+        return {m: self.metrics[m] for m in self.tolerance if m in self.metrics}
+
+    def row(self) -> str:
+        gated = ", ".join(
+            f"{m}={self.metrics[m]:.3g} (limit {self.tolerance[m]:.3g})" for m in self.tolerance if m in self.metrics
+        )
+        verdict = "ok" if self else "FAIL " + ", ".join(f"{m} {o:.3g} vs {lim:.3g}" for m, (o, lim) in self.failures.items())
+        return f"{self.name:<24} {verdict:<8} {gated}"
+
+
+def _abs_stats(diff: torch.Tensor) -> dict[str, float]:
+    flat = diff.abs().flatten()
+    if flat.numel() == 0:
+        return {"max_abs": 0.0, "mean_abs": 0.0, "p99_abs": 0.0, "max_sq_err": 0.0}
+    return {
+        "max_abs": float(flat.max()),
+        "mean_abs": float(flat.mean()),
+        "p99_abs": float(torch.quantile(flat, 0.99)) if flat.numel() > 1 else float(flat.max()),
+        "max_sq_err": float((flat**2).max()),
+    }
+
+
+def depth_index(depth: torch.Tensor, depth_values: torch.Tensor) -> torch.Tensor:
+    """Integer hypothesis index of each depth (``[B, h, w]``), as MVSNet truncates it."""
+    values = depth_values.to(torch.float64).reshape(depth_values.shape[0], -1)
+    start = values[:, :1, None]
+    step = (values[:, 1:2] - values[:, :1])[:, :, None]
+    return torch.floor((depth.to(torch.float64) - start) / step).long()
+
+
+def compare(
+    reference: Mapping[str, torch.Tensor],
+    candidate: Mapping[str, torch.Tensor],
+    tolerance: Mapping[str, Mapping[str, float]] | None = None,
+    depth_values: torch.Tensor | None = None,
+) -> dict[str, OutputDiff]:
+    """Compare every output the reference has. ``tolerance`` maps output name -> gates."""
+    tolerance = tolerance or {}
+    results: dict[str, OutputDiff] = {}
+    missing = [name for name in reference if name not in candidate]
+    if missing:
+        raise ParityError("candidate outputs", "missing outputs", missing, f"{sorted(reference)}",
+                          "export the graph with the harness's output names")
+    ref = {k: v.detach().cpu().to(torch.float64) for k, v in reference.items()}
+    cand = {k: candidate[k].detach().cpu().to(torch.float64) for k in reference}
+    for name in ref:
+        if ref[name].shape != cand[name].shape:
+            raise ParityError(name, "shape differs", tuple(cand[name].shape), tuple(ref[name].shape),
+                              "check the export shapes and the runner's output allocation")
+    flips = None
+    if depth_values is not None and "depth" in ref:
+        flips = depth_index(ref["depth"], depth_values) != depth_index(cand["depth"], depth_values)
+    for name in ref:
+        r, c = ref[name], cand[name]
+        finite = torch.isfinite(c)
+        metrics: dict[str, float] = {"nan": float((~finite).sum())}
+        diff = torch.where(finite, c - r, torch.zeros_like(r))
+        metrics.update(_abs_stats(diff))
+        if name == "depth":
+            for mm in (1, 2, 4):
+                metrics[f"frac_over_{mm}mm"] = float((diff.abs() > mm).double().mean())
+            if flips is not None:
+                metrics["index_flips"] = float(flips.sum())
+        elif name == "photometric_confidence":
+            metrics["agreement"] = float(((r > CONFIDENCE_THRESHOLD) == (c > CONFIDENCE_THRESHOLD)).double().mean())
+            stable = diff if flips is None else diff[~flips]
+            metrics["max_sq_err_stable"] = float((stable**2).max()) if stable.numel() else 0.0
+        results[name] = OutputDiff(name, metrics, dict(tolerance.get(name, {})))
+    return results
+
+
+def assert_parity(diffs: Mapping[str, OutputDiff], subject: str) -> None:
+    """Raise ``ParityError`` (an AssertionError) with one table row per output if any failed."""
+    if all(diffs.values()):
+        return
+    rows = "\n".join("  " + d.row() for d in diffs.values())
+    needed = "; ".join(f"{d.name}: {', '.join(f'{m}={v:.3g}' for m, v in d.needed.items())}" for d in diffs.values() if not d)
+    raise ParityError(
+        subject, "outputs differ beyond tolerance", "\n" + rows + "\n", "every gate within fixtures/tolerances.toml",
+        f"if the difference is expected, the tolerance that would pass is {needed}; otherwise localise it "
+        "(per-stage probes) before loosening anything",
+    )

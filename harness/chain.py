@@ -1,0 +1,226 @@
+"""The one place that wires the chain: weights -> torch model -> ONNX (raw, simplified) ->
+runners on every backend, for a case (shape + data) and an inverse workaround.
+
+``plugin.py`` (pytest) and ``cli.py`` (``python -m harness``) are thin fronts over ``Chain``, so
+the gate and the main job cannot drift apart. Everything expensive is built once per ``Chain``
+(the pytest session) and cached on disk by content across sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.backends.base import Runner
+from harness.convert.cache import ArtifactCache
+from harness.convert.onnx_export import ExportConfig, OnnxArtifact, OnnxFromTorch, SimplifiedOnnxFromOnnx
+from harness.convert.workarounds import get_workaround
+from harness.data.cases import Case, case_feed, case_views, get_case
+from harness.data.views import Views
+from harness.errors import BackendUnavailable, InvalidArgument
+from harness.model.checkpoint import load_checkpoint, state_dict_digest
+from harness.model.mvsnet import MVSNet
+from harness.tolerances import Tolerances
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_WEIGHTS = PROJECT_ROOT / "fixtures" / "weights" / "mvsnet-default.ckpt"
+VARIANTS = ("raw", "simplified")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailable("device", "no CUDA device", "run with --harness-device cpu, or on a GPU machine")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise InvalidArgument("device", "unknown device", device, "auto, cpu, cuda or cuda:N")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    weights: Path | None = None  # None: the bundled default checkpoint
+    scene: Path | None = None  # None: the bundled synthetic scene
+    cache_dir: Path | None = None  # None: harness.convert.cache.default_cache_dir()
+    device: str = "auto"
+    opset: int = 17
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One parity comparison: a candidate backend against the torch reference on one case."""
+
+    candidate: str  # runner family+target: ort-cpu, ort-cuda, trt-fp32, ...
+    variant: str  # ONNX graph: raw or simplified
+    workaround: str
+    exporter: str
+    case: str
+    reference: str = "torch-fp32"
+
+    @property
+    def id(self) -> str:
+        return f"{self.candidate}-{self.variant}-vs-{self.reference}-{self.workaround}-{self.exporter}-{self.case}"
+
+    @property
+    def precision(self) -> str:
+        return self.candidate.split("-")[1] if self.candidate.startswith("trt-") else "fp32"
+
+
+@dataclass
+class Chain:
+    config: ChainConfig = field(default_factory=ChainConfig)
+    _model: MVSNet | None = None
+    _memo: dict[tuple, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.device = resolve_device(self.config.device)
+        self.cache = ArtifactCache(self.config.cache_dir)
+
+    # -- model and data ----------------------------------------------------------------------
+    @property
+    def weights_path(self) -> Path:
+        return Path(self.config.weights) if self.config.weights is not None else BUNDLED_WEIGHTS
+
+    @property
+    def model(self) -> MVSNet:
+        if self._model is None:
+            self._model = load_checkpoint(self.weights_path, map_location="cpu")
+        return self._model
+
+    @property
+    def weights_digest(self) -> str:
+        return self._once(("digest",), lambda: state_dict_digest(self.model))
+
+    def _once(self, key: tuple, make: Callable[[], object]):
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def case(self, name: str) -> Case:
+        return get_case(name)
+
+    def views(self, case: str) -> Views:
+        return self._once(("views", case), lambda: case_views(get_case(case), self.config.scene))
+
+    def feed(self, case: str) -> dict[str, torch.Tensor]:
+        """The model feed with the precomputed inverse included (workarounds pick what they need)."""
+        return self._once(("feed", case), lambda: case_feed(get_case(case), self.views(case), with_inverse=True))
+
+    def workaround_feed(self, case: str, workaround: str) -> dict[str, torch.Tensor]:
+        return get_workaround(workaround).prepare_feed(self.feed(case))
+
+    def reference_feed(self, case: str) -> dict[str, torch.Tensor]:
+        """The original three-input call (``torch.inverse`` inside the model)."""
+        return {k: v for k, v in self.feed(case).items() if k != "inverse_proj_matrices"}
+
+    # -- ONNX --------------------------------------------------------------------------------
+    def onnx(self, case: str, workaround: str, exporter: str, variant: str = "raw") -> OnnxArtifact:
+        if variant not in VARIANTS:
+            raise InvalidArgument("ONNX variant", "unknown variant", variant, " or ".join(VARIANTS))
+
+        def build_raw() -> OnnxArtifact:
+            config = ExportConfig(exporter=exporter, opset=self.config.opset, workaround=workaround)  # type: ignore[arg-type]
+            return OnnxFromTorch(self.model, self.weights_digest, self.feed(case), config,
+                                 get_workaround(workaround), self.cache)()
+
+        raw = self._once(("onnx", case, workaround, exporter, "raw"), build_raw)
+        if variant == "raw":
+            return raw
+        return self._once(("onnx", case, workaround, exporter, variant), lambda: SimplifiedOnnxFromOnnx(raw, self.cache)())
+
+    # -- runners -----------------------------------------------------------------------------
+    def torch_runner(self, precision: str = "fp32", with_inverse: bool = False, device: torch.device | None = None) -> Runner:
+        from harness.backends.torch_runner import TorchRunner
+
+        dev = device or self.device
+        return self._once(("torch", precision, with_inverse, str(dev)),
+                          lambda: TorchRunner(self.model, dev, precision, with_inverse).prepare())  # type: ignore[arg-type]
+
+    def ort_runner(self, case: str, workaround: str, exporter: str, variant: str, device: str) -> Runner:
+        from harness.backends.onnxruntime_runner import OrtRunner, ensure_available
+
+        def make() -> Runner:
+            ensure_available(torch.device(device), f"ort-{device}")  # before any export work
+            artifact = self.onnx(case, workaround, exporter, variant)
+            return OrtRunner(artifact.path, device=device, label=variant).prepare()
+
+        return self._once(("ort", case, workaround, exporter, variant, device), make)
+
+    def candidate_runner(self, leg: Leg) -> Runner:
+        if leg.candidate in ("ort-cpu", "ort-cuda"):
+            return self.ort_runner(leg.case, leg.workaround, leg.exporter, leg.variant, leg.candidate.split("-")[1])
+        raise BackendUnavailable(leg.candidate, f"no backend named {leg.candidate} in this harness version",
+                                 "pick one of ort-cpu, ort-cuda")
+
+    def reference_outputs(self, case: str) -> dict[str, torch.Tensor]:
+        """torch strict FP32, the original three-input call, on the chain's device."""
+        return self._once(("ref", case, str(self.device)),
+                          lambda: self.torch_runner("fp32").infer(self.reference_feed(case)))
+
+    def close(self) -> None:
+        for value in self._memo.values():
+            if isinstance(value, Runner):
+                value.close()
+        self._memo.clear()
+
+
+@dataclass(frozen=True)
+class LegResult:
+    leg: Leg
+    diffs: dict  # output name -> OutputDiff
+    artifact: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return all(self.diffs.values())
+
+    def row(self) -> dict[str, Any]:
+        """The run record's parity row."""
+        return {
+            "id": self.leg.id, "case": self.leg.case, "candidate": self.leg.candidate, "reference": self.leg.reference,
+            "workaround": self.leg.workaround, "exporter": self.leg.exporter, "variant": self.leg.variant,
+            "precision": self.leg.precision, "passed": self.passed,
+            "metrics": {name: dict(d.metrics) for name, d in self.diffs.items()},
+            "tolerance": {name: dict(d.tolerance) for name, d in self.diffs.items()},
+            "artifact": self.artifact,
+        }
+
+
+def run_leg(chain: Chain, leg: Leg, tolerances: Tolerances) -> LegResult:
+    """Run one parity leg: candidate vs torch strict FP32 (original three-input call)."""
+    from harness.compare import compare
+    from harness.model.mvsnet import OUTPUT_NAMES
+
+    runner = chain.candidate_runner(leg)
+    candidate = runner.infer(chain.workaround_feed(leg.case, leg.workaround))
+    reference = chain.reference_outputs(leg.case)
+    tolerance = tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES)
+    diffs = compare(reference, candidate, tolerance, depth_values=chain.feed(leg.case)["depth_values"])
+    artifact = chain.onnx(leg.case, leg.workaround, leg.exporter, leg.variant)
+    info = {
+        "onnx_sha256": artifact.sha256[:16], "nodes": artifact.node_count, "opset": artifact.audit.get("opset"),
+        "export_seconds": artifact.seconds, "cache": artifact.cache_status, **artifact.extra,
+    }
+    return LegResult(leg, diffs, info)
+
+
+def plan_legs(
+    cases: tuple[str, ...],
+    workarounds: tuple[str, ...],
+    exporters: tuple[str, ...],
+    variants: tuple[str, ...],
+    candidates: tuple[str, ...],
+) -> list[Leg]:
+    return [
+        Leg(candidate, variant, workaround, exporter, case)
+        for case in cases
+        for candidate in candidates
+        for variant in variants
+        for workaround in workarounds
+        for exporter in exporters
+    ]

@@ -1,0 +1,278 @@
+"""The pytest plugin: every option, marker and session fixture of the harness, in one place.
+
+Loaded by the project's ``conftest.py`` (``pytest_plugins = ["harness.plugin"]``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.chain import VARIANTS, Chain, ChainConfig, Leg, run_leg
+from harness.convert.onnx_export import EXPORTERS
+from harness.convert.workarounds import EXPORTABLE, get_workaround
+from harness.data.cases import CASES, get_case
+from harness.errors import BackendUnavailable, HarnessError
+from harness.tolerances import Tolerances
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {"cases": ("small",)},
+    "full": {"cases": ("small", "seed")},
+}
+CANDIDATES = ("ort-cpu", "ort-cuda")
+MARKERS = {
+    "gpu": "needs a CUDA device (skipped with the reason when none is present)",
+    "trt": "needs TensorRT (skipped with the reason when it is not importable or cannot run here)",
+    "slow": "takes more than a few seconds on a CPU",
+    "benchmark": "a timing benchmark (pytest-benchmark); never run under xdist",
+}
+RESULTS_KEY = pytest.StashKey["SessionResults"]()
+OPTIONS_KEY = pytest.StashKey["HarnessOptions"]()
+
+
+@dataclass(frozen=True)
+class HarnessOptions:
+    profile: str
+    cases: tuple[str, ...]
+    exporters: tuple[str, ...]
+    workarounds: tuple[str, ...]
+    variants: tuple[str, ...]
+    candidates: tuple[str, ...]
+    chain: ChainConfig
+    tolerances: Path | None
+    report_dir: Path | None  # None: no report
+
+
+@dataclass
+class SessionResults:
+    parity: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "MVSNet torch -> ONNX -> TensorRT parity harness")
+    add = group.addoption
+    add("--harness-profile", choices=sorted(PROFILES), default="quick",
+        help="quick: the small case (CI); full: small and seed (3x512x640, D=192). Default: quick")
+    add("--harness-cases", default=None, help=f"comma list of {', '.join(CASES)}. Default: the profile's cases")
+    add("--harness-exporters", default=",".join(EXPORTERS), help="comma list of ONNX exporters. Default: torchscript,dynamo")
+    add("--harness-workarounds", default=",".join(EXPORTABLE),
+        help="comma list of torch.inverse workarounds. Default: precomputed,closed_form")
+    add("--harness-variants", default=",".join(VARIANTS), help="ONNX graphs to run: raw, simplified. Default: raw,simplified")
+    add("--harness-backends", default=",".join(CANDIDATES),
+        help=f"candidate backends compared with torch strict FP32. Default: {','.join(CANDIDATES)}")
+    add("--harness-device", default="auto", help="device of the torch reference: auto, cpu, cuda[:N]. Default: auto")
+    add("--harness-opset", type=int, default=17, help="ONNX opset for export. Default: 17")
+    add("--harness-weights", default=None, help="MVSNet_pytorch checkpoint. Default: fixtures/weights/mvsnet-default.ckpt")
+    add("--harness-scene", default=None, help="DTU-format scene folder. Default: fixtures/scenes/synthetic-000")
+    add("--harness-cache-dir", default=None,
+        help="artifact cache folder. Default: $HARNESS_CACHE_DIR or ~/.cache/mvsnet-trt-harness")
+    add("--harness-tolerances", default=None, help="tolerances TOML. Default: fixtures/tolerances.toml")
+    add("--harness-report-dir", default=str(PROJECT_ROOT / "reports"),
+        help="where each session writes <utc-stamp>/run.json and report.md. Default: reports/")
+    add("--harness-no-report", action="store_true", default=False, help="write no run record. Default: off")
+
+
+def _validated(config: pytest.Config, flag: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> tuple[str, ...]:
+    if not values:
+        raise pytest.UsageError(f"{flag}: empty list. Expected: one or more of {', '.join(allowed)}.")
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise pytest.UsageError(f"{flag}: unknown value(s) {', '.join(bad)}. Expected: any of {', '.join(allowed)}.")
+    return values
+
+
+def _options(config: pytest.Config) -> HarnessOptions:
+    opt = config.getoption
+    profile = opt("--harness-profile")
+    cases = _csv(opt("--harness-cases")) or PROFILES[profile]["cases"]
+    if opt("--harness-no-report") and opt("--harness-report-dir") != str(PROJECT_ROOT / "reports"):
+        raise pytest.UsageError("--harness-no-report contradicts --harness-report-dir: pass one of them.")
+    weights, scene, cache = opt("--harness-weights"), opt("--harness-scene"), opt("--harness-cache-dir")
+    return HarnessOptions(
+        profile=profile,
+        cases=_validated(config, "--harness-cases", cases, tuple(CASES)),
+        exporters=_validated(config, "--harness-exporters", _csv(opt("--harness-exporters")), EXPORTERS),
+        workarounds=_validated(config, "--harness-workarounds", _csv(opt("--harness-workarounds")), EXPORTABLE),
+        variants=_validated(config, "--harness-variants", _csv(opt("--harness-variants")), VARIANTS),
+        candidates=_validated(config, "--harness-backends", _csv(opt("--harness-backends")), CANDIDATES),
+        chain=ChainConfig(
+            weights=Path(weights) if weights else None, scene=Path(scene) if scene else None,
+            cache_dir=Path(cache) if cache else None, device=opt("--harness-device"), opset=opt("--harness-opset"),
+        ),
+        tolerances=Path(opt("--harness-tolerances")) if opt("--harness-tolerances") else None,
+        report_dir=None if opt("--harness-no-report") else Path(opt("--harness-report-dir")),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    config.stash[OPTIONS_KEY] = _options(config)
+    config.stash[RESULTS_KEY] = SessionResults()
+    config.pluginmanager.register(SessionReporter(config), "harness-session-reporter")
+
+
+def options(config: pytest.Config) -> HarnessOptions:
+    return config.stash[OPTIONS_KEY]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from harness.report.machine import machine_info, one_line
+
+    return one_line(machine_info(), options(config).profile)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize the harness's axes from the options, with readable ids."""
+    opts = options(metafunc.config)
+    names = metafunc.fixturenames
+    if "parity_leg" in names:
+        legs = [Leg(c, v, w, e, case) for case in opts.cases for c in opts.candidates for v in opts.variants
+                for w in opts.workarounds for e in opts.exporters]
+        metafunc.parametrize("parity_leg", legs, ids=[leg.id for leg in legs])
+        return
+    if "inverse_workaround" in names:
+        metafunc.parametrize("inverse_workaround", opts.workarounds, indirect=True, scope="session")
+    if "exporter" in names:
+        metafunc.parametrize("exporter", opts.exporters, indirect=True, scope="session")
+    if "case" in names:
+        metafunc.parametrize("case", opts.cases, indirect=True, scope="session")
+
+
+# -- session fixtures ------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def harness_options(pytestconfig: pytest.Config) -> HarnessOptions:
+    return options(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def chain(harness_options: HarnessOptions):
+    """The session's chain: model, data, ONNX artifacts and runners, each built once."""
+    built = Chain(harness_options.chain)
+    yield built
+    built.close()
+
+
+@pytest.fixture(scope="session")
+def tolerances(harness_options: HarnessOptions) -> Tolerances:
+    return Tolerances.load(harness_options.tolerances)
+
+
+@pytest.fixture(scope="session")
+def mvsnet(chain: Chain):
+    """The torch model with the session's weights (eval mode, CPU)."""
+    return chain.model
+
+
+@pytest.fixture(scope="session")
+def inverse_workaround(request: pytest.FixtureRequest):
+    """The torch.inverse workaround under test (precomputed / closed_form), applied to the export."""
+    return get_workaround(request.param)
+
+
+@pytest.fixture(scope="session")
+def exporter(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def case(request: pytest.FixtureRequest):
+    return get_case(request.param)
+
+
+@pytest.fixture(scope="session")
+def onnx_model(chain: Chain, case, inverse_workaround, exporter):
+    """The raw exported ONNX artifact for (case, workaround, exporter)."""
+    return chain.onnx(case.name, inverse_workaround.name, exporter, "raw")
+
+
+@pytest.fixture(scope="session")
+def simplified_onnx_model(chain: Chain, case, inverse_workaround, exporter):
+    return chain.onnx(case.name, inverse_workaround.name, exporter, "simplified")
+
+
+@pytest.fixture
+def harness_results(pytestconfig: pytest.Config) -> SessionResults:
+    return pytestconfig.stash[RESULTS_KEY]
+
+
+@pytest.fixture
+def parity(chain: Chain, tolerances: Tolerances, record_property):
+    """``parity(leg)`` runs a leg, records its row for the report, and returns the result.
+
+    A backend that cannot run here skips the test with the missing piece as reason.
+    """
+
+    def run(leg: Leg):
+        try:
+            result = run_leg(chain, leg, tolerances)
+        except BackendUnavailable as exc:
+            pytest.skip(f"{exc.backend}: {exc.missing}")
+        record_property("harness_parity", json.dumps(result.row(), default=float))
+        return result
+
+    return run
+
+
+# -- session end: one record per run, one summary table ---------------------------------------
+
+class SessionReporter:
+    """Collects parity rows from test reports (also those coming back from xdist workers),
+    writes the run record at the end of the session and prints the summary table."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.results = config.stash[RESULTS_KEY]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":
+            return
+        for key, value in report.user_properties:
+            if key == "harness_parity":
+                self.results.parity.append(json.loads(str(value)))
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if hasattr(self.config, "workerinput"):  # xdist worker: the controller writes the record
+            return
+        opts = options(self.config)
+        if opts.report_dir is None or not self.results.parity:
+            return
+        from harness.report.record import RunRecord, write_run
+
+        record = RunRecord(
+            kind="pytest", profile=opts.profile, parity=self.results.parity, notes=list(self.results.notes),
+            config={"cases": opts.cases, "exporters": opts.exporters, "workarounds": opts.workarounds,
+                    "variants": opts.variants, "backends": opts.candidates, "device": opts.chain.device,
+                    "opset": opts.chain.opset, "weights": str(opts.chain.weights or "bundled"),
+                    "scene": str(opts.chain.scene or "bundled"), "exit_status": int(exitstatus)},
+        )
+        try:
+            self.results.notes.append(f"report: {write_run(record, opts.report_dir)}")
+        except HarnessError as exc:
+            self.results.notes.append(f"report not written: {exc}")
+
+    def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:
+        if not self.results.parity:
+            return
+        tr = terminalreporter
+        tr.section("harness parity (max squared error vs torch strict FP32; depth in mm^2)")
+        tr.write_line(f"{'leg':<72} {'depth':>10} {'confidence':>11} {'>1mm':>6} result")
+        for row in sorted(self.results.parity, key=lambda r: str(r["id"])):
+            m = row["metrics"]
+            tr.write_line(
+                f"{row['id']:<72} {m['depth']['max_sq_err']:>10.3g} {m['photometric_confidence']['max_sq_err']:>11.3g} "
+                f"{m['depth'].get('frac_over_1mm', 0):>6.3g} {'ok' if row['passed'] else 'FAIL'}"
+            )
+        for note in self.results.notes:
+            tr.write_line(note)

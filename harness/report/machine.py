@@ -1,0 +1,130 @@
+"""Provenance: what machine and which library versions produced a record.
+
+Everything optional is probed without importing heavy packages twice and without failing:
+a missing library reads ``null``; a probe that errors reads ``"error: ..."``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@lru_cache(maxsize=1)
+def git_state() -> dict[str, Any]:
+    commit = _run(["git", "rev-parse", "HEAD"], PROJECT_ROOT)
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no"], PROJECT_ROOT)
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def tensorrt_versions() -> dict[str, str | None]:
+    """Versions of the TensorRT Python modules that import here (without building anything)."""
+    found: dict[str, str | None] = {}
+    for module in ("tensorrt", "tensorrt_rtx"):
+        try:
+            mod = importlib.import_module(module)
+            found[module] = getattr(mod, "__version__", None)
+        except Exception:  # noqa: BLE001 - a broken install must not break provenance
+            found[module] = None
+    return found
+
+
+def gpu_info() -> list[dict[str, Any]]:
+    if not torch.cuda.is_available():
+        return []
+    gpus = []
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        gpus.append({
+            "index": index,
+            "name": props.name,
+            "compute_capability": f"{props.major}.{props.minor}",
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "multiprocessors": props.multi_processor_count,
+        })
+    smi = _run(["nvidia-smi", "--query-gpu=index,driver_version,clocks.sm,clocks.max.sm,clocks.mem,"
+                "temperature.gpu,power.draw,clocks_throttle_reasons.active", "--format=csv,noheader,nounits"])
+    if smi:
+        for line in smi.splitlines():
+            fields = [f.strip() for f in line.split(",")]
+            if len(fields) >= 8 and fields[0].isdigit() and int(fields[0]) < len(gpus):
+                gpus[int(fields[0])].update({
+                    "driver": fields[1], "sm_clock_mhz": fields[2], "sm_clock_max_mhz": fields[3],
+                    "mem_clock_mhz": fields[4], "temperature_c": fields[5], "power_w": fields[6],
+                    "throttle_reasons": fields[7],
+                })
+    return gpus
+
+
+def machine_info() -> dict[str, Any]:
+    """One dict for the run record's ``machine`` field."""
+    ort_providers: list[str] | None = None
+    try:
+        ort = importlib.import_module("onnxruntime")
+        ort_providers = list(ort.get_available_providers())
+    except ImportError:
+        pass
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "gpus": gpu_info(),
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        "versions": {
+            "torch": torch.__version__,
+            "onnx": _version("onnx"),
+            "onnxsim": _version("onnxsim"),
+            "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
+            "onnxruntime_providers": ort_providers,
+            **tensorrt_versions(),
+            "pycuda": _version("pycuda"),
+            "numpy": _version("numpy"),
+        },
+        "tf32": {
+            "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        },
+        **git_state(),
+    }
+
+
+def one_line(info: dict[str, Any], profile: str) -> str:
+    """The pytest header line: profile, GPU and library versions."""
+    gpus = info.get("gpus") or []
+    gpu = ", ".join(f"{g['name']} (sm {g['compute_capability']})" for g in gpus) or "no GPU"
+    v = info["versions"]
+    trt = v.get("tensorrt") or (f"rtx {v['tensorrt_rtx']}" if v.get("tensorrt_rtx") else "none")
+    return (f"harness: profile={profile} | {gpu} | torch {v['torch']} | onnx {v['onnx']} | "
+            f"onnxsim {v['onnxsim']} | onnxruntime {v['onnxruntime']} | tensorrt {trt}")

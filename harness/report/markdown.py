@@ -1,0 +1,81 @@
+"""report.md from a run record: pandas tables rendered as Markdown (no tabulate needed)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from harness.report.machine import one_line
+from harness.report.record import RunRecord
+
+
+def to_markdown(frame: pd.DataFrame, float_format: str = "{:.3g}") -> str:
+    if frame.empty:
+        return "_(none)_\n"
+
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return "" if math.isnan(value) else float_format.format(value)
+        return str(value).replace("|", "\\|")
+
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows]) + "\n"
+
+
+def parity_frame(record: RunRecord) -> pd.DataFrame:
+    rows = []
+    for row in record.parity:
+        metrics = row.get("metrics", {})
+        depth, conf = metrics.get("depth", {}), metrics.get("photometric_confidence", {})
+        rows.append({
+            "case": row.get("case"), "candidate": row.get("candidate"), "reference": row.get("reference"),
+            "workaround": row.get("workaround"), "exporter": row.get("exporter"), "graph": row.get("variant"),
+            "depth max sq err (mm²)": depth.get("max_sq_err"), "depth max abs (mm)": depth.get("max_abs"),
+            "depth p99 abs (mm)": depth.get("p99_abs"), ">1mm": depth.get("frac_over_1mm"),
+            "index flips": depth.get("index_flips"), "conf max sq err": conf.get("max_sq_err"),
+            "conf agreement": conf.get("agreement"), "passed": row.get("passed"),
+        })
+    return pd.DataFrame(rows)
+
+
+def artifacts_frame(record: RunRecord) -> pd.DataFrame:
+    return pd.DataFrame(record.artifacts)
+
+
+def accuracy_frame(record: RunRecord) -> pd.DataFrame:
+    return pd.DataFrame(record.accuracy)
+
+
+def timing_frame(record: RunRecord) -> pd.DataFrame:
+    return pd.DataFrame(record.timing)
+
+
+def tables(record: RunRecord) -> dict[str, pd.DataFrame]:
+    return {"parity": parity_frame(record), "artifacts": artifacts_frame(record),
+            "accuracy": accuracy_frame(record), "timing": timing_frame(record)}
+
+
+def render_report(record: RunRecord, frames: dict[str, pd.DataFrame] | None = None) -> str:
+    frames = frames or tables(record)
+    machine = record.machine
+    parts = [
+        f"# MVSNet conversion report ({record.kind}, {record.created_utc})\n",
+        one_line(machine, record.profile) + "\n",
+        f"commit `{machine.get('commit')}`{' (dirty)' if machine.get('dirty') else ''}\n",
+        "## Parity against torch strict FP32\n",
+        "Max squared error is the source article's metric; depth in mm.\n",
+        to_markdown(frames["parity"]),
+    ]
+    if not frames["accuracy"].empty:
+        parts += ["## Accuracy against ground truth\n", to_markdown(frames["accuracy"])]
+    if not frames["timing"].empty:
+        parts += ["## Timing\n", to_markdown(frames["timing"])]
+    if not frames["artifacts"].empty:
+        parts += ["## Artifacts\n", to_markdown(frames["artifacts"])]
+    if record.notes:
+        parts += ["## Notes\n", *[f"- {n}\n" for n in record.notes]]
+    parts += ["## Configuration\n", "```\n" + "\n".join(f"{k}: {v}" for k, v in record.config.items()) + "\n```\n"]
+    return "\n".join(parts)

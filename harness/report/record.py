@@ -1,0 +1,83 @@
+"""Run records: one JSON document per run, never overwritten, plus the files rendered from it.
+
+A record holds the schema version, UTC time, commit and dirty flag, the machine (GPU, driver,
+CUDA, cuDNN and library versions, TF32 state), the configuration, and per-case rows: parity,
+artifacts (ONNX node counts, export times, cache status), accuracy and timing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness.errors import DataFormatError, MissingFile
+from harness.fileio import atomic_write_json, atomic_write_text, new_run_dir, utc_stamp
+from harness.report.machine import machine_info
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class RunRecord:
+    kind: str  # "pytest" or "run"
+    profile: str
+    config: dict[str, Any] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=machine_info)
+    parity: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+    accuracy: list[dict[str, Any]] = field(default_factory=list)
+    timing: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    created_utc: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "record") -> RunRecord:
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise DataFormatError(source, "unsupported record schema", version, f"schema_version {SCHEMA_VERSION}",
+                                  "re-run the harness to produce a current record")
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def load_record(path: str | Path) -> RunRecord:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "run.json"
+    if not path.is_file():
+        raise MissingFile(str(path), "run record not found", "no such file", "a run.json written by the harness",
+                          "pass a reports/<stamp>/run.json path or its folder")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFormatError(str(path), "not valid JSON", str(exc)[:200], "a run.json written by the harness",
+                              "re-run the harness; the file may be truncated") from None
+    if not isinstance(data, dict):
+        raise DataFormatError(str(path), "not a run record", type(data).__name__, "a JSON object")
+    return RunRecord.from_dict(data, str(path))
+
+
+def write_run(record: RunRecord, root: str | Path, extra_files: dict[str, str] | None = None) -> Path:
+    """Write ``record`` into a fresh ``root/<utc-stamp>/``: run.json, report.md, parity.csv.
+
+    Returns the folder. Never touches an existing folder.
+    """
+    from harness.report.markdown import render_report, tables
+
+    folder = new_run_dir(Path(root), utc_stamp())
+    atomic_write_json(folder / "run.json", record.to_dict())
+    frames = tables(record)
+    for name, frame in frames.items():
+        if not frame.empty:
+            atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
+    atomic_write_text(folder / "report.md", render_report(record, frames))
+    for name, text in (extra_files or {}).items():
+        atomic_write_text(folder / name, text)
+    return folder

@@ -127,7 +127,8 @@ def export_onnx_bytes(
             if exporter == "torchscript":
                 buffer = io.BytesIO()
                 torch.onnx.export(
-                    module, args, buffer, dynamo=False,  # type: ignore[arg-type]  # BytesIO works opset_version=opset,
+                    module, args, buffer,  # type: ignore[arg-type]  # BytesIO works
+                    dynamo=False, opset_version=opset,
                     input_names=list(workaround.input_names), output_names=list(workaround.output_names),
                     do_constant_folding=True,
                 )

@@ -1,5 +1,6 @@
-"""The one place that wires the chain: weights -> torch model -> ONNX (raw, simplified) ->
-runners on every backend, for a case (shape + data) and an inverse workaround.
+"""The one place that wires the chain: weights -> torch model -> ONNX (raw, simplified; FP32 or
+mixed FP16) -> TensorRT engines -> runners on every backend, for a case (shape + data) and an
+inverse workaround.
 
 ``plugin.py`` (pytest) and ``cli.py`` (``python -m harness``) are thin fronts over ``Chain``, so
 the gate and the main job cannot drift apart. Everything expensive is built once per ``Chain``
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +23,9 @@ from harness.convert.workarounds import get_workaround
 from harness.data.cases import Case, case_feed, case_views, get_case
 from harness.data.views import Views
 from harness.errors import BackendUnavailable, InvalidArgument
+
+if TYPE_CHECKING:
+    from harness.convert.engine import EngineArtifact
 from harness.model.checkpoint import load_checkpoint, state_dict_digest
 from harness.model.mvsnet import MVSNet
 from harness.tolerances import Tolerances
@@ -29,6 +33,9 @@ from harness.tolerances import Tolerances
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_WEIGHTS = PROJECT_ROOT / "fixtures" / "weights" / "mvsnet-default.ckpt"
 VARIANTS = ("raw", "simplified")
+#: Candidates compared with torch strict FP32. ``-fp16`` ORT legs run the mixed-precision graph
+#: that the TensorRT fp16 engine is built from (a cross-check of that graph on another runtime).
+CANDIDATES = ("ort-cpu", "ort-cuda", "ort-cpu-fp16", "ort-cuda-fp16", "trt-fp32", "trt-tf32", "trt-fp16")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -49,6 +56,11 @@ class ChainConfig:
     cache_dir: Path | None = None  # None: harness.convert.cache.default_cache_dir()
     device: str = "auto"
     opset: int = 17
+    trt_flavour: str = "auto"  # tensorrt, tensorrt_rtx or auto
+    trt_workspace_mib: int = 4096
+    trt_opt_level: int = 3
+    trt_dynamic: bool = False  # one optimisation profile over H, W and D instead of static shapes
+    trt_buffers: str = "torch"  # or pycuda
 
 
 @dataclass(frozen=True)
@@ -68,7 +80,14 @@ class Leg:
 
     @property
     def precision(self) -> str:
-        return self.candidate.split("-")[1] if self.candidate.startswith("trt-") else "fp32"
+        """Tolerance precision: fp16 for FP16 graphs, tf32 for trt-tf32, else fp32."""
+        if self.candidate.endswith("-fp16"):
+            return "fp16"
+        return "tf32" if self.candidate == "trt-tf32" else "fp32"
+
+    @property
+    def graph_precision(self) -> str:
+        return "fp16" if self.precision == "fp16" else "fp32"
 
 
 @dataclass
@@ -119,19 +138,58 @@ class Chain:
         return {k: v for k, v in self.feed(case).items() if k != "inverse_proj_matrices"}
 
     # -- ONNX --------------------------------------------------------------------------------
-    def onnx(self, case: str, workaround: str, exporter: str, variant: str = "raw") -> OnnxArtifact:
+    def onnx(self, case: str, workaround: str, exporter: str, variant: str = "raw", precision: str = "fp32",
+             dynamic: bool = False) -> OnnxArtifact:
         if variant not in VARIANTS:
             raise InvalidArgument("ONNX variant", "unknown variant", variant, " or ".join(VARIANTS))
 
         def build_raw() -> OnnxArtifact:
-            config = ExportConfig(exporter=exporter, opset=self.config.opset, workaround=workaround)  # type: ignore[arg-type]
+            config = ExportConfig(exporter=exporter, opset=self.config.opset, workaround=workaround,  # type: ignore[arg-type]
+                                  precision=precision, dynamic=dynamic)  # type: ignore[arg-type]
             return OnnxFromTorch(self.model, self.weights_digest, self.feed(case), config,
                                  get_workaround(workaround), self.cache)()
 
-        raw = self._once(("onnx", case, workaround, exporter, "raw"), build_raw)
+        key = (case, workaround, exporter, precision, dynamic)
+        raw = self._once(("onnx", *key, "raw"), build_raw)
         if variant == "raw":
             return raw
-        return self._once(("onnx", case, workaround, exporter, variant), lambda: SimplifiedOnnxFromOnnx(raw, self.cache)())
+        return self._once(("onnx", *key, variant), lambda: SimplifiedOnnxFromOnnx(raw, self.cache)())
+
+    # -- TensorRT ----------------------------------------------------------------------------
+    def engine(self, case: str, workaround: str, exporter: str, variant: str, precision: str) -> EngineArtifact:
+        """Build (or fetch) the engine; raises BackendUnavailable when TensorRT or CUDA is missing."""
+        from harness.backends import trt_api
+        from harness.convert.engine import BuildSettings, EngineFromOnnx, Profile
+
+        def build() -> EngineArtifact:
+            trt_api.bind(self.config.trt_flavour)  # "tensorrt not importable" before any export work
+            trt_api.require_cuda()
+            graph = "fp16" if precision == "fp16" else "fp32"
+            dynamic = self.config.trt_dynamic
+            artifact = self.onnx(case, workaround, exporter, variant, graph, dynamic)
+            names = get_workaround(workaround).input_names
+            this = get_case(case)
+            if dynamic:
+                profile = Profile.around(this, names, low=_bound_case(this, "small"), high=_bound_case(this, "dtu"))
+            else:
+                profile = Profile.static({n: this.input_shapes(True)[n] for n in names})
+            settings = BuildSettings(precision=precision, workspace_mib=self.config.trt_workspace_mib,  # type: ignore[arg-type]
+                                     optimization_level=self.config.trt_opt_level, flavour=self.config.trt_flavour)
+            return EngineFromOnnx(artifact, settings, profile, self.cache)()
+
+        return self._once(("engine", case, workaround, exporter, variant, precision, self.config.trt_dynamic), build)
+
+    def trt_runner(self, case: str, workaround: str, exporter: str, variant: str, precision: str) -> Runner:
+        from harness.backends.tensorrt_runner import TrtRunner
+
+        def make() -> Runner:
+            engine = self.engine(case, workaround, exporter, variant, precision)
+            runner = TrtRunner(engine.path, label=precision, flavour=self.config.trt_flavour,
+                               buffers=self.config.trt_buffers,  # type: ignore[arg-type]
+                               runtime_cache=self.cache.root / "trt-runtime" / f"{engine.sha256[:16]}.cache")
+            return runner.prepare()
+
+        return self._once(("trt", case, workaround, exporter, variant, precision, self.config.trt_dynamic), make)
 
     # -- runners -----------------------------------------------------------------------------
     def torch_runner(self, precision: str = "fp32", with_inverse: bool = False, device: torch.device | None = None) -> Runner:
@@ -141,21 +199,27 @@ class Chain:
         return self._once(("torch", precision, with_inverse, str(dev)),
                           lambda: TorchRunner(self.model, dev, precision, with_inverse).prepare())  # type: ignore[arg-type]
 
-    def ort_runner(self, case: str, workaround: str, exporter: str, variant: str, device: str) -> Runner:
+    def ort_runner(self, case: str, workaround: str, exporter: str, variant: str, device: str,
+                   precision: str = "fp32") -> Runner:
         from harness.backends.onnxruntime_runner import OrtRunner, ensure_available
 
         def make() -> Runner:
             ensure_available(torch.device(device), f"ort-{device}")  # before any export work
-            artifact = self.onnx(case, workaround, exporter, variant)
-            return OrtRunner(artifact.path, device=device, label=variant).prepare()
+            artifact = self.onnx(case, workaround, exporter, variant, precision)
+            label = variant if precision == "fp32" else f"{precision}-{variant}"
+            return OrtRunner(artifact.path, device=device, label=label).prepare()
 
-        return self._once(("ort", case, workaround, exporter, variant, device), make)
+        return self._once(("ort", case, workaround, exporter, variant, device, precision), make)
 
     def candidate_runner(self, leg: Leg) -> Runner:
-        if leg.candidate in ("ort-cpu", "ort-cuda"):
-            return self.ort_runner(leg.case, leg.workaround, leg.exporter, leg.variant, leg.candidate.split("-")[1])
+        family, _, rest = leg.candidate.partition("-")
+        if family == "ort" and rest.split("-")[0] in ("cpu", "cuda"):
+            return self.ort_runner(leg.case, leg.workaround, leg.exporter, leg.variant, rest.split("-")[0],
+                                   leg.graph_precision)
+        if family == "trt" and rest in ("fp32", "tf32", "fp16"):
+            return self.trt_runner(leg.case, leg.workaround, leg.exporter, leg.variant, rest)
         raise BackendUnavailable(leg.candidate, f"no backend named {leg.candidate} in this harness version",
-                                 "pick one of ort-cpu, ort-cuda")
+                                 f"pick from {', '.join(CANDIDATES)}")
 
     def reference_outputs(self, case: str) -> dict[str, torch.Tensor]:
         """torch strict FP32, the original three-input call, on the chain's device."""
@@ -201,11 +265,16 @@ def run_leg(chain: Chain, leg: Leg, tolerances: Tolerances) -> LegResult:
     reference = chain.reference_outputs(leg.case)
     tolerance = tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES)
     diffs = compare(reference, candidate, tolerance, depth_values=chain.feed(leg.case)["depth_values"])
-    artifact = chain.onnx(leg.case, leg.workaround, leg.exporter, leg.variant)
+    artifact = chain.onnx(leg.case, leg.workaround, leg.exporter, leg.variant, leg.graph_precision,
+                          chain.config.trt_dynamic and leg.candidate.startswith("trt-"))
     info = {
         "onnx_sha256": artifact.sha256[:16], "nodes": artifact.node_count, "opset": artifact.audit.get("opset"),
         "export_seconds": artifact.seconds, "cache": artifact.cache_status, **artifact.extra,
     }
+    if leg.candidate.startswith("trt-"):
+        engine = chain.engine(leg.case, leg.workaround, leg.exporter, leg.variant, leg.precision)
+        info.update({"engine_sha256": engine.sha256[:16], "engine_mib": engine.meta.get("engine_mib"),
+                     "build_seconds": engine.build_seconds, "engine_cache": engine.cache_status})
     return LegResult(leg, diffs, info)
 
 
@@ -224,3 +293,12 @@ def plan_legs(
         for workaround in workarounds
         for exporter in exporters
     ]
+
+
+def _bound_case(case: Case, name: str) -> Case:
+    """A profile bound with ``case``'s view count and the H, W, D of case ``name`` (or of
+    ``case`` itself where that is wider for a max bound / narrower for a min bound)."""
+    other = get_case(name)
+    pick = min if name == "small" else max
+    return Case(f"{name}-bound", case.views, pick(case.height, other.height), pick(case.width, other.width),
+                pick(case.num_depth, other.num_depth))

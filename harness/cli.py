@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.chain import CANDIDATES
 from harness.errors import BackendUnavailable, HarnessError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.tolerances import Tolerances
 
     chain = Chain(ChainConfig(weights=args.weights, scene=args.scene, cache_dir=args.cache_dir,
-                              device=args.device, opset=args.opset))
+                              device=args.device, opset=args.opset, trt_flavour=args.trt, trt_dynamic=args.trt_dynamic))
     tolerances = Tolerances.load(args.tolerances)
     legs = plan_legs(_csv(args.cases), _csv(args.workarounds), _csv(args.exporters), _csv(args.variants),
                      _csv(args.backends))
@@ -111,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", type=Path, default=None, help="MVSNet_pytorch checkpoint (default: bundled weights)")
     run.add_argument("--scene", type=Path, default=None, help="DTU-format scene folder (default: bundled scene)")
     run.add_argument("--cases", default="seed", help="comma list of small, seed, dtu (default: seed)")
-    run.add_argument("--backends", default="ort-cpu,ort-cuda", help="candidates (default: ort-cpu,ort-cuda)")
+    run.add_argument("--backends", default=",".join(CANDIDATES),
+                     help=f"candidates (default: all of {','.join(CANDIDATES)}; unavailable ones are skipped with the reason)")
     run.add_argument("--workarounds", default="precomputed,closed_form", help="(default: precomputed,closed_form)")
     run.add_argument("--exporters", default="torchscript", help="torchscript and/or dynamo (default: torchscript)")
     run.add_argument("--variants", default="raw,simplified", help="ONNX graphs (default: raw,simplified)")
@@ -120,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", type=Path, default=None, help="artifact cache (default: ~/.cache/mvsnet-trt-harness)")
     run.add_argument("--tolerances", type=Path, default=None, help="tolerances TOML (default: fixtures/tolerances.toml)")
     run.add_argument("--report-dir", type=Path, default=PROJECT_ROOT / "reports", help="(default: reports/)")
+    run.add_argument("--trt", default="auto", choices=("auto", "tensorrt", "tensorrt_rtx"),
+                     help="TensorRT module (default: auto: tensorrt, else tensorrt_rtx)")
+    run.add_argument("--trt-dynamic", action="store_true", help="engines with a dynamic H/W/D profile (default: static)")
     run.set_defaults(func=cmd_run)
 
     scene = sub.add_parser("make-scene", help="render a synthetic DTU-format scene")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness.chain import VARIANTS, Chain, ChainConfig, Leg, run_leg
+from harness.chain import CANDIDATES, VARIANTS, Chain, ChainConfig, Leg, run_leg
 from harness.convert.onnx_export import EXPORTERS
 from harness.convert.workarounds import EXPORTABLE, get_workaround
 from harness.data.cases import CASES, get_case
@@ -24,7 +24,6 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {"cases": ("small",)},
     "full": {"cases": ("small", "seed")},
 }
-CANDIDATES = ("ort-cpu", "ort-cuda")
 MARKERS = {
     "gpu": "needs a CUDA device (skipped with the reason when none is present)",
     "trt": "needs TensorRT (skipped with the reason when it is not importable or cannot run here)",
@@ -51,6 +50,7 @@ class HarnessOptions:
 @dataclass
 class SessionResults:
     parity: list[dict[str, Any]] = field(default_factory=list)
+    engines: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -80,6 +80,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--harness-report-dir", default=str(PROJECT_ROOT / "reports"),
         help="where each session writes <utc-stamp>/run.json and report.md. Default: reports/")
     add("--harness-no-report", action="store_true", default=False, help="write no run record. Default: off")
+    add("--harness-trt", default="auto", choices=("auto", "tensorrt", "tensorrt_rtx"),
+        help="TensorRT module for the trt legs; auto prefers tensorrt, then tensorrt_rtx. Default: auto")
+    add("--harness-trt-workspace", type=int, default=4096, help="builder workspace limit in MiB. Default: 4096")
+    add("--harness-trt-opt-level", type=int, default=3, help="builder optimisation level 0-5. Default: 3")
+    add("--harness-trt-dynamic", action="store_true", default=False,
+        help="build engines with one profile over H, W and D (min small, opt the case, max DTU) instead of "
+             "static shapes. Default: off")
+    add("--harness-trt-buffers", choices=("torch", "pycuda"), default="torch",
+        help="TensorRT I/O buffers: torch CUDA tensors, or pycuda pinned host + device copies. Default: torch")
 
 
 def _validated(config: pytest.Config, flag: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> tuple[str, ...]:
@@ -108,6 +117,9 @@ def _options(config: pytest.Config) -> HarnessOptions:
         chain=ChainConfig(
             weights=Path(weights) if weights else None, scene=Path(scene) if scene else None,
             cache_dir=Path(cache) if cache else None, device=opt("--harness-device"), opset=opt("--harness-opset"),
+            trt_flavour=opt("--harness-trt"), trt_workspace_mib=opt("--harness-trt-workspace"),
+            trt_opt_level=opt("--harness-trt-opt-level"), trt_dynamic=opt("--harness-trt-dynamic"),
+            trt_buffers=opt("--harness-trt-buffers"),
         ),
         tolerances=Path(opt("--harness-tolerances")) if opt("--harness-tolerances") else None,
         report_dir=None if opt("--harness-no-report") else Path(opt("--harness-report-dir")),
@@ -241,17 +253,20 @@ class SessionReporter:
         for key, value in report.user_properties:
             if key == "harness_parity":
                 self.results.parity.append(json.loads(str(value)))
+            elif key == "harness_engine":
+                self.results.engines.append(json.loads(str(value)))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):  # xdist worker: the controller writes the record
             return
         opts = options(self.config)
-        if opts.report_dir is None or not self.results.parity:
+        if opts.report_dir is None or not (self.results.parity or self.results.engines):
             return
         from harness.report.record import RunRecord, write_run
 
         record = RunRecord(
             kind="pytest", profile=opts.profile, parity=self.results.parity, notes=list(self.results.notes),
+            artifacts=self.results.engines,
             config={"cases": opts.cases, "exporters": opts.exporters, "workarounds": opts.workarounds,
                     "variants": opts.variants, "backends": opts.candidates, "device": opts.chain.device,
                     "opset": opts.chain.opset, "weights": str(opts.chain.weights or "bundled"),
@@ -263,16 +278,21 @@ class SessionReporter:
             self.results.notes.append(f"report not written: {exc}")
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:
-        if not self.results.parity:
-            return
         tr = terminalreporter
-        tr.section("harness parity (max squared error vs torch strict FP32; depth in mm^2)")
-        tr.write_line(f"{'leg':<72} {'depth':>10} {'confidence':>11} {'>1mm':>6} result")
-        for row in sorted(self.results.parity, key=lambda r: str(r["id"])):
-            m = row["metrics"]
-            tr.write_line(
-                f"{row['id']:<72} {m['depth']['max_sq_err']:>10.3g} {m['photometric_confidence']['max_sq_err']:>11.3g} "
-                f"{m['depth'].get('frac_over_1mm', 0):>6.3g} {'ok' if row['passed'] else 'FAIL'}"
-            )
+        if self.results.parity:
+            tr.section("harness parity (max squared error vs torch strict FP32; depth in mm^2)")
+            tr.write_line(f"{'leg':<72} {'depth':>10} {'confidence':>11} {'>1mm':>6} result")
+            for row in sorted(self.results.parity, key=lambda r: str(r["id"])):
+                m = row["metrics"]
+                tr.write_line(
+                    f"{row['id']:<72} {m['depth']['max_sq_err']:>10.3g} "
+                    f"{m['photometric_confidence']['max_sq_err']:>11.3g} "
+                    f"{m['depth'].get('frac_over_1mm', 0):>6.3g} {'ok' if row['passed'] else 'FAIL'}"
+                )
+        if self.results.engines:
+            tr.section("harness engines")
+            for row in self.results.engines:
+                tr.write_line(f"{row['case']} {row['workaround']} {row['exporter']} {row['precision']}: {row['trt']}, "
+                              f"{row['mib']} MiB, built in {row['build_seconds']} s ({row['cache']})")
         for note in self.results.notes:
             tr.write_line(note)

@@ -23,7 +23,7 @@ from harness.convert.cache import ArtifactCache, CacheEntry
 from harness.convert.workarounds import EXPORTABLE, InverseWorkaround
 from harness.errors import ExportError, InvalidArgument, UnsupportedOperator
 from harness.fileio import atomic_write_bytes
-from harness.model.mvsnet import MVSNet
+from harness.model.mvsnet import MVSNet, to_mixed_precision
 
 Exporter = Literal["torchscript", "dynamo"]
 EXPORTERS: tuple[Exporter, ...] = ("torchscript", "dynamo")
@@ -41,23 +41,38 @@ def export_code_digest() -> str:
     return digest.hexdigest()[:16]
 
 
+GraphPrecision = Literal["fp32", "fp16"]
+
+
 @dataclass(frozen=True)
 class ExportConfig:
+    """What decides an exported graph besides the weights and the input shapes.
+
+    ``precision="fp16"`` exports ``to_mixed_precision(model)``: half-precision convolutions with
+    explicit Casts around them, FP32 elsewhere (what strongly typed TensorRT builds as is).
+    ``dynamic=True`` leaves H, W (multiples of 32) and D symbolic, for TensorRT profiles.
+    """
+
     exporter: Exporter = "torchscript"
     opset: int = DEFAULT_OPSET
     workaround: str = "precomputed"
+    precision: GraphPrecision = "fp32"
+    dynamic: bool = False
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
             raise InvalidArgument("exporter", "unknown exporter", self.exporter, " or ".join(EXPORTERS),
                                   "pass --harness-exporters torchscript,dynamo")
+        if self.precision not in ("fp32", "fp16"):
+            raise InvalidArgument("graph precision", "unknown precision", self.precision, "fp32 or fp16")
         if not 16 <= self.opset <= 23:
             raise InvalidArgument("opset", "unsupported ONNX opset", self.opset, "16..23 (GridSample needs >= 16)",
                                   "pass --harness-opset 17")
 
     @property
     def label(self) -> str:
-        return f"{self.exporter}-op{self.opset}-{self.workaround}"
+        dynamic = "-dynamic" if self.dynamic else ""
+        return f"{self.exporter}-op{self.opset}-{self.workaround}-{self.precision}{dynamic}"
 
 
 @dataclass(frozen=True)
@@ -112,16 +127,33 @@ def _quiet_exporter():
             lg.setLevel(level)
 
 
+def _dynamic_axes(input_names: tuple[str, ...]) -> dict[str, dict[int, str]]:
+    axes = {"imgs": {3: "height", 4: "width"}, "depth_values": {1: "num_depth"},
+            "depth": {1: "height_4", 2: "width_4"}, "photometric_confidence": {1: "height_4", 2: "width_4"}}
+    return {k: v for k, v in axes.items() if k in input_names or k in ("depth", "photometric_confidence")}
+
+
+def _dynamic_shapes(input_names: tuple[str, ...]) -> dict[str, object]:
+    dim = torch.export.Dim
+    h32, w32 = dim("h32", min=1, max=256), dim("w32", min=1, max=256)
+    shapes: dict[str, object] = {name: None for name in input_names}
+    shapes["imgs"] = {3: 32 * h32, 4: 32 * w32}
+    shapes["depth_values"] = {1: dim("num_depth", min=8, max=1024)}
+    return shapes
+
+
 def export_onnx_bytes(
     model: MVSNet,
     workaround: InverseWorkaround,
     example_feed: dict[str, torch.Tensor],
     exporter: Exporter,
     opset: int,
+    dynamic: bool = False,
 ) -> bytes:
     """Export once and return the serialized ModelProto (no caching, no checks)."""
     module = workaround.export_module(model)
-    args = tuple(example_feed[name] for name in workaround.input_names)
+    names = workaround.input_names
+    args = tuple(example_feed[name] for name in names)
     try:
         with _quiet_exporter(), torch.no_grad():
             if exporter == "torchscript":
@@ -129,13 +161,14 @@ def export_onnx_bytes(
                 torch.onnx.export(
                     module, args, buffer,  # type: ignore[arg-type]  # BytesIO works
                     dynamo=False, opset_version=opset,
-                    input_names=list(workaround.input_names), output_names=list(workaround.output_names),
-                    do_constant_folding=True,
+                    input_names=list(names), output_names=list(workaround.output_names),
+                    do_constant_folding=True, dynamic_axes=_dynamic_axes(names) if dynamic else None,
                 )
                 return buffer.getvalue()
             program = torch.onnx.export(
                 module, args, dynamo=True, opset_version=opset, verbose=False,
-                input_names=list(workaround.input_names), output_names=list(workaround.output_names),
+                input_names=list(names), output_names=list(workaround.output_names),
+                dynamic_shapes=_dynamic_shapes(names) if dynamic else None,
             )
             assert program is not None
             return program.model_proto.SerializeToString()
@@ -186,12 +219,16 @@ class OnnxFromTorch:
             "exporter": self.config.exporter,
             "opset": self.config.opset,
             "workaround": self.workaround.name,
+            "precision": self.config.precision,
+            "dynamic": self.config.dynamic,
             "inputs": {k: list(v.shape) for k, v in self.feed.items()},
         }
 
     def _build(self, path: Path) -> dict[str, Any]:
         started = time.perf_counter()
-        data = export_onnx_bytes(self.model, self.workaround, self.feed, self.config.exporter, self.config.opset)
+        model = to_mixed_precision(self.model) if self.config.precision == "fp16" else self.model
+        data = export_onnx_bytes(model, self.workaround, self.feed, self.config.exporter, self.config.opset,
+                                 self.config.dynamic)
         seconds = time.perf_counter() - started
         proto = onnx.load_from_string(data)
         check(proto, f"exported ONNX ({self.config.label})")

@@ -26,21 +26,34 @@ INPUTS_WITH_INVERSE = ("imgs", "proj_matrices", "inverse_proj_matrices", "depth_
 INPUTS_WITHOUT_INVERSE = ("imgs", "proj_matrices", "depth_values")
 
 
-class _ExportModule(nn.Module):
-    """MVSNet with positional inputs in the graph's order and a tuple of outputs."""
+class _FedInverse(nn.Module):
+    """``precomputed``: the inverse arrives as the graph's third input."""
 
-    def __init__(self, model: MVSNet, strategy: str) -> None:
+    def __init__(self, model: MVSNet) -> None:
         super().__init__()
         self.model = model
-        self.strategy = strategy
 
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.strategy == "precomputed":
-            imgs, proj, inverse, depth_values = inputs
-        else:
-            imgs, proj, depth_values = inputs
-            inverse = inverse_closed_form(proj) if self.strategy == "closed_form" else torch.inverse(proj)
-        out = self.model(imgs, proj, depth_values, inverse)
+    def forward(
+        self, imgs: torch.Tensor, proj_matrices: torch.Tensor, inverse_proj_matrices: torch.Tensor,
+        depth_values: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(imgs, proj_matrices, depth_values, inverse_proj_matrices)
+        return out["depth"], out["photometric_confidence"]
+
+
+class _InGraphInverse(nn.Module):
+    """``closed_form`` (cofactors) or ``none`` (torch.inverse, which does not export)."""
+
+    def __init__(self, model: MVSNet, closed_form: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.closed_form = closed_form
+
+    def forward(
+        self, imgs: torch.Tensor, proj_matrices: torch.Tensor, depth_values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        inverse = inverse_closed_form(proj_matrices) if self.closed_form else torch.inverse(proj_matrices)
+        out = self.model(imgs, proj_matrices, depth_values, inverse)
         return out["depth"], out["photometric_confidence"]
 
 
@@ -62,7 +75,10 @@ class InverseWorkaround:
         return self.name == "precomputed"
 
     def export_module(self, model: MVSNet) -> nn.Module:
-        return _ExportModule(model, self.name).eval()
+        """MVSNet with positional inputs in the graph's order and a tuple of outputs."""
+        if self.name == "precomputed":
+            return _FedInverse(model).eval()
+        return _InGraphInverse(model, closed_form=self.name == "closed_form").eval()
 
     def prepare_feed(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The graph's inputs from a model feed: adds or drops ``inverse_proj_matrices``."""

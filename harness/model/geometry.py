@@ -105,8 +105,10 @@ def warp_source_volume(
         rot_depth_xyz = rot_xyz.unsqueeze(2) * depth_values.view(batch, 1, num_depth, 1)
         proj_xyz = rot_depth_xyz + trans.view(batch, 3, 1, 1)  # [B, 3, D, H*W]
         proj_xy = proj_xyz[:, :2, :, :] / proj_xyz[:, 2:3, :, :]
-        grid_x = proj_xy[:, 0, :, :] / ((width - 1) / 2) - 1
-        grid_y = proj_xy[:, 1, :, :] / ((height - 1) / 2) - 1
+        # (W-1)/2 taken from the coordinate vectors rather than Python ints, so that an export
+        # with dynamic H and W keeps it symbolic; the value is identical in float32
+        grid_x = proj_xy[:, 0, :, :] / (xs[-1] / 2) - 1
+        grid_y = proj_xy[:, 1, :, :] / (ys[-1] / 2) - 1
         grid = torch.stack((grid_x, grid_y), dim=3)  # [B, D, H*W, 2]
     warped = F.grid_sample(
         src_feature,

@@ -62,6 +62,20 @@ class MVSNet(nn.Module):
         self.feature = FeatureNet()
         self.cost_regularization = CostRegNet()
         self.inverse: InverseMethod = inverse
+        # None: everything in float32. float16: the convolutions (FeatureNet, CostRegNet) run in
+        # half precision while the projection math, sampling, variance, softmax and regression
+        # stay float32 (see ``to_mixed_precision``).
+        self.low_precision: torch.dtype | None = None
+
+    def _features(self, img: torch.Tensor) -> torch.Tensor:
+        if self.low_precision is None:
+            return self.feature(img)
+        return self.feature(img.to(self.low_precision)).float()
+
+    def _regularize(self, variance: torch.Tensor) -> torch.Tensor:
+        if self.low_precision is None:
+            return self.cost_regularization(variance)
+        return self.cost_regularization(variance.to(self.low_precision)).float()
 
     def forward(
         self,
@@ -91,13 +105,13 @@ class MVSNet(nn.Module):
         else:
             inv_ref_proj = torch.inverse(ref_proj)
 
-        ref_feature = self.feature(imgs[:, 0]).unsqueeze(2)  # [B, C, 1, h, w], broadcast over D
+        ref_feature = self._features(imgs[:, 0]).unsqueeze(2)  # [B, C, 1, h, w], broadcast over D
         # The first source volume starts the sums; in-place accumulation after that (when no
         # gradient is needed) keeps peak memory at three volumes, as in the original.
         inplace = not torch.is_grad_enabled()
         volume_sum = volume_sq_sum = None
         for view in range(1, num_views):
-            src_feature = self.feature(imgs[:, view])
+            src_feature = self._features(imgs[:, view])
             warped = warp_source_volume(src_feature, proj_matrices[:, view], inv_ref_proj, depth_values)
             if volume_sum is None or volume_sq_sum is None:
                 volume_sum = ref_feature + warped
@@ -114,9 +128,24 @@ class MVSNet(nn.Module):
         else:
             variance = volume_sq_sum / num_views - (volume_sum / num_views) ** 2
 
-        cost = self.cost_regularization(variance).squeeze(1)  # [B, D, h, w]
+        cost = self._regularize(variance).squeeze(1)  # [B, D, h, w]
         prob_volume = torch.softmax(cost, dim=1)
         depth = depth_regression(prob_volume, depth_values)
         with torch.no_grad():
             confidence = photometric_confidence(prob_volume)
         return {"depth": depth, "photometric_confidence": confidence}
+
+
+def to_mixed_precision(model: MVSNet, dtype: torch.dtype = torch.float16) -> MVSNet:
+    """A copy of ``model`` whose convolutions run in ``dtype`` and whose precision-sensitive
+    parts stay float32: projection and sampling coordinates (FP16 loses sub-pixel precision),
+    the variance E[x^2] - E[x]^2 (cancellation), the softmax over D and the depth regression
+    (long reductions). Exported, this is the FP16 graph that strongly typed TensorRT builds as is.
+    """
+    import copy
+
+    mixed = copy.deepcopy(model)
+    mixed.feature.to(dtype)
+    mixed.cost_regularization.to(dtype)
+    mixed.low_precision = dtype
+    return mixed.eval()

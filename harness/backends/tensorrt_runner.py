@@ -1,0 +1,232 @@
+"""TensorRT runner (TensorRT 10/11 or TensorRT-RTX, one code path): name-based I/O.
+
+Buffers are torch CUDA tensors by default: inputs used in place when contiguous and 256-byte
+aligned (else copied), dtypes checked against the engine, shapes checked against the engine's
+profile, outputs allocated after the input shapes are set. Work runs on a dedicated stream that
+waits for the caller's stream; the caller's stream waits for it before the outputs are used.
+
+``buffers="pycuda"`` is the classic TensorRT-sample style instead: page-locked host buffers and
+pycuda device allocations, host-to-device and device-to-host copies on a pycuda stream.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from harness.backends import trt_api
+from harness.backends.base import Runner
+from harness.errors import BackendUnavailable, EngineBuildError, InvalidArgument, InvalidInput, ShapeError
+
+Buffers = Literal["torch", "pycuda"]
+ALIGNMENT = 256  # bytes; TensorRT's requirement for I/O addresses
+
+
+def _aligned(tensor: torch.Tensor) -> torch.Tensor:
+    tensor = tensor.contiguous()
+    if tensor.data_ptr() % ALIGNMENT:
+        tensor = tensor.clone()  # a fresh allocation from torch's caching allocator is aligned
+    return tensor
+
+
+class TrtRunner(Runner):
+    """Args:
+        engine_path: a serialized engine (``EngineFromOnnx``'s artifact).
+        label: suffix of ``name`` (``trt-<label>``), e.g. the precision.
+        flavour: ``auto``, ``tensorrt`` or ``tensorrt_rtx``.
+        buffers: ``torch`` (CUDA tensors in place) or ``pycuda`` (pinned host + device copies).
+    """
+
+    def __init__(self, engine_path: str | Path, label: str = "", flavour: str = "auto", buffers: Buffers = "torch",
+                 validate_values: bool = True, runtime_cache: Path | None = None) -> None:
+        super().__init__(validate_values)
+        self.name = f"trt-{label}" if label else "trt"
+        self.info = trt_api.bind(flavour)
+        self.device = trt_api.require_cuda(self.name)
+        if buffers not in ("torch", "pycuda"):
+            raise InvalidArgument("trt buffers", "unknown buffer mode", buffers, "torch or pycuda")
+        if buffers == "pycuda":
+            try:
+                importlib.import_module("pycuda.driver")
+            except ImportError:
+                raise BackendUnavailable(self.name, "pycuda not importable (buffer mode pycuda)",
+                                         "pip install pycuda, or use the default torch buffers") from None
+        self.path = Path(engine_path)
+        self.buffers = buffers
+        self.runtime_cache = runtime_cache
+        self._engine: trt_api.trt.ICudaEngine | None = None
+        self._context: trt_api.trt.IExecutionContext | None = None
+        self._stream: torch.cuda.Stream | None = None
+        self._pycuda: _PycudaBuffers | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        trt = trt_api.trt
+        self._logger = trt_api.CapturingLogger(quiet=True)
+        self._runtime = trt.Runtime(self._logger)
+        data = self.path.read_bytes()
+        engine = self._runtime.deserialize_cuda_engine(data)
+        if engine is None:
+            blocker = trt_api.runtime_blocker(self.info, self.device)
+            logged = (self._logger.errors() or ["no error logged"])[-1]
+            if blocker is not None or "compute capability" in logged:
+                raise BackendUnavailable(self.name, blocker or logged[:200],
+                                         f"run on a GPU the engine supports ({self.info.label} said: {logged[:200]})")
+            raise EngineBuildError(str(self.path), "TensorRT could not deserialize the engine", logged[:300],
+                                   "an engine built by the same TensorRT version for this GPU",
+                                   "delete the cache entry (it is rebuilt) or rebuild for this GPU")
+        self._engine = engine
+        self._context = self._create_context(engine)
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.input_names = tuple(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        self.output_names = tuple(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        self._stream = torch.cuda.Stream(device=self.device)
+        if self.buffers == "pycuda":
+            self._pycuda = _PycudaBuffers(self.device)
+
+    def _create_context(self, engine: trt_api.trt.ICudaEngine) -> trt_api.trt.IExecutionContext:
+        """Execution context; on TensorRT-RTX with a runtime cache of JIT-compiled kernels."""
+        make_config = getattr(engine, "create_runtime_config", None)
+        if self.info.is_rtx and make_config is not None and self.runtime_cache is not None:
+            config = make_config()
+            cache = config.create_runtime_cache()
+            if self.runtime_cache.is_file():
+                cache.deserialize(self.runtime_cache.read_bytes())
+            config.set_runtime_cache(cache)
+            self._runtime_config, self._cache_object = config, cache  # keep alive with the context
+            return engine.create_execution_context(config)
+        return engine.create_execution_context()
+
+    def _close(self) -> None:
+        if self.runtime_cache is not None and getattr(self, "_cache_object", None) is not None:
+            from harness.fileio import atomic_write_bytes
+
+            atomic_write_bytes(self.runtime_cache, bytes(self._cache_object.serialize()))
+        self._context = None
+        self._engine = None
+        self._stream = None
+        self._pycuda = None
+
+    # -- inference ------------------------------------------------------------------------------
+    def _live(self) -> tuple[trt_api.trt.ICudaEngine, trt_api.trt.IExecutionContext]:
+        assert self._engine is not None and self._context is not None, "prepare() first"
+        return self._engine, self._context
+
+    def _bind_inputs(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        engine, context = self._live()
+        bound = {}
+        for name in self.input_names:
+            tensor = feed[name]
+            expected = trt_api.torch_dtype(engine.get_tensor_dtype(name))
+            if tensor.dtype != expected:
+                raise InvalidInput(f"{self.name}: {name}", "dtype differs from the engine's", str(tensor.dtype),
+                                   str(expected), f"cast the input with .to({expected})")
+            shape = tuple(tensor.shape)
+            if self._dynamic(name):
+                low, _, high = (trt_api.dims_tuple(d) for d in engine.get_tensor_profile_shape(name, 0))
+            else:
+                low = high = trt_api.dims_tuple(engine.get_tensor_shape(name))
+            if len(shape) != len(low) or any(s < a or s > b for a, s, b in zip(low, shape, high)):
+                raise ShapeError(f"{self.name}: {name}", "shape outside the engine's profile", shape,
+                                 f"between {low} and {high}", "rebuild the engine with a profile that covers this case")
+            if not context.set_input_shape(name, shape):
+                raise ShapeError(f"{self.name}: {name}", "TensorRT refused the input shape", shape,
+                                 f"between {low} and {high}", "rebuild the engine with a wider profile")
+            bound[name] = tensor
+        return bound
+
+    def _dynamic(self, name: str) -> bool:
+        return any(d < 0 for d in trt_api.dims_tuple(self._live()[0].get_tensor_shape(name)))
+
+    def _output_shapes(self) -> dict[str, tuple[int, ...]]:
+        _, context = self._live()
+        shapes = {}
+        for name in self.output_names:
+            shape = trt_api.dims_tuple(context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                missing = context.infer_shapes()
+                raise ShapeError(f"{self.name}: {name}", "output shape unresolved", shape, "all dimensions known",
+                                 f"set shapes for {missing}")
+            shapes[name] = shape
+        return shapes
+
+    def _infer(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        bound = self._bind_inputs(feed)
+        if self._pycuda is not None:
+            return self._pycuda.run(self, bound, self._output_shapes())
+        assert self._stream is not None
+        engine, context = self._live()
+        inputs = {name: _aligned(t) for name, t in bound.items()}
+        for name, tensor in inputs.items():
+            context.set_tensor_address(name, tensor.data_ptr())
+        outputs = {}
+        for name, shape in self._output_shapes().items():
+            dtype = trt_api.torch_dtype(engine.get_tensor_dtype(name))
+            outputs[name] = torch.empty(shape, dtype=dtype, device=self.device)
+            context.set_tensor_address(name, outputs[name].data_ptr())
+        caller = torch.cuda.current_stream(self.device)
+        self._stream.wait_stream(caller)  # inputs were produced on the caller's stream
+        if not context.execute_async_v3(self._stream.cuda_stream):
+            raise EngineBuildError(self.name, "execute_async_v3 failed", "; ".join(self._logger.errors()[-3:]),
+                                   "a successful enqueue", "check the TensorRT errors quoted")
+        caller.wait_stream(self._stream)  # consumers of the outputs wait for TensorRT's work
+        for tensor in (*inputs.values(), *outputs.values()):
+            tensor.record_stream(self._stream)
+        return {name: t.float() for name, t in outputs.items()}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "runtime": self.info.flavour, "version": self.info.version,
+                "engine": str(self.path), "buffers": self.buffers}
+
+
+class _PycudaBuffers:
+    """Page-locked host buffers and device allocations, reused while shapes stay the same."""
+
+    def __init__(self, device: torch.device) -> None:
+        cuda = importlib.import_module("pycuda.driver")
+        cuda.init()
+        # share torch's primary context instead of creating a second one (pycuda.autoinit would)
+        self.cuda = cuda
+        self.context = cuda.Device(device.index or 0).retain_primary_context()
+        self.stream: Any = None
+        self.host: dict[str, Any] = {}
+        self.device_mem: dict[str, Any] = {}
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> tuple[Any, Any]:
+        host = self.host.get(name)
+        if host is None or host.shape != shape or host.dtype != dtype:
+            self.host[name] = self.cuda.pagelocked_empty(shape, dtype)
+            self.device_mem[name] = self.cuda.mem_alloc(self.host[name].nbytes)
+        return self.host[name], self.device_mem[name]
+
+    def run(self, runner: TrtRunner, inputs: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+        engine, context = runner._live()
+        self.context.push()
+        try:
+            if self.stream is None:
+                self.stream = self.cuda.Stream()
+            for name, tensor in inputs.items():
+                array = tensor.detach().cpu().numpy()
+                host, dev = self._buffer(name, array.shape, array.dtype)
+                np.copyto(host, array)
+                self.cuda.memcpy_htod_async(dev, host, self.stream)
+                context.set_tensor_address(name, int(dev))
+            outs = {}
+            for name, shape in shapes.items():
+                dtype = torch.empty((), dtype=trt_api.torch_dtype(engine.get_tensor_dtype(name))).numpy().dtype
+                host, dev = self._buffer(name, shape, dtype)
+                context.set_tensor_address(name, int(dev))
+                outs[name] = host
+            if not context.execute_async_v3(self.stream.handle):
+                raise EngineBuildError(runner.name, "execute_async_v3 failed (pycuda buffers)", "see the TensorRT log",
+                                       "a successful enqueue")
+            for name, host in outs.items():
+                self.cuda.memcpy_dtoh_async(host, self.device_mem[name], self.stream)
+            self.stream.synchronize()
+            return {name: torch.from_numpy(host.copy()).float().to(runner.device) for name, host in outs.items()}
+        finally:
+            self.context.pop()

@@ -112,15 +112,21 @@ def parse_pair_text(text: str, path: Path = Path("pair.txt")) -> dict[int, list[
         return DataFormatError(where, problem, observed, expected,
                                "pair.txt: count line, then per view an id line and a 'n id score ...' line")
 
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # (file line index, text) of the non-empty lines, so errors name the line in the file
+    numbered = [(i, line.strip()) for i, line in enumerate(text.splitlines()) if line.strip()]
+    lines = [line for _, line in numbered]
+
+    def at(k: int) -> int:
+        return numbered[k][0]
+
     if not lines:
         raise bad(None, "empty pair file", "0 lines", "a viewpoint count on the first line")
     try:
         count = int(lines[0])
     except ValueError:
-        raise bad(0, "viewpoint count is not an integer", lines[0][:40], "an integer") from None
+        raise bad(at(0), "viewpoint count is not an integer", lines[0][:40], "an integer") from None
     if count < 1 or count > 100_000:
-        raise bad(0, "implausible viewpoint count", count, "1..100000")
+        raise bad(at(0), "implausible viewpoint count", count, "1..100000")
     if len(lines) < 1 + 2 * count:
         raise bad(None, "file ends early", f"{len(lines)} non-empty lines", f"{1 + 2 * count} for {count} viewpoints")
     pairs: dict[int, list[tuple[int, float]]] = {}
@@ -129,20 +135,23 @@ def parse_pair_text(text: str, path: Path = Path("pair.txt")) -> dict[int, list[
         try:
             ref = int(lines[ref_line])
         except ValueError:
-            raise bad(ref_line, "reference id is not an integer", lines[ref_line][:40], "an integer") from None
+            raise bad(at(ref_line), "reference id is not an integer", lines[ref_line][:40], "an integer") from None
+        if ref < 0:
+            raise bad(at(ref_line), "negative view id", ref, "ids >= 0")
         fields = lines[src_line].split()
         try:
             n = int(fields[0])
             ids = [int(x) for x in fields[1::2]]
             scores = [float(x) for x in fields[2::2]]
         except (ValueError, IndexError):
-            raise bad(src_line, "malformed source list", lines[src_line][:60], "'n id score id score ...'") from None
+            raise bad(at(src_line), "malformed source list", lines[src_line][:60], "'n id score id score ...'") from None
         if n < 0 or len(ids) != n or len(scores) != n:
-            raise bad(src_line, "source count disagrees with the list", f"n={n}, {len(ids)} ids, {len(scores)} scores", "n pairs of 'id score'")
+            raise bad(at(src_line), "source count disagrees with the list", f"n={n}, {len(ids)} ids, {len(scores)} scores",
+                      "n pairs of 'id score'")
         if ref in pairs:
-            raise bad(ref_line, "reference id listed twice", ref, "each viewpoint once")
-        if min([ref, *ids]) < 0:
-            raise bad(src_line, "negative view id", min([ref, *ids]), "ids >= 0")
+            raise bad(at(ref_line), "reference id listed twice", ref, "each viewpoint once")
+        if ids and min(ids) < 0:
+            raise bad(at(src_line), "negative view id", min(ids), "ids >= 0")
         pairs[ref] = list(zip(ids, scores))
     return pairs
 
@@ -180,7 +189,7 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise DataFormatError(str(path), "unreadable image", f"{type(exc).__name__}: {exc}", "a JPEG or PNG file",
                               "re-encode the image") from None
     return array

@@ -15,7 +15,7 @@ import numpy as np
 from harness.errors import DataFormatError, MissingFile
 from harness.fileio import atomic_write_bytes
 
-_DIMS = re.compile(rb"^(\d+)\s+(\d+)\s*$")
+_DIMS = re.compile(rb"^(\d{1,9})\s+(\d{1,9})\s*$")
 _MAX_SIDE = 1 << 16
 
 

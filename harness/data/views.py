@@ -142,6 +142,9 @@ def fit_to_size(views: Views, height: int, width: int) -> Views:
 
 def load_views(scene: str | Path, ref_view: int | None = None, num_views: int = 3) -> Views:
     """Read a reference view and its ``num_views - 1`` best source views (pair.txt order)."""
+    if num_views < 2:
+        raise InvalidArgument("num_views", "too few views", num_views, ">= 2 (a reference and at least one source)",
+                              "use 3 or 5 views")
     scene = Path(scene)
     if not scene.is_dir():
         raise MissingFile(str(scene), "scene folder not found", "no such folder",
@@ -168,11 +171,17 @@ def load_views(scene: str | Path, ref_view: int | None = None, num_views: int = 
     depth = mask = None
     depth_file = view_file(scene, "depths", ref, ".pfm")
     if depth_file.is_file():
-        depth_np = read_pfm(depth_file)
-        depth = torch.from_numpy(depth_np)
+        depth = torch.from_numpy(read_pfm(depth_file))
+        quarter = (images[0].shape[0] // 4, images[0].shape[1] // 4)
+        if tuple(depth.shape) != quarter:
+            raise DataFormatError(str(depth_file), "ground-truth depth has the wrong size", tuple(depth.shape),
+                                  f"1/4 of the images: {quarter}", "store depth at feature resolution (H/4 x W/4)")
         mask_file = view_file(scene, "masks", ref, ".png")
         if mask_file.is_file():
             mask = torch.from_numpy(read_image(mask_file)[:, :, 0] > 0.5)
+            if mask.shape != depth.shape:
+                raise DataFormatError(str(mask_file), "mask size differs from the depth map", tuple(mask.shape),
+                                      f"{tuple(depth.shape)} like {depth_file.name}", "write the mask at depth resolution")
         else:
             mask = depth > 0
     ref_cam: Camera = cams[0]
@@ -187,8 +196,4 @@ def load_views(scene: str | Path, ref_view: int | None = None, num_views: int = 
         mask=mask,
         source=str(scene),
     )
-    if depth is not None and tuple(depth.shape) != (views.size[0] // 4, views.size[1] // 4):
-        raise DataFormatError(str(depth_file), "ground-truth depth has the wrong size", tuple(depth.shape),
-                              f"1/4 of the images: {(views.size[0] // 4, views.size[1] // 4)}",
-                              "store depth at feature resolution (H/4 x W/4)")
     return views

@@ -8,6 +8,7 @@ set around each call and restored, so one runner cannot change another's numbers
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -61,7 +62,10 @@ class TorchRunner(Runner):
         if precision != "fp32" and self.device.type != "cuda":
             raise BackendUnavailable(f"torch-{precision}", f"{precision} needs a CUDA device (no CUDA device)",
                                      "run on a GPU machine; on CPU only torch-fp32 exists")
-        self.model = model
+        # a runner owns its copy on another device: moving the caller's model in place would
+        # break everyone else holding it (the exporters, other runners)
+        on_device = next(model.parameters()).device
+        self.model = model if on_device == self.device else copy.deepcopy(model)
         self.precision = precision
         self.with_inverse = with_inverse
         self.input_names = INPUTS_WITH_INVERSE if with_inverse else INPUTS_WITHOUT_INVERSE

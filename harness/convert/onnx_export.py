@@ -150,7 +150,15 @@ def export_onnx_bytes(
     opset: int,
     dynamic: bool = False,
 ) -> bytes:
-    """Export once and return the serialized ModelProto (no caching, no checks)."""
+    """Export once and return the serialized ModelProto (no caching, no checks).
+
+    Exports run on the CPU: the example feed is moved there and a model held on a GPU is copied.
+    """
+    if next(model.parameters()).device.type != "cpu":
+        import copy
+
+        model = copy.deepcopy(model).cpu()
+    example_feed = {k: v.cpu() for k, v in example_feed.items()}
     module = workaround.export_module(model)
     names = workaround.input_names
     args = tuple(example_feed[name] for name in names)
@@ -271,10 +279,10 @@ class SimplifiedOnnxFromOnnx:
                 simplified, ok = onnxsim.simplify(proto)
         except Exception as exc:  # onnxsim raises RuntimeError/ValueError/... from C++; report, never swallow
             raise ExportError(str(self.source.path), "onnxsim failed", f"{type(exc).__name__}: {str(exc)[:300]}",
-                              "a graph onnxsim can simplify", "run the raw graph (--harness-onnx-variants raw)") from exc
+                              "a graph onnxsim can simplify", "run the raw graph (--harness-variants raw)") from exc
         if not ok:
             raise ExportError(str(self.source.path), "onnxsim's check failed", "simplified graph differs",
-                              "a verified simplification", "run the raw graph (--harness-onnx-variants raw)")
+                              "a verified simplification", "run the raw graph (--harness-variants raw)")
         check(simplified, f"simplified ONNX ({self.source.config.label})")
         audit = audit_model(simplified)
         atomic_write_bytes(path, simplified.SerializeToString())

@@ -38,19 +38,29 @@ def _read(path: Path, map_location: str | torch.device) -> object:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        # weights_only refuses any global it does not allow: the file wants to build objects
-        # (or call functions) while loading. Nothing has run at this point.
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsafeCheckpoint(
-            str(path), "refused: loading it would unpickle arbitrary objects, which can run code",
-            first_line, "tensors, dicts, lists and numbers only (torch.load weights_only=True)",
-            "re-save it as {'model': model.state_dict()} from a trusted environment",
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(
-            str(path), "not a readable torch checkpoint", f"{type(exc).__name__}: {str(exc)[:200]}",
-            "a file written by torch.save", "check that the download or copy is complete",
-        ) from None
+        text = str(exc)
+        blocked = [line.strip() for line in text.splitlines() if "GLOBAL" in line or "global" in line.lower()
+                   and "weights_only" not in line]
+        if blocked:
+            # weights_only refused a global: the file wants to build objects (or call functions)
+            # while loading. Nothing has run at this point.
+            raise UnsafeCheckpoint(
+                str(path), "refused: loading it would unpickle arbitrary objects, which can run code",
+                blocked[0][:200], "tensors, dicts, lists and numbers only (torch.load weights_only=True)",
+                "re-save it as {'model': model.state_dict()} from a trusted environment",
+            ) from None
+        raise _unreadable(path, exc) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError,
+            TypeError, AttributeError) as exc:  # torch's safe unpickler on garbage bytes
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
+    detail = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return CheckpointError(
+        str(path), "not a readable torch checkpoint", f"{type(exc).__name__}: {detail[:200]}",
+        "a file written by torch.save", "check that the download or copy is complete",
+    )
 
 
 def extract_state_dict(obj: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:

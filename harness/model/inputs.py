@@ -17,7 +17,8 @@ DEPTH_MULTIPLE = 8
 
 def nearest_valid_size(size: int) -> int:
     """The closest image size (pixels) that MVSNet accepts."""
-    return max(SIZE_MULTIPLE, int(round(size / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
+    # ties round down: DTU's 1200 rows -> 1184 (the crop MVSNet_pytorch uses), not 1216
+    return max(SIZE_MULTIPLE, ((size + SIZE_MULTIPLE // 2 - 1) // SIZE_MULTIPLE) * SIZE_MULTIPLE)
 
 
 def check_image_size(height: int, width: int, subject: str = "imgs") -> None:

@@ -56,7 +56,10 @@ class Tolerances:
                 raise ConfigError(f"{self.source} [{pair}]", "not a pair table", type(precisions).__name__,
                                   "['<reference>-vs-<candidate>'.<precision>.<output>] tables", "see the file's header")
             for precision, outputs in precisions.items():
-                for output, gates in (outputs or {}).items():
+                if not isinstance(outputs, dict):
+                    raise ConfigError(f"{self.source} [{pair}.{precision}]", "not a table of outputs",
+                                      outputs, "[<pair>.<precision>.<output>] tables of gates", "see the file's header")
+                for output, gates in outputs.items():
                     if not isinstance(gates, dict):
                         raise ConfigError(f"{self.source} [{pair}.{precision}.{output}]", "not a table of gates",
                                           gates, "metric = number lines")

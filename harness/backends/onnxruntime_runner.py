@@ -54,15 +54,18 @@ class OrtRunner(Runner):
         onnx_path: the graph to run.
         device: ``"cpu"`` or ``"cuda[:i]"`` (needs onnxruntime-gpu's CUDAExecutionProvider).
         label: a suffix for ``name`` (e.g. the graph variant: ``raw``/``simplified``).
+        tuned: on CUDA, let cuDNN search convolution algorithms exhaustively (slower first run,
+            faster steady state: for benchmarks); heuristics otherwise.
     """
 
     def __init__(self, onnx_path: str | Path, device: str | torch.device = "cpu", label: str = "",
-                 validate_values: bool = True, threads: int | None = None) -> None:
+                 validate_values: bool = True, threads: int | None = None, tuned: bool = False) -> None:
         super().__init__(validate_values)
         self.path = Path(onnx_path)
         self.device = torch.device(device)
         self.provider = PROVIDERS[self.device.type]
         self.threads = threads
+        self.tuned = tuned  # exhaustive cuDNN algorithm search (benchmarks); heuristics otherwise
         self.name = f"ort-{self.device.type}" + (f"-{label}" if label else "")
         ensure_available(self.device, self.name)
         self._session: Any = None
@@ -80,7 +83,7 @@ class OrtRunner(Runner):
             cuda_options = {
                 "device_id": self.device.index or 0,
                 "user_compute_stream": str(self._stream.cuda_stream),
-                "cudnn_conv_algo_search": "EXHAUSTIVE",
+                "cudnn_conv_algo_search": "EXHAUSTIVE" if self.tuned else "HEURISTIC",
                 "use_tf32": 0,  # strict FP32, like the torch reference
             }
             providers = [(self.provider, cuda_options)]

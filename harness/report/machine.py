@@ -52,8 +52,10 @@ def tensorrt_versions() -> dict[str, str | None]:
         try:
             mod = importlib.import_module(module)
             found[module] = getattr(mod, "__version__", None)
-        except Exception:  # noqa: BLE001 - a broken install must not break provenance
+        except ImportError:
             found[module] = None
+        except Exception as exc:  # noqa: BLE001 - a broken install must not break provenance
+            found[module] = f"error: {type(exc).__name__}: {exc}"
     return found
 
 
@@ -86,12 +88,14 @@ def gpu_info() -> list[dict[str, Any]]:
 
 def machine_info() -> dict[str, Any]:
     """One dict for the run record's ``machine`` field."""
-    ort_providers: list[str] | None = None
+    ort_providers: list[str] | str | None = None
     try:
         ort = importlib.import_module("onnxruntime")
         ort_providers = list(ort.get_available_providers())
     except ImportError:
         pass
+    except Exception as exc:  # noqa: BLE001 - a broken install must not break provenance
+        ort_providers = f"error: {type(exc).__name__}: {exc}"
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
         "hostname": platform.node(),

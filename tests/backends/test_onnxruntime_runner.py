@@ -1,0 +1,142 @@
+"""Unit tests of harness/backends/onnxruntime_runner.py on an exported small-case graph (CPU)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from harness.backends import onnxruntime_runner
+from harness.backends.onnxruntime_runner import OrtRunner, available_providers, ensure_available
+from harness.backends.torch_runner import TorchRunner
+from harness.chain import BUNDLED_WEIGHTS
+from harness.compare import compare
+from harness.convert.cache import ArtifactCache
+from harness.convert.onnx_export import ExportConfig, OnnxFromTorch
+from harness.convert.workarounds import INPUTS_WITH_INVERSE, get_workaround
+from harness.data.cases import case_feed, case_views, get_case
+from harness.errors import BackendUnavailable, InvalidInput
+from harness.model.checkpoint import load_checkpoint, state_dict_digest
+from harness.model.mvsnet import OUTPUT_NAMES
+from harness.tolerances import Tolerances
+
+SMALL = get_case("small")
+WORKAROUND = get_workaround("precomputed")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_checkpoint(BUNDLED_WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def feed():
+    return case_feed(SMALL, case_views(SMALL), with_inverse=True)
+
+
+@pytest.fixture(scope="module")
+def artifact(model, feed, tmp_path_factory):
+    # a temporary cache shared by the test modules that only need the small graph
+    cache = ArtifactCache(tmp_path_factory.getbasetemp() / "shared-onnx-cache")
+    return OnnxFromTorch(model, state_dict_digest(model), feed, ExportConfig(), WORKAROUND, cache)()
+
+
+@pytest.fixture(scope="module")
+def ort_runner(artifact):
+    runner = OrtRunner(artifact.path, "cpu", label="raw")
+    with runner:
+        yield runner
+
+
+@pytest.fixture(scope="module")
+def torch_outputs(model, feed):
+    with TorchRunner(model, "cpu", "fp32") as runner:
+        return runner.infer({k: v for k, v in feed.items() if k != "inverse_proj_matrices"})
+
+
+def test_cpu_provider_is_available():
+    assert "CPUExecutionProvider" in available_providers()
+    ensure_available(torch.device("cpu"))
+
+
+def test_ort_cpu_matches_torch_within_tolerance(ort_runner, feed, torch_outputs):
+    outputs = ort_runner.infer(WORKAROUND.prepare_feed(feed))
+    assert set(outputs) == set(OUTPUT_NAMES)
+    for tensor in outputs.values():
+        assert tensor.shape == (1, SMALL.height // 4, SMALL.width // 4)
+        assert tensor.dtype == torch.float32
+    tolerance = Tolerances.load().lookup("torch-fp32", ort_runner.name, "fp32", OUTPUT_NAMES)
+    diffs = compare(torch_outputs, outputs, tolerance, depth_values=feed["depth_values"])
+    assert all(diffs.values()), "\n".join(d.row() for d in diffs.values())
+
+
+def test_runner_reads_the_input_names_from_the_graph(ort_runner):
+    assert ort_runner.input_names == INPUTS_WITH_INVERSE
+    assert ort_runner.output_names == OUTPUT_NAMES
+
+
+def test_name_carries_device_and_label(artifact):
+    assert OrtRunner(artifact.path, "cpu", label="raw").name == "ort-cpu-raw"
+    assert OrtRunner(artifact.path, "cpu").name == "ort-cpu"
+
+
+def test_describe_names_the_provider_and_graph(ort_runner, artifact):
+    info = ort_runner.describe()
+    assert info["runtime"] == "onnxruntime"
+    assert info["provider"] == "CPUExecutionProvider"
+    assert info["onnx_path"] == str(artifact.path)
+    assert info["device"] == "cpu"
+
+
+def test_feed_with_another_static_shape_is_refused(ort_runner, feed):
+    other = WORKAROUND.prepare_feed(feed)
+    other["depth_values"] = torch.linspace(425.0, 935.0, 56).unsqueeze(0)  # valid for MVSNet, not for the graph
+    with pytest.raises(InvalidInput, match="static shape") as info:
+        ort_runner.infer(other)
+    assert "depth_values" in str(info.value)
+    assert "(1, 56)" in str(info.value) and "(1, 48)" in str(info.value)
+
+
+def test_feed_without_the_inverse_is_refused(ort_runner, feed):
+    with pytest.raises(InvalidInput, match=r"missing \['inverse_proj_matrices'\]"):
+        ort_runner.infer({k: v for k, v in feed.items() if k != "inverse_proj_matrices"})
+
+
+def test_runner_can_run_again_after_close(artifact, feed):
+    runner = OrtRunner(artifact.path, "cpu", threads=1)
+    first = runner.infer(WORKAROUND.prepare_feed(feed))
+    runner.close()
+    second = runner.infer(WORKAROUND.prepare_feed(feed))
+    runner.close()
+    torch.testing.assert_close(first["depth"], second["depth"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_device_without_cuda_is_unavailable(artifact):
+    with pytest.raises(BackendUnavailable) as info:
+        OrtRunner(artifact.path, "cuda")
+    assert info.value.missing == "no CUDA device"
+    assert info.value.backend == "ort-cuda"
+
+
+def test_missing_onnxruntime_is_backend_unavailable(monkeypatch):
+    real_import = importlib.import_module
+
+    def no_onnxruntime(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime_runner.importlib, "import_module", no_onnxruntime)
+    with pytest.raises(BackendUnavailable, match="onnxruntime not importable") as info:
+        ensure_available(torch.device("cpu"))
+    assert "pip install onnxruntime" in str(info.value)
+    assert available_providers() == []
+
+
+def test_missing_provider_is_backend_unavailable(monkeypatch):
+    ort = onnxruntime_runner.import_onnxruntime()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["AzureExecutionProvider"])
+    with pytest.raises(BackendUnavailable, match="CPUExecutionProvider missing"):
+        ensure_available(torch.device("cpu"), "ort-cpu")

@@ -1,0 +1,98 @@
+"""Unit tests of harness/report/markdown.py: Markdown tables and report.md."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from harness.report.markdown import parity_frame, render_report, tables, to_markdown
+from harness.report.record import RunRecord
+
+MACHINE = {"gpus": [], "versions": {"torch": "2.x", "onnx": "1.x", "onnxsim": "0.x", "onnxruntime": "1.y"},
+           "commit": "abc123", "dirty": True}
+
+
+def _row(candidate: str = "ort-cpu", passed: bool = True) -> dict:
+    return {
+        "case": "small", "candidate": candidate, "reference": "torch-fp32", "workaround": "precomputed",
+        "exporter": "torchscript", "variant": "raw", "passed": passed,
+        "metrics": {"depth": {"max_sq_err": 2.04e-5, "max_abs": 0.0045, "p99_abs": 0.001, "frac_over_1mm": 0.0,
+                              "index_flips": 3.0},
+                    "photometric_confidence": {"max_sq_err": 8.09e-7, "agreement": 0.9995}},
+    }
+
+
+def _record(**kwargs) -> RunRecord:
+    return RunRecord(kind="pytest", profile="quick", machine=dict(MACHINE), config={"cases": ("small",)}, **kwargs)
+
+
+def test_to_markdown_renders_header_rule_and_rows():
+    frame = pd.DataFrame([{"a": 1, "b": "x"}, {"a": 2, "b": "y"}])
+    assert to_markdown(frame) == "| a | b |\n|---|---|\n| 1 | x |\n| 2 | y |\n"
+
+
+def test_to_markdown_escapes_pipes():
+    frame = pd.DataFrame([{"leg": "a|b", "note": "x | y"}])
+    text = to_markdown(frame)
+    assert "| a\\|b | x \\| y |" in text
+    body = text.splitlines()[2]
+    assert body.replace("\\|", "").count("|") == 3  # only the column separators remain
+
+
+def test_to_markdown_formats_floats_with_three_significant_digits():
+    frame = pd.DataFrame([{"err": 2.0412345e-5, "mm": 1234.5678, "n": 7}])
+    row = to_markdown(frame).splitlines()[2]
+    assert row == "| 2.04e-05 | 1.23e+03 | 7 |"
+
+
+def test_to_markdown_custom_float_format():
+    assert to_markdown(pd.DataFrame([{"x": 0.5}]), "{:.2f}").splitlines()[2] == "| 0.50 |"
+
+
+def test_to_markdown_leaves_nan_cells_empty():
+    frame = pd.DataFrame([{"x": float("nan"), "y": 1.0}])
+    assert to_markdown(frame).splitlines()[2] == "|  | 1 |"
+
+
+def test_to_markdown_of_an_empty_frame_says_none():
+    assert to_markdown(pd.DataFrame()) == "_(none)_\n"
+
+
+def test_parity_frame_has_one_row_per_leg_with_the_metrics():
+    frame = parity_frame(_record(parity=[_row("ort-cpu"), _row("ort-cuda", passed=False)]))
+    assert list(frame["candidate"]) == ["ort-cpu", "ort-cuda"]
+    assert list(frame["passed"]) == [True, False]
+    assert frame.loc[0, "depth max sq err (mm²)"] == 2.04e-5
+    assert frame.loc[0, "index flips"] == 3.0
+    assert frame.loc[0, "conf agreement"] == 0.9995
+    assert frame.loc[0, "graph"] == "raw"
+
+
+def test_tables_hold_every_section():
+    frames = tables(_record())
+    assert set(frames) == {"parity", "artifacts", "accuracy", "timing"}
+    assert all(frame.empty for frame in frames.values())
+
+
+def test_render_report_has_header_machine_line_parity_and_configuration():
+    text = render_report(_record(parity=[_row()], notes=["skipped ort-cuda: no CUDA device"]))
+    assert text.startswith("# MVSNet conversion report (pytest, ")
+    assert "harness: profile=quick | no GPU |" in text
+    assert "commit `abc123` (dirty)" in text
+    assert "## Parity against torch strict FP32" in text
+    assert "| small | ort-cpu | torch-fp32 |" in text
+    assert "2.04e-05" in text
+    assert "## Notes" in text and "- skipped ort-cuda: no CUDA device" in text
+    assert "## Configuration" in text and "cases: ('small',)" in text
+
+
+def test_render_report_omits_empty_sections():
+    text = render_report(_record())
+    assert "_(none)_" in text  # the parity section is always there
+    for heading in ("## Accuracy", "## Timing", "## Artifacts", "## Notes"):
+        assert heading not in text
+
+
+def test_render_report_includes_accuracy_when_present():
+    text = render_report(_record(accuracy=[{"case": "small", "backend": "torch-fp32", "mae_mm": 1.25}]))
+    assert "## Accuracy against ground truth" in text
+    assert "| small | torch-fp32 | 1.25 |" in text

@@ -1,0 +1,141 @@
+"""Unit tests of harness/cli.py: the generators and the main job (``python -m harness run``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from harness.chain import BUNDLED_WEIGHTS, CANDIDATES
+from harness.cli import build_parser, main
+from harness.data.views import load_views
+from harness.model.checkpoint import load_checkpoint, state_dict_digest
+from harness.report.record import load_record
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli") / "scene"
+    assert main(["make-scene", str(folder), "--seed", "3", "--height", "128", "--width", "160", "--views", "3"]) == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_argv(scene, tmp_path_factory):
+    """The README's main job, on the small case and a generated scene: (argv, report folder)."""
+    cache = tmp_path_factory.getbasetemp() / "shared-onnx-cache"  # shared with other modules; temporary
+    reports = tmp_path_factory.mktemp("cli-reports")
+    argv = ["run", "--cases", "small", "--scene", str(scene), "--cache-dir", str(cache), "--report-dir", str(reports)]
+    return argv, reports
+
+
+def test_make_scene_writes_a_loadable_scene(scene):
+    views = load_views(scene, num_views=3)
+    assert views.images.shape == (3, 3, 128, 160)
+    assert views.depth is not None and views.depth.shape == (32, 40)
+    assert views.mask is not None
+    for name in ("pair.txt", "cams", "images", "depths", "masks"):
+        assert (scene / name).exists()
+
+
+def test_make_scene_is_deterministic(scene, tmp_path):
+    again = tmp_path / "again"
+    assert main(["make-scene", str(again), "--seed", "3", "--height", "128", "--width", "160", "--views", "3"]) == 0
+    for path in sorted(scene.rglob("*")):
+        if path.is_file():
+            assert (again / path.relative_to(scene)).read_bytes() == path.read_bytes(), path.name
+
+
+def test_make_scene_refuses_a_size_mvsnet_cannot_take(tmp_path, capsys):
+    assert main(["make-scene", str(tmp_path / "s"), "--height", "130", "--width", "160", "--views", "3"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_make_weights_writes_a_loadable_checkpoint(tmp_path, capsys):
+    path = tmp_path / "w.ckpt"
+    assert main(["make-weights", str(path)]) == 0
+    assert str(path) in capsys.readouterr().out
+    model = load_checkpoint(path)
+    assert not model.training
+
+
+def test_make_weights_seed_0_regenerates_the_bundled_weights(tmp_path):
+    path = tmp_path / "w.ckpt"
+    assert main(["make-weights", str(path), "--seed", "0"]) == 0
+    assert state_dict_digest(load_checkpoint(path)) == state_dict_digest(load_checkpoint(BUNDLED_WEIGHTS))
+
+
+def test_make_weights_seed_changes_the_weights(tmp_path):
+    main(["make-weights", str(tmp_path / "a.ckpt"), "--seed", "1"])
+    main(["make-weights", str(tmp_path / "b.ckpt"), "--seed", "2"])
+    assert state_dict_digest(load_checkpoint(tmp_path / "a.ckpt")) != state_dict_digest(load_checkpoint(tmp_path / "b.ckpt"))
+
+
+def test_run_prints_a_table_and_writes_a_report(run_argv, capsys):
+    argv, reports = run_argv
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert any(line.startswith("leg") and "result" in line for line in lines)
+    leg_lines = [line for line in lines if line.split(" ")[0].endswith("-small")]
+    assert leg_lines
+    assert all(line.rstrip().endswith("ok") for line in leg_lines)
+    legs = {line.split()[0] for line in leg_lines}
+    for variant in ("raw", "simplified"):  # ort-cpu legs run everywhere: 2 workarounds x 2 variants
+        for workaround in ("precomputed", "closed_form"):
+            assert f"ort-cpu-{variant}-vs-torch-fp32-{workaround}-torchscript-small" in legs
+    (folder,) = list(reports.iterdir())
+    assert f"report: {folder / 'report.md'}" in out
+    assert (folder / "report.md").is_file()
+    assert (folder / "run.json").is_file()
+    record = load_record(folder)
+    assert record.kind == "run"
+    assert {row["id"] for row in record.parity} == legs
+    assert all(row["passed"] for row in record.parity)
+    assert record.config["scene"] == str(argv[argv.index("--scene") + 1])
+    assert record.accuracy and record.accuracy[0]["case"] == "small"  # the scene has ground truth
+    json.loads((folder / "run.json").read_text())
+    if not torch.cuda.is_available():
+        assert "skipped ort-cuda: no CUDA device" in out
+        assert "skipped ort-cuda: no CUDA device" in record.notes
+
+
+def test_run_twice_writes_two_report_folders(run_argv, scene, tmp_path, capsys):
+    argv, _ = run_argv
+    reports = tmp_path / "reports"
+    argv = argv[:-1] + [str(reports), "--workarounds", "precomputed", "--variants", "raw", "--backends", "ort-cpu"]
+    assert main(argv) == 0
+    assert main(argv) == 0
+    assert len(list(reports.iterdir())) == 2
+
+
+def test_bad_weights_path_exits_2_with_an_error_line_naming_it(run_argv, tmp_path, capsys):
+    argv, _ = run_argv
+    missing = tmp_path / "no-such.ckpt"
+    code = main(argv[:-1] + [str(tmp_path / "reports"), "--weights", str(missing)])
+    assert code == 2
+    err = capsys.readouterr().err
+    error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1
+    assert str(missing) in error_lines[0]
+    assert "checkpoint not found" in error_lines[0]
+    assert not (tmp_path / "reports").exists() or not list((tmp_path / "reports").iterdir())
+
+
+def test_run_defaults_follow_the_readme():
+    args = build_parser().parse_args(["run"])
+    assert args.cases == "seed"
+    assert args.backends == ",".join(CANDIDATES)
+    assert {"ort-cpu", "ort-cuda"} <= set(CANDIDATES)
+    assert args.workarounds == "precomputed,closed_form"
+    assert args.exporters == "torchscript"
+    assert args.variants == "raw,simplified"
+    assert args.opset == 17
+    assert args.weights is None and args.scene is None
+
+
+def test_a_command_is_required(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2

@@ -1,0 +1,119 @@
+"""Unit tests of harness/errors.py: one message shape, builtin bases, pickling for xdist."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from harness import errors
+from harness.errors import (
+    BackendUnavailable,
+    CacheError,
+    CheckpointError,
+    ConfigError,
+    DataFormatError,
+    EngineBuildError,
+    ExportError,
+    HarnessError,
+    InvalidArgument,
+    InvalidInput,
+    MissingFile,
+    ParityError,
+    RegressionError,
+    ShapeError,
+    UnsafeCheckpoint,
+    UnsupportedOperator,
+)
+
+FIVE_FIELD_ERRORS = [
+    HarnessError, InvalidArgument, InvalidInput, ShapeError, DataFormatError, MissingFile, CheckpointError,
+    UnsafeCheckpoint, ConfigError, ExportError, UnsupportedOperator, EngineBuildError, CacheError, ParityError,
+    RegressionError,
+]
+
+
+def test_message_has_the_documented_shape():
+    error = HarnessError("imgs", "wrong shape", (1, 3, 128), "[B, N, 3, H, W]", "stack the views on dim 1")
+    assert str(error) == "imgs | wrong shape: (1, 3, 128). Expected: [B, N, 3, H, W]. Fix: stack the views on dim 1."
+
+
+def test_optional_parts_are_left_out():
+    assert str(HarnessError("s", "problem")) == "s | problem."
+    assert str(HarnessError("s", "problem", "obs")) == "s | problem: obs."
+    assert str(HarnessError("s", "problem", expected="e")) == "s | problem. Expected: e."
+    assert str(HarnessError("s", "problem", fix="do it")) == "s | problem. Fix: do it."
+
+
+def test_fix_ends_with_exactly_one_period():
+    assert str(HarnessError("s", "p", fix="pass --x.")).endswith("Fix: pass --x.")
+    assert not str(HarnessError("s", "p", fix="pass --x.")).endswith("..")
+
+
+def test_falsy_observed_values_are_still_shown():
+    assert str(HarnessError("s", "p", 0, 0)) == "s | p: 0. Expected: 0."
+
+
+def test_fields_are_kept_as_attributes():
+    error = InvalidArgument("opset", "unsupported", 15, "16..23", "pass --harness-opset 17")
+    assert (error.subject, error.problem, error.observed, error.expected, error.fix) == (
+        "opset", "unsupported", 15, "16..23", "pass --harness-opset 17")
+
+
+@pytest.mark.parametrize("cls, builtin", [
+    (InvalidArgument, ValueError), (InvalidInput, ValueError), (ShapeError, ValueError),
+    (ConfigError, ValueError), (DataFormatError, ValueError), (CheckpointError, ValueError),
+    (MissingFile, FileNotFoundError), (ParityError, AssertionError), (RegressionError, AssertionError),
+    (ExportError, RuntimeError), (EngineBuildError, RuntimeError), (CacheError, RuntimeError),
+    (BackendUnavailable, RuntimeError),
+])
+def test_user_errors_inherit_the_matching_builtin(cls, builtin):
+    assert issubclass(cls, builtin)
+    assert issubclass(cls, HarnessError)
+
+
+@pytest.mark.parametrize("cls, parent", [
+    (InvalidInput, InvalidArgument), (ShapeError, InvalidInput), (ConfigError, InvalidArgument),
+    (UnsafeCheckpoint, CheckpointError), (UnsupportedOperator, ExportError),
+])
+def test_specific_errors_refine_their_parent(cls, parent):
+    assert issubclass(cls, parent)
+
+
+def test_every_error_class_is_a_harness_error():
+    classes = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, BaseException)]
+    assert all(issubclass(c, HarnessError) for c in classes)
+
+
+def test_missing_file_can_be_caught_as_file_not_found():
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        raise MissingFile("a.ckpt", "checkpoint not found", "no such file")
+
+
+def test_parity_error_is_reported_as_a_failure_by_pytest():
+    with pytest.raises(AssertionError):
+        raise ParityError("leg", "outputs differ")
+
+
+@pytest.mark.parametrize("cls", FIVE_FIELD_ERRORS)
+def test_pickling_keeps_the_fields_and_message(cls):
+    error = cls("subject", "problem", {"observed": [1, 2]}, "expected", "fix it")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is cls
+    assert str(copy) == str(error)
+    assert (copy.subject, copy.problem, copy.observed, copy.expected, copy.fix) == (
+        "subject", "problem", {"observed": [1, 2]}, "expected", "fix it")
+
+
+def test_backend_unavailable_keeps_backend_and_missing():
+    error = BackendUnavailable("ort-cuda", "no CUDA device", "run on a GPU machine")
+    assert str(error) == "ort-cuda | backend unavailable: no CUDA device. Fix: run on a GPU machine."
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is BackendUnavailable
+    assert (copy.backend, copy.missing, copy.fix) == ("ort-cuda", "no CUDA device", "run on a GPU machine")
+    assert str(copy) == str(error)
+
+
+def test_backend_unavailable_without_fix_pickles():
+    copy = pickle.loads(pickle.dumps(BackendUnavailable("trt-fp16", "tensorrt not importable")))
+    assert (copy.backend, copy.missing, copy.fix) == ("trt-fp16", "tensorrt not importable", None)

@@ -1,0 +1,196 @@
+"""Unit tests of harness/plugin.py: inner pytest sessions (pytester) that load only the plugin."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from harness.plugin import MARKERS, PROJECT_ROOT
+from harness.report.record import load_record
+
+pytest_plugins = ["pytester"]
+
+GATE = """
+from harness.compare import assert_parity
+
+
+def test_parity(parity, parity_leg):
+    result = parity(parity_leg)
+    assert_parity(result.diffs, parity_leg.id)
+"""
+
+MARKED = """
+import pytest
+
+
+@pytest.mark.gpu
+@pytest.mark.trt
+@pytest.mark.slow
+@pytest.mark.benchmark
+def test_marked():
+    pass
+"""
+
+FIXTURES = """
+def test_options(harness_options):
+    assert harness_options.cases == ("small",)
+    assert harness_options.report_dir is None
+
+
+def test_tolerances(tolerances):
+    assert tolerances.lookup("torch-fp32", "ort-cpu", "fp32", ("depth",))
+"""
+
+
+@pytest.fixture
+def cache_dir(tmp_path_factory):
+    # a temporary cache shared with the other modules that export the same small graph
+    return str(tmp_path_factory.getbasetemp() / "shared-onnx-cache")
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("-p", "harness.plugin", "-p", "no:cacheprovider", *args)
+
+
+def _harness_help(lines: list[str]) -> dict[str, str]:
+    """``{option: its help text joined on one line}`` from the harness group of ``--help``."""
+    start = next(i for i, line in enumerate(lines) if line.startswith("MVSNet torch -> ONNX -> TensorRT parity harness"))
+    options: dict[str, str] = {}
+    current = None
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        match = re.match(r"\s{2}(--harness-[a-z-]+)(\S*)\s*(.*)", line)
+        if match:
+            current = match.group(1)
+            options[current] = match.group(3).strip()
+        elif current is not None:
+            options[current] = (options[current] + " " + line.strip()).strip()
+    return options
+
+
+def test_contradictory_report_flags_are_a_usage_error_naming_both(pytester, tmp_path):
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = _run(pytester, "--harness-no-report", "--harness-report-dir", str(tmp_path / "x"))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    text = result.stderr.str()
+    assert "--harness-no-report" in text and "--harness-report-dir" in text
+
+
+def test_unknown_case_is_a_usage_error_listing_valid_values(pytester):
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = _run(pytester, "--harness-no-report", "--harness-cases", "small,huge")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    text = result.stderr.str()
+    assert "--harness-cases" in text
+    assert "huge" in text
+    for valid in ("small", "seed", "dtu"):
+        assert valid in text
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--harness-backends", "trt-int4"), ("--harness-exporters", "tracing"), ("--harness-workarounds", "none"),
+    ("--harness-variants", "optimised"), ("--harness-backends", ","),
+])
+def test_other_unknown_values_are_usage_errors_naming_the_flag(pytester, flag, value):
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = _run(pytester, "--harness-no-report", flag, value)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert flag in result.stderr.str()
+
+
+def test_help_lists_every_harness_option_with_its_default(pytester):
+    result = _run(pytester, "--help")
+    assert result.ret == 0
+    options = _harness_help(result.outlines)
+    assert {"--harness-profile", "--harness-cases", "--harness-backends", "--harness-workarounds",
+            "--harness-exporters", "--harness-variants", "--harness-device", "--harness-opset",
+            "--harness-weights", "--harness-scene", "--harness-cache-dir", "--harness-tolerances",
+            "--harness-report-dir", "--harness-no-report"} <= set(options)
+    for option, text in options.items():
+        assert re.search(r"Default: \S.*$", text), f"{option} help does not end with its default: {text!r}"
+        assert "Default:" not in text.split("Default:", 1)[0]
+
+
+def test_markers_are_registered_for_strict_markers(pytester, monkeypatch):
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # pytest-benchmark must not register 'benchmark'
+    pytester.makepyfile(test_marked=MARKED)
+    result = _run(pytester, "--strict-markers", "--harness-no-report")
+    result.assert_outcomes(passed=1)
+
+
+def test_an_unregistered_marker_still_fails_under_strict_markers(pytester):
+    pytester.makepyfile(test_marked="import pytest\n\n@pytest.mark.gpux\ndef test_marked():\n    pass\n")
+    result = _run(pytester, "--strict-markers", "--harness-no-report")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*'gpux' not found in `markers` configuration option*"])
+
+
+def test_markers_appear_in_the_marker_list(pytester, monkeypatch):
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    result = _run(pytester, "--markers", "--harness-no-report")
+    assert {"gpu", "trt", "slow", "benchmark"} <= set(MARKERS)
+    for marker, text in MARKERS.items():
+        result.stdout.fnmatch_lines([f"@pytest.mark.{marker}: {text}"])
+
+
+def test_header_line_starts_with_the_profile(pytester):
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = _run(pytester, "--harness-no-report", "--harness-profile", "full")
+    header = [line for line in result.outlines if line.startswith("harness: profile=")]
+    assert len(header) == 1
+    assert header[0].startswith("harness: profile=full | ")
+    if not torch.cuda.is_available():
+        assert "| no GPU |" in header[0]
+
+
+def test_session_fixtures_follow_the_options(pytester, cache_dir):
+    pytester.makepyfile(test_fixtures=FIXTURES)
+    result = _run(pytester, "--harness-no-report", "--harness-cache-dir", cache_dir)
+    result.assert_outcomes(passed=2)
+
+
+def test_parity_run_passes_prints_the_summary_and_writes_a_report(pytester, cache_dir, tmp_path):
+    pytester.makepyfile(test_gate=GATE)
+    reports = tmp_path / "reports"
+    result = _run(
+        pytester, "-rs", "-v",
+        "--harness-backends", "ort-cpu,ort-cuda", "--harness-exporters", "torchscript",
+        "--harness-workarounds", "precomputed", "--harness-variants", "raw",
+        "--harness-cache-dir", cache_dir, "--harness-report-dir", str(reports), "--harness-device", "cpu",
+    )
+    leg = "ort-cpu-raw-vs-torch-fp32-precomputed-torchscript-small"
+    result.stdout.fnmatch_lines([f"*test_parity?{leg}? PASSED*"])
+    if torch.cuda.is_available():
+        result.assert_outcomes(passed=2)
+    else:
+        result.assert_outcomes(passed=1, skipped=1)
+        result.stdout.fnmatch_lines(["SKIPPED*ort-cuda: no CUDA device*"])
+    out = result.stdout.str()
+    assert "harness parity" in out
+    summary = [line for line in result.outlines if line.startswith(leg)]
+    assert len(summary) == 1 and summary[0].rstrip().endswith("ok")
+    (folder,) = list(reports.iterdir())
+    assert (folder / "report.md").is_file()
+    record = load_record(folder)
+    assert record.kind == "pytest"
+    assert record.profile == "quick"
+    assert [row["id"] for row in record.parity] == [leg]
+    assert record.parity[0]["passed"] is True
+    assert f"report: {folder}" in out
+
+
+def test_no_report_writes_nothing(pytester, cache_dir):
+    default_reports = PROJECT_ROOT / "reports"
+    before = sorted(default_reports.iterdir()) if default_reports.is_dir() else []
+    pytester.makepyfile(test_gate=GATE)
+    result = _run(
+        pytester, "--harness-no-report", "--harness-backends", "ort-cpu", "--harness-exporters", "torchscript",
+        "--harness-workarounds", "precomputed", "--harness-variants", "raw", "--harness-cache-dir", cache_dir,
+    )
+    result.assert_outcomes(passed=1)
+    assert "harness parity" in result.stdout.str()
+    assert not [line for line in result.outlines if line.startswith("report: ")]
+    assert (sorted(default_reports.iterdir()) if default_reports.is_dir() else []) == before

@@ -105,14 +105,21 @@ class MVSNet(nn.Module):
         else:
             inv_ref_proj = torch.inverse(ref_proj)
 
-        ref_feature = self._features(imgs[:, 0]).unsqueeze(2)  # [B, C, 1, h, w], broadcast over D
+        if self.training:
+            # per view, as the original: batch-norm statistics are then per view
+            features = torch.stack([self._features(imgs[:, v]) for v in range(num_views)], dim=1)
+        else:
+            # one FeatureNet call for every view (views folded into the batch): fewer, larger
+            # kernels, and with frozen batch-norm statistics the same function
+            features = self._features(imgs.flatten(0, 1))
+            features = features.view(imgs.shape[0], num_views, *features.shape[1:])  # [B, N, C, h, w]
+        ref_feature = features[:, 0].unsqueeze(2)  # [B, C, 1, h, w], broadcast over D
         # The first source volume starts the sums; in-place accumulation after that (when no
         # gradient is needed) keeps peak memory at three volumes, as in the original.
         inplace = not torch.is_grad_enabled()
         volume_sum = volume_sq_sum = None
         for view in range(1, num_views):
-            src_feature = self._features(imgs[:, view])
-            warped = warp_source_volume(src_feature, proj_matrices[:, view], inv_ref_proj, depth_values)
+            warped = warp_source_volume(features[:, view], proj_matrices[:, view], inv_ref_proj, depth_values)
             if volume_sum is None or volume_sq_sum is None:
                 volume_sum = ref_feature + warped
                 volume_sq_sum = ref_feature**2 + warped**2

@@ -130,6 +130,17 @@ class Chain:
         """The model feed with the precomputed inverse included (workarounds pick what they need)."""
         return self._once(("feed", case), lambda: case_feed(get_case(case), self.views(case), with_inverse=True))
 
+    def export_feed(self, case: str, dynamic: bool) -> dict[str, torch.Tensor]:
+        """The example feed an export traces: the case itself, or for a dynamic-shape graph a
+        small one with the case's view count (views are unrolled, so they stay static); tracing
+        a DTU-sized forward on the CPU would cost minutes for the same graph."""
+        if not dynamic:
+            return self.feed(case)
+        this = get_case(case)
+        small = Case(f"export-{this.views}v", this.views, 128, 160, 48)
+        return self._once(("export-feed", this.views),
+                          lambda: case_feed(small, case_views(small, self.config.scene), with_inverse=True))
+
     def workaround_feed(self, case: str, workaround: str) -> dict[str, torch.Tensor]:
         return get_workaround(workaround).prepare_feed(self.feed(case))
 
@@ -146,7 +157,7 @@ class Chain:
         def build_raw() -> OnnxArtifact:
             config = ExportConfig(exporter=exporter, opset=self.config.opset, workaround=workaround,  # type: ignore[arg-type]
                                   precision=precision, dynamic=dynamic)  # type: ignore[arg-type]
-            return OnnxFromTorch(self.model, self.weights_digest, self.feed(case), config,
+            return OnnxFromTorch(self.model, self.weights_digest, self.export_feed(case, dynamic), config,
                                  get_workaround(workaround), self.cache)()
 
         key = (case, workaround, exporter, precision, dynamic)
@@ -156,16 +167,18 @@ class Chain:
         return self._once(("onnx", *key, variant), lambda: SimplifiedOnnxFromOnnx(raw, self.cache)())
 
     # -- TensorRT ----------------------------------------------------------------------------
-    def engine(self, case: str, workaround: str, exporter: str, variant: str, precision: str) -> EngineArtifact:
+    def engine(self, case: str, workaround: str, exporter: str, variant: str, precision: str,
+               dynamic: bool | None = None) -> EngineArtifact:
         """Build (or fetch) the engine; raises BackendUnavailable when TensorRT or CUDA is missing."""
         from harness.backends import trt_api
         from harness.convert.engine import BuildSettings, EngineFromOnnx, Profile
+
+        dynamic = self.config.trt_dynamic if dynamic is None else dynamic
 
         def build() -> EngineArtifact:
             trt_api.bind(self.config.trt_flavour)  # "tensorrt not importable" before any export work
             trt_api.require_cuda()
             graph = "fp16" if precision == "fp16" else "fp32"
-            dynamic = self.config.trt_dynamic
             artifact = self.onnx(case, workaround, exporter, variant, graph, dynamic)
             names = get_workaround(workaround).input_names
             this = get_case(case)
@@ -177,19 +190,22 @@ class Chain:
                                      optimization_level=self.config.trt_opt_level, flavour=self.config.trt_flavour)
             return EngineFromOnnx(artifact, settings, profile, self.cache)()
 
-        return self._once(("engine", case, workaround, exporter, variant, precision, self.config.trt_dynamic), build)
+        return self._once(("engine", case, workaround, exporter, variant, precision, dynamic), build)
 
-    def trt_runner(self, case: str, workaround: str, exporter: str, variant: str, precision: str) -> Runner:
+    def trt_runner(self, case: str, workaround: str, exporter: str, variant: str, precision: str,
+                   dynamic: bool | None = None) -> Runner:
         from harness.backends.tensorrt_runner import TrtRunner
 
+        dynamic = self.config.trt_dynamic if dynamic is None else dynamic
+
         def make() -> Runner:
-            engine = self.engine(case, workaround, exporter, variant, precision)
+            engine = self.engine(case, workaround, exporter, variant, precision, dynamic)
             runner = TrtRunner(engine.path, label=precision, flavour=self.config.trt_flavour,
                                buffers=self.config.trt_buffers,  # type: ignore[arg-type]
                                runtime_cache=self.cache.root / "trt-runtime" / f"{engine.sha256[:16]}.cache")
             return runner.prepare()
 
-        return self._once(("trt", case, workaround, exporter, variant, precision, self.config.trt_dynamic), make)
+        return self._once(("trt", case, workaround, exporter, variant, precision, dynamic), make)
 
     # -- runners -----------------------------------------------------------------------------
     def torch_runner(self, precision: str = "fp32", with_inverse: bool = False, device: torch.device | None = None) -> Runner:

@@ -51,6 +51,7 @@ class HarnessOptions:
 class SessionResults:
     parity: list[dict[str, Any]] = field(default_factory=list)
     engines: list[dict[str, Any]] = field(default_factory=list)
+    timing: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -255,18 +256,21 @@ class SessionReporter:
                 self.results.parity.append(json.loads(str(value)))
             elif key == "harness_engine":
                 self.results.engines.append(json.loads(str(value)))
+            elif key == "harness_timing":
+                self.results.timing.append(json.loads(str(value)))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):  # xdist worker: the controller writes the record
             return
         opts = options(self.config)
-        if opts.report_dir is None or not (self.results.parity or self.results.engines):
+        if opts.report_dir is None or not (self.results.parity or self.results.engines or self.results.timing):
             return
+        _add_speedups(self.results.timing)
         from harness.report.record import RunRecord, write_run
 
         record = RunRecord(
             kind="pytest", profile=opts.profile, parity=self.results.parity, notes=list(self.results.notes),
-            artifacts=self.results.engines,
+            artifacts=self.results.engines, timing=self.results.timing,
             config={"cases": opts.cases, "exporters": opts.exporters, "workarounds": opts.workarounds,
                     "variants": opts.variants, "backends": opts.candidates, "device": opts.chain.device,
                     "opset": opts.chain.opset, "weights": str(opts.chain.weights or "bundled"),
@@ -296,3 +300,12 @@ class SessionReporter:
                               f"{row['mib']} MiB, built in {row['build_seconds']} s ({row['cache']})")
         for note in self.results.notes:
             tr.write_line(note)
+
+
+def _add_speedups(rows: list[dict[str, Any]]) -> None:
+    """Speed-up of every timed row over torch eager strict FP32 of the same case and device."""
+    base = {(r["case"], r["device"]): r["median_ms"] for r in rows if r["backend"] == "torch-fp32" and "median_ms" in r}
+    for row in rows:
+        ref = base.get((row["case"], row["device"]))
+        if ref and row.get("median_ms"):
+            row["speedup_vs_torch_fp32"] = ref / row["median_ms"]

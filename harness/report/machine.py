@@ -132,3 +132,63 @@ def one_line(info: dict[str, Any], profile: str) -> str:
     trt = v.get("tensorrt") or (f"rtx {v['tensorrt_rtx']}" if v.get("tensorrt_rtx") else "none")
     return (f"harness: profile={profile} | {gpu} | torch {v['torch']} | onnx {v['onnx']} | "
             f"onnxsim {v['onnxsim']} | onnxruntime {v['onnxruntime']} | tensorrt {trt}")
+
+
+def gpu_clocks(index: int = 0) -> dict[str, Any]:
+    """SM/memory clocks and active throttle reasons now (pynvml, else nvidia-smi; {} if neither)."""
+    try:
+        nvml = importlib.import_module("pynvml")
+        nvml.nvmlInit()
+        try:
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            reasons = nvml.nvmlDeviceGetCurrentClocksEventReasons(handle) if hasattr(
+                nvml, "nvmlDeviceGetCurrentClocksEventReasons") else nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
+            return {
+                "sm_mhz": nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
+                "sm_max_mhz": nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_SM),
+                "mem_mhz": nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM),
+                "throttle_mask": int(reasons),
+                "temperature_c": nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU),
+                "source": "nvml",
+            }
+        finally:
+            nvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no NVML here: fall back to nvidia-smi, then to nothing
+        pass
+    out = _run(["nvidia-smi", f"--id={index}", "--query-gpu=clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,"
+                "clocks_throttle_reasons.active", "--format=csv,noheader,nounits"])
+    if not out:
+        return {}
+    fields = [f.strip() for f in out.splitlines()[0].split(",")]
+    if len(fields) < 5:
+        return {}
+    return {"sm_mhz": fields[0], "sm_max_mhz": fields[1], "mem_mhz": fields[2], "temperature_c": fields[3],
+            "throttle_mask": fields[4], "source": "nvidia-smi"}
+
+
+# NVML clock-event reasons that mean the clock was held down by something other than idling:
+# SW power cap (0x4), HW slowdown (0x8), sync boost (0x10), SW thermal (0x20), HW thermal (0x40),
+# HW power brake (0x80).
+THROTTLE_BITS = {0x4: "power cap", 0x8: "hardware slowdown", 0x20: "thermal (software)",
+                 0x40: "thermal (hardware)", 0x80: "power brake"}
+
+
+def clock_warnings(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Warnings like trtexec's: clocks that moved during a measurement or were throttled."""
+    warnings: list[str] = []
+    try:
+        sm0, sm1, top = float(before["sm_mhz"]), float(after["sm_mhz"]), float(after["sm_max_mhz"])
+    except (KeyError, TypeError, ValueError):
+        return warnings
+    if sm0 and abs(sm1 - sm0) / sm0 > 0.05:
+        warnings.append(f"SM clock moved {sm0:.0f} -> {sm1:.0f} MHz during the measurement (clocks not locked)")
+    if top and sm1 < 0.9 * top:
+        warnings.append(f"SM clock {sm1:.0f} MHz is below 90% of its maximum {top:.0f} MHz")
+    try:
+        mask = int(str(after.get("throttle_mask", "0")), 0)
+    except ValueError:
+        mask = 0
+    named = [text for bit, text in THROTTLE_BITS.items() if mask & bit]
+    if named:
+        warnings.append("clock throttled: " + ", ".join(named))
+    return warnings

@@ -49,8 +49,19 @@ def accuracy_frame(record: RunRecord) -> pd.DataFrame:
     return pd.DataFrame(record.accuracy)
 
 
+TIMING_COLUMNS = {
+    "case": "case", "backend": "backend", "median_ms": "median ms", "p90_ms": "p90", "p99_ms": "p99", "cov": "CoV",
+    "e2e_median_ms": "with copies ms", "speedup_vs_torch_fp32": "speed-up", "depth_max_abs_mm": "depth max |err| mm",
+    "repeat_spread": "spread of repeats", "parity_passed": "parity", "skipped": "skipped",
+}
+
+
 def timing_frame(record: RunRecord) -> pd.DataFrame:
-    return pd.DataFrame(record.timing)
+    rows = [{label: row.get(key) for key, label in TIMING_COLUMNS.items()} for row in record.timing]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.dropna(axis=1, how="all")
 
 
 def tables(record: RunRecord) -> dict[str, pd.DataFrame]:
@@ -65,14 +76,21 @@ def render_report(record: RunRecord, frames: dict[str, pd.DataFrame] | None = No
         f"# MVSNet conversion report ({record.kind}, {record.created_utc})\n",
         one_line(machine, record.profile) + "\n",
         f"commit `{machine.get('commit')}`{' (dirty)' if machine.get('dirty') else ''}\n",
-        "## Parity against torch strict FP32\n",
-        "Max squared error is the source article's metric; depth in mm.\n",
-        to_markdown(frames["parity"]),
     ]
+    if not frames["parity"].empty:
+        parts += ["## Parity against torch strict FP32\n",
+                  "Max squared error is the source article's metric; depth in mm.\n", to_markdown(frames["parity"])]
     if not frames["accuracy"].empty:
         parts += ["## Accuracy against ground truth\n", to_markdown(frames["accuracy"])]
     if not frames["timing"].empty:
-        parts += ["## Timing\n", to_markdown(frames["timing"])]
+        parts += ["## Timing\n", "CUDA events around one inference (inputs already on the device); \"with copies\" "
+                  "adds host-to-device and device-to-host copies. Speed-up is over torch eager strict FP32.\n",
+                  to_markdown(frames["timing"])]
+        cases = list(dict.fromkeys(str(r["case"]) for r in record.timing))
+        parts += [f"![latency {c}](latency-{c}.png)\n\n![depth difference {c}](depth-diff-{c}.png)\n" for c in cases]
+        warned = [f"- {r['case']} {r['backend']}: {w}" for r in record.timing for w in r.get("warnings", [])]
+        if warned:
+            parts += ["### Measurement warnings\n", "\n".join(warned) + "\n"]
     if not frames["artifacts"].empty:
         parts += ["## Artifacts\n", to_markdown(frames["artifacts"])]
     if record.notes:

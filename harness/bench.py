@@ -1,0 +1,172 @@
+"""Benchmarks: every backend on a case, timed the same way, with its parity against torch strict
+FP32 measured on the same inputs. Rows go into the run record; ``report/`` renders them.
+
+Backends (CUDA): torch eager strict FP32 (the baseline every speed-up is relative to), TF32,
+autocast FP16, the fast torch path (folded batch norm, FP16, channels-last, torch.compile, CUDA
+graph), ONNX Runtime's CUDA EP on the raw, simplified and FP16 graphs, and TensorRT when an
+engine can run here. On the CPU: torch FP32 and ONNX Runtime's CPU EP.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harness.backends.base import Runner
+from harness.chain import Chain
+from harness.compare import compare
+from harness.data.cases import get_case
+from harness.errors import BackendUnavailable, HarnessError, InvalidArgument
+from harness.model.mvsnet import OUTPUT_NAMES
+from harness.report.machine import clock_warnings, gpu_clocks
+from harness.timing import TimingConfig, measure, measure_host_round_trip
+from harness.tolerances import Tolerances
+
+CUDA_BACKENDS = ("torch-fp32", "torch-tf32", "torch-fp16", "torch-fast-fp16", "ort-cuda-raw", "ort-cuda-simplified",
+                 "ort-cuda-fp16", "trt-fp32", "trt-tf32", "trt-fp16")
+CPU_BACKENDS = ("torch-fp32", "ort-cpu-raw", "ort-cpu-simplified")
+BASELINE = "torch-fp32"
+SEED_PIXELS = 512 * 640  # graphs for larger cases are exported with dynamic shapes from a small example
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    backend: str
+    case: str
+    workaround: str = "precomputed"
+    exporter: str = "torchscript"
+
+    @property
+    def precision(self) -> str:
+        if self.backend.endswith("fp16"):
+            return "fp16"
+        return "tf32" if self.backend.endswith("tf32") else "fp32"
+
+
+def default_backends(device: torch.device) -> tuple[str, ...]:
+    return CUDA_BACKENDS if device.type == "cuda" else CPU_BACKENDS
+
+
+def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.Tensor]]:
+    """A fresh runner (closed by the caller) and the feed it takes, on the chain's device."""
+    from harness.backends.onnxruntime_runner import OrtRunner, ensure_available
+    from harness.backends.torch_runner import TorchFastRunner, TorchRunner
+
+    device = chain.device
+    case = get_case(spec.case)
+    dynamic = case.height * case.width > SEED_PIXELS
+    family, _, rest = spec.backend.partition("-")
+    if family == "torch":
+        feed = chain.reference_feed(spec.case)
+        if rest == "fast-fp16":
+            return TorchFastRunner(chain.model, device, half=True, validate_values=False), feed
+        if rest in ("fp32", "tf32", "fp16"):
+            return TorchRunner(chain.model, device, rest, validate_values=False), feed  # type: ignore[arg-type]
+    feed = chain.workaround_feed(spec.case, spec.workaround)
+    if family == "ort":
+        target, _, graph = rest.partition("-")
+        ensure_available(torch.device(target), f"ort-{target}")
+        precision = "fp16" if graph == "fp16" else "fp32"
+        variant = "simplified" if graph in ("simplified", "fp16") else "raw"
+        artifact = chain.onnx(spec.case, spec.workaround, spec.exporter, variant, precision, dynamic)
+        return OrtRunner(artifact.path, device=target, label=graph, validate_values=False, tuned=True), feed
+    if family == "trt" and rest in ("fp32", "tf32", "fp16"):
+        from harness.backends.tensorrt_runner import TrtRunner
+
+        engine = chain.engine(spec.case, spec.workaround, spec.exporter, "simplified", rest, dynamic)
+        return TrtRunner(engine.path, label=rest, flavour=chain.config.trt_flavour, validate_values=False), feed
+    raise InvalidArgument("benchmark backend", "unknown backend", spec.backend,
+                          f"one of {', '.join(CUDA_BACKENDS + CPU_BACKENDS)}")
+
+
+def _on(device: torch.device, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.to(device).contiguous() for k, v in feed.items()}
+
+
+def bench_one(chain: Chain, spec: BenchSpec, timing: TimingConfig, tolerances: Tolerances,
+              reference: dict[str, torch.Tensor] | None, log: Callable[[str], None] = print,
+              repeat: int = 1) -> dict[str, Any]:
+    """Time one backend on one case; returns the record row (``skipped`` with a reason if it
+    cannot run here)."""
+    device = chain.device
+    row: dict[str, Any] = {"case": spec.case, "backend": spec.backend, "precision": spec.precision,
+                           "workaround": spec.workaround, "exporter": spec.exporter, "device": str(device),
+                           "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+    started = time.perf_counter()
+    try:
+        runner, host_feed = make_runner(chain, spec)
+        runner.prepare()
+    except BackendUnavailable as exc:
+        row["skipped"] = f"{exc.backend}: {exc.missing}"
+        log(f"  {spec.backend:<22} skipped: {row['skipped']}")
+        return row
+    try:
+        feed = _on(device, host_feed)
+        outputs = runner.infer(feed)  # first call: compiles, captures graphs, picks algorithms
+        row["prepare_s"] = round(time.perf_counter() - started, 2)
+        if reference is not None:
+            gates = tolerances.lookup(BASELINE, runner.name, spec.precision, OUTPUT_NAMES)
+            diffs = compare(reference, outputs, gates, depth_values=feed["depth_values"])
+            row["parity_passed"] = all(diffs.values())
+            row["depth_max_abs_mm"] = diffs["depth"].metrics["max_abs"]
+            row["depth_max_sq_err"] = diffs["depth"].metrics["max_sq_err"]
+            row["conf_max_sq_err"] = diffs["photometric_confidence"].metrics["max_sq_err"]
+        before = gpu_clocks(device.index or 0) if device.type == "cuda" else {}
+        runs = [measure(lambda: runner.infer(feed), device, timing) for _ in range(max(1, repeat))]
+        after = gpu_clocks(device.index or 0) if device.type == "cuda" else {}
+        stats = sorted(runs, key=lambda r: r.median_ms)[len(runs) // 2]  # the run with the median median
+        if len(runs) > 1:
+            medians = [r.median_ms for r in runs]
+            row["repeat_medians_ms"] = medians
+            row["repeat_spread"] = (max(medians) - min(medians)) / stats.median_ms
+        e2e = measure_host_round_trip(runner.infer, host_feed, device,
+                                      TimingConfig(timing.warmup_ms, timing.warmup_rounds, 5, 0.2))
+        row.update(stats.summary())
+        row["e2e_median_ms"] = e2e.median_ms
+        row["cuda_graph"] = bool(getattr(runner, "cuda_graph", False))
+        row["clocks"] = {"before": before, "after": after}
+        row["warnings"] = stats.warnings(timing) + clock_warnings(before, after)
+        row["runner"] = runner.describe()
+        row["_outputs"] = outputs  # kept in memory for heat maps; never serialised
+        spread = f"  spread {row['repeat_spread']:5.1%}" if "repeat_spread" in row else ""
+        log(f"  {spec.backend:<22} median {stats.median_ms:8.2f} ms  p99 {stats.p99_ms:8.2f}  "
+            f"CoV {stats.cov:5.1%}{spread}  parity {'ok' if row.get('parity_passed', True) else 'FAIL'}")
+    except HarnessError as exc:
+        row["error"] = str(exc)
+        log(f"  {spec.backend:<22} error: {exc}")
+    finally:
+        runner.close()
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return row
+
+
+def run_benchmarks(chain: Chain, cases: tuple[str, ...], backends: tuple[str, ...], timing: TimingConfig,
+                   tolerances: Tolerances, workaround: str = "precomputed", exporter: str = "torchscript",
+                   log: Callable[[str], None] = print, repeat: int = 1) -> list[dict[str, Any]]:
+    """Every backend on every case; the baseline (torch strict FP32) always runs first."""
+    ordered = (BASELINE, *[b for b in backends if b != BASELINE])
+    rows: list[dict[str, Any]] = []
+    for case in cases:
+        log(f"case {case} ({get_case(case).shape_id}) on {chain.device}")
+        reference = chain.torch_runner("fp32").infer(chain.reference_feed(case))
+        for backend in ordered:
+            rows.append(bench_one(chain, BenchSpec(backend, case, workaround, exporter), timing, tolerances,
+                                  reference, log, repeat))
+        base = next((r for r in rows if r["case"] == case and r["backend"] == BASELINE and "median_ms" in r), None)
+        for row in rows:
+            if row["case"] == case and "median_ms" in row and base is not None:
+                row["speedup_vs_torch_fp32"] = base["median_ms"] / row["median_ms"]
+    return rows
+
+
+def fastest(rows: list[dict[str, Any]], case: str) -> dict[str, Any] | None:
+    """The fastest backend on ``case`` whose parity passed."""
+    timed = [r for r in rows if r["case"] == case and "median_ms" in r and r.get("parity_passed", True)]
+    return min(timed, key=lambda r: r["median_ms"]) if timed else None

@@ -1,0 +1,87 @@
+"""Figures for report.md (matplotlib, headless): latency per backend with p90-p99 whiskers, and
+depth-difference heat maps of each backend against torch strict FP32."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from harness.fileio import atomic_write_bytes  # noqa: E402
+
+
+def _save(fig: Any, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def latency_plot(rows: list[dict[str, Any]], case: str, path: Path, title: str = "") -> Path | None:
+    """Median per backend (dot), whisker from p90 to p99; backends sorted fastest first."""
+    timed = sorted((r for r in rows if r["case"] == case and "median_ms" in r), key=lambda r: r["median_ms"])
+    if not timed:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(timed) + 1.2))
+    for y, row in enumerate(timed):
+        ax.plot([row["p90_ms"], row["p99_ms"]], [y, y], color="0.6", linewidth=3, solid_capstyle="butt")
+        ax.plot(row["median_ms"], y, "o", color="C0" if row.get("parity_passed", True) else "C3")
+        ax.annotate(f"{row['median_ms']:.2f} ms", (row["p99_ms"], y), xytext=(6, -3), textcoords="offset points",
+                    fontsize=8)
+    ax.set_yticks(range(len(timed)), [r["backend"] for r in timed])
+    ax.invert_yaxis()
+    ax.set_xlabel("latency per inference (ms): median, p90-p99")
+    ax.set_xlim(left=0)
+    ax.set_title(title or f"MVSNet, case {case}")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def depth_difference_maps(reference: torch.Tensor, candidates: dict[str, torch.Tensor], path: Path,
+                          title: str = "") -> Path | None:
+    """|candidate depth - reference depth| in mm, one panel per backend, shared colour scale."""
+    if not candidates:
+        return None
+    diffs = {name: (d.detach().float().cpu() - reference.detach().float().cpu()).abs()[0] for name, d in candidates.items()}
+    vmax = max(float(d.max()) for d in diffs.values()) or 1e-6
+    cols = min(3, len(diffs))
+    rows = (len(diffs) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    image = None
+    for ax, (name, diff) in zip(axes.flat, diffs.items()):
+        image = ax.imshow(diff.numpy(), cmap="magma", vmin=0.0, vmax=vmax)
+        ax.set_title(f"{name}\nmax {float(diff.max()):.3g} mm", fontsize=9)
+        ax.axis("off")
+    for ax in list(axes.flat)[len(diffs):]:
+        ax.axis("off")
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="|depth difference| (mm)")
+    fig.suptitle(title or "depth difference against torch strict FP32")
+    return _save(fig, path)
+
+
+def cross_gpu_plot(table: list[dict[str, Any]], gpus: list[str], case: str, path: Path) -> Path | None:
+    """Grouped bars: median ms per backend, one bar per GPU."""
+    backends = sorted({r["backend"] for r in table if r["case"] == case})
+    if not backends:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(backends) * max(1, len(gpus))), 4))
+    width = 0.8 / max(1, len(gpus))
+    for g, gpu in enumerate(gpus):
+        values = []
+        for backend in backends:
+            hit = next((r for r in table if r["case"] == case and r["backend"] == backend and r["gpu"] == gpu), None)
+            values.append(hit["median_ms"] if hit else 0.0)
+        ax.bar([i + g * width for i in range(len(backends))], values, width, label=gpu)
+    ax.set_xticks([i + width * (len(gpus) - 1) / 2 for i in range(len(backends))], backends, rotation=30, ha="right")
+    ax.set_ylabel("median latency (ms)")
+    ax.set_title(f"MVSNet, case {case}: latency per backend and GPU")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

@@ -5,6 +5,8 @@ Commands:
                 terminal and a new reports/<utc-stamp>/ with report.md and run.json
   make-scene    render a synthetic DTU-format scene (the bundled one is seed 0)
   make-weights  write the seeded plane-sweep initialisation as an MVSNet_pytorch checkpoint
+  bench         time every backend (CUDA events; perf_counter on CPU) with parity, write a report
+  compare       one cross-GPU table from run records; --fail-on median:5% gates against baselines
 """
 
 from __future__ import annotations
@@ -82,6 +84,123 @@ def _accuracy_rows(chain, case: str) -> list[dict[str, Any]]:
     return [{"case": case, "backend": "torch-fp32", **metrics}]
 
 
+TARGET_SPEEDUP = 6.0  # issue target: fastest backend >= 6x torch eager strict FP32 at the seed shape
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench import default_backends, fastest, run_benchmarks
+    from harness.chain import Chain, ChainConfig
+    from harness.report.plots import depth_difference_maps, latency_plot
+    from harness.report.record import RunRecord, write_run
+    from harness.timing import PROFILES
+    from harness.tolerances import Tolerances
+
+    chain = Chain(ChainConfig(weights=args.weights, scene=args.scene, cache_dir=args.cache_dir, device=args.device,
+                              trt_flavour=args.trt))
+    backends = _csv(args.backends) if args.backends else default_backends(chain.device)
+    cases = _csv(args.cases)
+    rows = run_benchmarks(chain, cases, backends, PROFILES[args.profile], Tolerances.load(args.tolerances),
+                          args.workaround, args.exporter, repeat=args.repeat)
+    record = RunRecord(kind="bench", profile=args.profile, config={
+        "cases": cases, "backends": backends, "workaround": args.workaround, "exporter": args.exporter,
+        "device": str(chain.device), "weights": str(chain.weights_path), "timing": PROFILES[args.profile].__dict__,
+        "label": args.label, "repeat": args.repeat,
+    })
+    outputs = {}
+    for row in rows:
+        out = row.pop("_outputs", None)
+        if out is not None:
+            outputs[(row["case"], row["backend"])] = out["depth"]
+        record.timing.append(row)
+    for case in cases:
+        best = fastest(rows, case)
+        if best is not None and best.get("speedup_vs_torch_fp32"):
+            reached = best["speedup_vs_torch_fp32"]
+            record.notes.append(f"{case}: fastest backend {best['backend']} at {best['median_ms']:.2f} ms = "
+                                f"{reached:.2f}x torch eager strict FP32 (target {TARGET_SPEEDUP:.0f}x: "
+                                f"{'met' if reached >= TARGET_SPEEDUP else 'not met'})")
+        for row in rows:
+            if row["case"] == case and row.get("skipped"):
+                record.notes.append(f"{case}: {row['backend']} skipped: {row['skipped']}")
+    folder = write_run(record, args.report_dir)
+    for case in cases:
+        latency_plot(rows, case, folder / f"latency-{case}.png", f"MVSNet {case} on {rows[0].get('gpu') or 'CPU'}")
+        reference = outputs.get((case, "torch-fp32"))
+        others = {b: d for (c, b), d in outputs.items() if c == case and b != "torch-fp32"}
+        if reference is not None:
+            depth_difference_maps(reference, others, folder / f"depth-diff-{case}.png",
+                                  f"|depth - torch strict FP32| (mm), case {case}")
+    for note in record.notes:
+        print(note)
+    print(f"report: {folder / 'report.md'}")
+    chain.close()
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.fileio import atomic_write_text, new_run_dir, utc_stamp
+    from harness.report.compare_runs import Gate, cross_gpu_table, gate_records, gpu_name, load_baselines
+    from harness.report.markdown import to_markdown
+    from harness.report.plots import cross_gpu_plot
+    from harness.report.record import load_record
+
+    records = [(Path(p), load_record(p)) for p in args.records]
+    table = cross_gpu_table([r for _, r in records])
+    if table.empty:
+        print("error: the records hold no timing rows (run `python -m harness bench` first)", file=sys.stderr)
+        return 2
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    folder = new_run_dir(args.out, f"{utc_stamp()}-compare")
+    gpus = list(dict.fromkeys(gpu_name(r) for _, r in records))
+    from harness.report.compare_runs import timing_rows
+
+    flat = [row for _, r in records for row in timing_rows(r)]
+    parts = ["# Cross-GPU comparison\n", "Records: " + ", ".join(str(p) for p, _ in records) + "\n",
+             to_markdown(table, "{:.2f}")]
+    for case in dict.fromkeys(row["case"] for row in flat):
+        plot = cross_gpu_plot(flat, gpus, case, folder / f"cross-gpu-{case}.png")
+        if plot:
+            parts.append(f"![{case}]({plot.name})\n")
+    status = 0
+    if args.fail_on:
+        gate = Gate.parse(args.fail_on)
+        baselines = load_baselines([Path(b) for b in args.baseline])
+        found, notes = gate_records(records, baselines, gate)
+        for note in notes:
+            print(note)
+        if found:
+            import pandas as pd
+
+            frame = pd.DataFrame(found)
+            print(f"\nREGRESSIONS ({gate.metric} worse than +{gate.fraction:.0%} against the baseline of the same GPU):")
+            print(frame.to_string(index=False))
+            parts += [f"## Regressions ({args.fail_on})\n", to_markdown(frame)]
+            status = 1
+        else:
+            print(f"no regression beyond {args.fail_on}")
+    atomic_write_text(folder / "comparison.md", "\n".join(parts))
+    print(f"report: {folder / 'comparison.md'}")
+    return status
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from harness.chain import resolve_device
+    from harness.train import TrainConfig, train
+
+    config = TrainConfig(steps=args.steps, batch=args.batch, views=args.views, height=args.height, width=args.width,
+                         num_depth=args.num_depth, lr=args.lr, pool=args.pool, seed=args.seed, init=args.init,
+                         max_minutes=args.max_minutes)
+    device = resolve_device(args.device)
+    if device.type != "cuda":
+        print("warning: training on the CPU is very slow; use a CUDA machine", file=sys.stderr)
+    torch.backends.cudnn.benchmark = True
+    summary = train(config, args.out, device, resume=args.resume)
+    print(f"wrote {args.out} ({summary['train_s']} s)")
+    return 0
+
+
 def cmd_make_scene(args: argparse.Namespace) -> int:
     from harness.data.scenes import write_scene
     from harness.data.synthetic import SceneSpec, render_scene
@@ -126,6 +245,52 @@ def build_parser() -> argparse.ArgumentParser:
                      help="TensorRT module (default: auto: tensorrt, else tensorrt_rtx)")
     run.add_argument("--trt-dynamic", action="store_true", help="engines with a dynamic H/W/D profile (default: static)")
     run.set_defaults(func=cmd_run)
+
+    bench = sub.add_parser("bench", help="time every backend and write a report")
+    bench.add_argument("--cases", default="seed", help="comma list of small, seed, dtu (default: seed)")
+    bench.add_argument("--backends", default=None, help="comma list (default: every backend for the device)")
+    bench.add_argument("--profile", choices=("quick", "full"), default="quick",
+                       help="quick: >=10 rounds and >=1 s; full: >=50 rounds and >=3 s (default: quick)")
+    bench.add_argument("--workaround", default="precomputed", help="for ONNX/TensorRT legs (default: precomputed)")
+    bench.add_argument("--exporter", default="torchscript", help="for ONNX/TensorRT legs (default: torchscript)")
+    bench.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    bench.add_argument("--weights", type=Path, default=None, help="checkpoint (default: bundled)")
+    bench.add_argument("--scene", type=Path, default=None, help="scene folder (default: bundled)")
+    bench.add_argument("--cache-dir", type=Path, default=None, help="artifact cache (default: ~/.cache/...)")
+    bench.add_argument("--tolerances", type=Path, default=None, help="(default: fixtures/tolerances.toml)")
+    bench.add_argument("--trt", default="auto", choices=("auto", "tensorrt", "tensorrt_rtx"), help="(default: auto)")
+    bench.add_argument("--label", default="", help="free text stored in the record (e.g. the machine)")
+    bench.add_argument("--repeat", type=int, default=1,
+                       help="measure each backend N times and report the spread of the medians (default: 1)")
+    bench.add_argument("--report-dir", type=Path, default=PROJECT_ROOT / "reports", help="(default: reports/)")
+    bench.set_defaults(func=cmd_bench)
+
+    cmp = sub.add_parser("compare", help="cross-GPU table from run records; regression gate")
+    cmp.add_argument("records", nargs="+", help="run.json files (or their folders)")
+    cmp.add_argument("--baseline", nargs="*", default=[str(PROJECT_ROOT / "reports" / "baselines")],
+                     help="baseline records or folders (default: reports/baselines/)")
+    cmp.add_argument("--fail-on", default=None, help="e.g. median:5%%: exit 1 when a backend is slower than the "
+                     "baseline of the same GPU model by more (default: no gate)")
+    cmp.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports", help="(default: reports/)")
+    cmp.set_defaults(func=cmd_compare)
+
+    tr = sub.add_parser("train", help="train MVSNet on synthetic scenes (GPU)")
+    tr.add_argument("--out", type=Path, default=PROJECT_ROOT / "fixtures" / "weights" / "mvsnet-default.ckpt",
+                    help="checkpoint to write (default: the bundled default weights)")
+    tr.add_argument("--steps", type=int, default=3000, help="(default: 3000)")
+    tr.add_argument("--batch", type=int, default=4, help="(default: 4)")
+    tr.add_argument("--views", type=int, default=3, help="(default: 3)")
+    tr.add_argument("--height", type=int, default=256, help="(default: 256)")
+    tr.add_argument("--width", type=int, default=320, help="(default: 320)")
+    tr.add_argument("--num-depth", type=int, default=192, help="(default: 192)")
+    tr.add_argument("--lr", type=float, default=1e-3, help="(default: 1e-3)")
+    tr.add_argument("--pool", type=int, default=2000, help="pre-rendered training scenes (default: 2000)")
+    tr.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    tr.add_argument("--init", choices=("plane-sweep", "random"), default="plane-sweep", help="(default: plane-sweep)")
+    tr.add_argument("--device", default="auto", help="(default: auto)")
+    tr.add_argument("--resume", action="store_true", help="continue from <out>.state.pt (default: off)")
+    tr.add_argument("--max-minutes", type=float, default=0.0, help="stop and save after this much time (default: none)")
+    tr.set_defaults(func=cmd_train)
 
     scene = sub.add_parser("make-scene", help="render a synthetic DTU-format scene")
     scene.add_argument("folder", type=Path)

@@ -82,11 +82,16 @@ def render_batch(seeds: list[int], config: TrainConfig, device: torch.device) ->
     return {k: torch.cat([f[k] for f in feeds]).to(device) for k in feeds[0]}
 
 
-def _lr(step: int, config: TrainConfig) -> float:
+def _lr(step: int, config: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 5 %; with a time box the decay follows whichever
+    of the step count and the wall time is further along, so a time-boxed run still anneals."""
     warmup = 100
     if step < warmup:
         return config.lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, config.steps - warmup)
+    if config.max_minutes > 0:
+        progress = max(progress, elapsed_s / (60 * config.max_minutes))
+    progress = min(1.0, progress)
     return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -134,6 +139,7 @@ def train(config: TrainConfig, out: Path, device: torch.device, state_path: Path
     render_s = time.perf_counter() - started
     out.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("a")
+    train_started = time.perf_counter()  # the time box covers training, not the scene rendering
     history: list[dict[str, Any]] = []
     for step in range(start_step, config.steps):
         model.train()
@@ -143,8 +149,9 @@ def train(config: TrainConfig, out: Path, device: torch.device, state_path: Path
         if config.views > 2:
             order = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.randperm(config.views - 1)])
             batch["imgs"], batch["proj_matrices"] = batch["imgs"][:, order], batch["proj_matrices"][:, order]
+        train_elapsed = time.perf_counter() - train_started
         for group in optimizer.param_groups:
-            group["lr"] = _lr(step, config)
+            group["lr"] = _lr(step, config, train_elapsed)
         pred = model(batch["imgs"], batch["proj_matrices"], batch["depth_values"])
         mask = batch["mask"]
         loss = F.smooth_l1_loss(pred["depth"][mask], batch["depth"][mask], reduction="mean")
@@ -152,13 +159,13 @@ def train(config: TrainConfig, out: Path, device: torch.device, state_path: Path
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         optimizer.step()
-        out_of_time = config.max_minutes > 0 and time.perf_counter() - started > 60 * config.max_minutes
-        entry: dict[str, Any] = {"step": step + 1, "loss": float(loss.detach()), "lr": _lr(step, config),
+        out_of_time = config.max_minutes > 0 and time.perf_counter() - train_started > 60 * config.max_minutes
+        entry: dict[str, Any] = {"step": step + 1, "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"],
                                  "elapsed_s": round(time.perf_counter() - started, 1)}
         last = step + 1 == config.steps or out_of_time
         if (step + 1) % config.validate_every == 0 or last:
             entry["valid"] = evaluate(model, valid)
-            print(f"step {step + 1:>6}  loss {float(loss):7.3f}  valid mae {entry['valid']['mae_mm']:6.2f} mm  "
+            print(f"step {step + 1:>6}  loss {entry['loss']:7.3f}  valid mae {entry['valid']['mae_mm']:6.2f} mm  "
                   f"thres8mm {entry['valid']['thres8mm']:.3f}  ({entry['elapsed_s']} s)", flush=True)
         log.write(json.dumps(entry) + "\n")
         history.append(entry)

@@ -57,6 +57,9 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
     from harness.backends.onnxruntime_runner import OrtRunner, ensure_available
     from harness.backends.torch_runner import TorchFastRunner, TorchRunner
 
+    if spec.backend not in CUDA_BACKENDS + CPU_BACKENDS:
+        raise InvalidArgument("benchmark backend", "unknown backend", spec.backend,
+                              f"one of {', '.join(dict.fromkeys(CUDA_BACKENDS + CPU_BACKENDS))}")
     device = chain.device
     case = get_case(spec.case)
     dynamic = case.height * case.width > SEED_PIXELS
@@ -80,8 +83,7 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
 
         engine = chain.engine(spec.case, spec.workaround, spec.exporter, "simplified", rest, dynamic)
         return TrtRunner(engine.path, label=rest, flavour=chain.config.trt_flavour, validate_values=False), feed
-    raise InvalidArgument("benchmark backend", "unknown backend", spec.backend,
-                          f"one of {', '.join(CUDA_BACKENDS + CPU_BACKENDS)}")
+    raise AssertionError(f"unhandled benchmark backend {spec.backend}")  # the table above lists only handled ones
 
 
 def _on(device: torch.device, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -98,10 +100,13 @@ def bench_one(chain: Chain, spec: BenchSpec, timing: TimingConfig, tolerances: T
                            "workaround": spec.workaround, "exporter": spec.exporter, "device": str(device),
                            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     started = time.perf_counter()
+    runner: Runner | None = None
     try:
         runner, host_feed = make_runner(chain, spec)
         runner.prepare()
     except BackendUnavailable as exc:
+        if runner is not None:
+            runner.close()
         row["skipped"] = f"{exc.backend}: {exc.missing}"
         log(f"  {spec.backend:<22} skipped: {row['skipped']}")
         return row
@@ -113,9 +118,15 @@ def bench_one(chain: Chain, spec: BenchSpec, timing: TimingConfig, tolerances: T
             gates = tolerances.lookup(BASELINE, runner.name, spec.precision, OUTPUT_NAMES)
             diffs = compare(reference, outputs, gates, depth_values=feed["depth_values"])
             row["parity_passed"] = all(diffs.values())
-            row["depth_max_abs_mm"] = diffs["depth"].metrics["max_abs"]
-            row["depth_max_sq_err"] = diffs["depth"].metrics["max_sq_err"]
-            row["conf_max_sq_err"] = diffs["photometric_confidence"].metrics["max_sq_err"]
+            depth, conf = diffs["depth"].metrics, diffs["photometric_confidence"].metrics
+            row["depth_max_abs_mm"] = depth["max_abs"]
+            row["depth_max_sq_err"] = depth["max_sq_err"]
+            row["depth_p99_abs_mm"] = depth["p99_abs"]
+            row["depth_frac_over_1mm"] = depth["frac_over_1mm"]
+            row["depth_nan"] = depth["nan"]
+            row["conf_max_sq_err"] = conf["max_sq_err"]
+            row["parity_failures"] = {f"{name}.{metric}": observed for name, d in diffs.items()
+                                      for metric, (observed, _) in d.failures.items()}
         before = gpu_clocks(device.index or 0) if device.type == "cuda" else {}
         runs = [measure(lambda: runner.infer(feed), device, timing) for _ in range(max(1, repeat))]
         after = gpu_clocks(device.index or 0) if device.type == "cuda" else {}
@@ -140,7 +151,8 @@ def bench_one(chain: Chain, spec: BenchSpec, timing: TimingConfig, tolerances: T
         row["error"] = str(exc)
         log(f"  {spec.backend:<22} error: {exc}")
     finally:
-        runner.close()
+        if runner is not None:
+            runner.close()
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()

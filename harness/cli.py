@@ -122,14 +122,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for row in rows:
             if row["case"] == case and row.get("skipped"):
                 record.notes.append(f"{case}: {row['backend']} skipped: {row['skipped']}")
-    folder = write_run(record, args.report_dir)
-    for case in cases:
-        latency_plot(rows, case, folder / f"latency-{case}.png", f"MVSNet {case} on {rows[0].get('gpu') or 'CPU'}")
-        reference = outputs.get((case, "torch-fp32"))
-        others = {b: d for (c, b), d in outputs.items() if c == case and b != "torch-fp32"}
-        if reference is not None:
-            depth_difference_maps(reference, others, folder / f"depth-diff-{case}.png",
-                                  f"|depth - torch strict FP32| (mm), case {case}")
+    def figures(folder: Path) -> list[Path]:
+        drawn = []
+        for case in cases:
+            drawn.append(latency_plot(rows, case, folder / f"latency-{case}.png",
+                                      f"MVSNet {case} on {rows[0].get('gpu') or 'CPU'}"))
+            reference = outputs.get((case, "torch-fp32"))
+            others = {b: d for (c, b), d in outputs.items() if c == case and b != "torch-fp32"}
+            if reference is not None:
+                drawn.append(depth_difference_maps(reference, others, folder / f"depth-diff-{case}.png",
+                                                   f"|depth - torch strict FP32| (mm), case {case}"))
+        return [p for p in drawn if p is not None]
+
+    folder = write_run(record, args.report_dir, figures=figures)
     for note in record.notes:
         print(note)
     print(f"report: {folder / 'report.md'}")
@@ -144,6 +149,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.report.plots import cross_gpu_plot
     from harness.report.record import load_record
 
+    gate = Gate.parse(args.fail_on) if args.fail_on else None  # refuse a bad gate before writing anything
     records = [(Path(p), load_record(p)) for p in args.records]
     table = cross_gpu_table([r for _, r in records])
     if table.empty:
@@ -162,8 +168,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if plot:
             parts.append(f"![{case}]({plot.name})\n")
     status = 0
-    if args.fail_on:
-        gate = Gate.parse(args.fail_on)
+    if gate is not None:
         baselines = load_baselines([Path(b) for b in args.baseline])
         found, notes = gate_records(records, baselines, gate)
         for note in notes:

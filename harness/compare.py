@@ -123,6 +123,7 @@ def compare(
                               "check the export shapes and the runner's output allocation")
     flips = unstable = None
     if depth_values is not None and "depth" in ref:
+        depth_values = depth_values.detach().cpu()
         flips = depth_index(ref["depth"], depth_values) != depth_index(cand["depth"], depth_values)
         unstable = flips | near_index_boundary(ref["depth"], depth_values) | near_index_boundary(cand["depth"], depth_values)
     for name in ref:

@@ -49,7 +49,8 @@ PROFILES: dict[str, TimingConfig] = {
 def percentile(sorted_ms: tuple[float, ...], p: float) -> float:
     """trtexec's percentile of an ascending sample."""
     n = len(sorted_ms)
-    index = n - 1 - int(math.floor((1.0 - p / 100.0) * n))
+    # round before floor: (1 - 0.9) * 100 is 9.999... in binary floating point
+    index = n - 1 - int(math.floor(round((100.0 - p) * n / 100.0, 9)))
     return sorted_ms[max(0, min(n - 1, index))]
 
 

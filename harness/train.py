@@ -57,6 +57,8 @@ class TrainConfig:
         return 1.06 * 192 / self.num_depth
 
     def __post_init__(self) -> None:
+        if self.init not in ("plane-sweep", "random"):
+            raise InvalidArgument("train --init", "unknown initialisation", self.init, "plane-sweep or random")
         if self.steps < 1 or self.batch < 1 or self.pool < self.batch:
             raise InvalidArgument("train", "inconsistent sizes", f"steps {self.steps}, batch {self.batch}, pool {self.pool}",
                                   "steps >= 1, batch >= 1, pool >= batch")
@@ -138,7 +140,7 @@ def train(config: TrainConfig, out: Path, device: torch.device, state_path: Path
     valid = render_batch(list(HELD_OUT_SEEDS[:16]), config, device)
     render_s = time.perf_counter() - started
     out.parent.mkdir(parents=True, exist_ok=True)
-    log = log_path.open("a")
+    log = log_path.open("a" if resume and start_step > 0 else "w")
     train_started = time.perf_counter()  # the time box covers training, not the scene rendering
     history: list[dict[str, Any]] = []
     for step in range(start_step, config.steps):

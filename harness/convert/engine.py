@@ -62,6 +62,9 @@ class Profile:
         rows = []
         for name in input_names:
             lo, opt, hi = (c.input_shapes(True)[name] for c in (low, case, high))
+            if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
+                raise InvalidArgument("engine profile", f"min <= opt <= max does not hold for {name}",
+                                      f"{lo} / {opt} / {hi}", "each dimension ordered", "widen the profile bounds")
             rows.append((name, lo, opt, hi))
         return cls(tuple(rows))
 
@@ -185,6 +188,10 @@ class EngineFromOnnx:
         info = trt_api.bind(self.settings.flavour)
         device = trt_api.require_cuda()
         self._check_graph()
+        if self.settings.precision == "tf32" and getattr(trt_api.trt.BuilderFlag, "TF32", None) is None:
+            # before any cache entry exists: a capability of this TensorRT, not a failed build
+            raise BackendUnavailable(f"trt-tf32 ({info.label})", f"{info.label} has no TF32 builder flag",
+                                     "use trt-fp32 or trt-fp16 with this TensorRT")
         entry = self.cache.get_or_build("engine", self.key_fields(info, device), "model.engine",
                                         lambda path: self._build(path, info, device))
         return EngineArtifact(entry.path, entry.sha256, self.settings, self.profile, entry.status, dict(entry.meta))
@@ -220,9 +227,6 @@ class EngineFromOnnx:
                 config.set_flag(tf32)
             else:
                 config.clear_flag(tf32)  # strict FP32 parity (TF32 is on by default)
-        elif self.settings.precision == "tf32":
-            raise BackendUnavailable(f"trt-tf32 ({info.label})", f"{info.label} has no TF32 builder flag",
-                                     "use trt-fp32 or trt-fp16 with this TensorRT")
         self._add_profile(builder, network, config, subject)
         timing_cache, cache_file = None, self._timing_cache_path(info, device)
         if self.settings.timing_cache and not info.is_rtx:

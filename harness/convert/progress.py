@@ -40,10 +40,11 @@ class ProgressLine:
             self.stream.flush()
 
     def close(self, outcome: str) -> None:
-        if self.enabled:
-            elapsed = time.perf_counter() - self.started
-            self.stream.write(f"\r{self.label}: {outcome} in {elapsed:.1f} s\x1b[K\n")
-            self.stream.flush()
+        with self.lock:
+            if self.enabled:
+                elapsed = time.perf_counter() - self.started
+                self.stream.write(f"\r{self.label}: {outcome} in {elapsed:.1f} s\x1b[K\n")
+                self.stream.flush()
 
 
 def progress_monitor(trt: Any, line: ProgressLine) -> Any | None:
@@ -90,3 +91,5 @@ class ElapsedTicker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()  # no refresh may land after the closing line

@@ -70,7 +70,9 @@ def load_baselines(paths: list[Path]) -> list[tuple[Path, RunRecord]]:
     found: list[tuple[Path, RunRecord]] = []
     for path in paths:
         if path.is_dir():
-            found += [(p, load_record(p)) for p in sorted(path.glob("*.json"))]
+            # a baselines folder of *.json, or a reports folder of <stamp>/run.json
+            files = sorted(path.glob("*.json")) + sorted(path.glob("*/run.json"))
+            found += [(p, load_record(p)) for p in files]
         elif path.is_file():
             found.append((path, load_record(path)))
         else:
@@ -89,7 +91,7 @@ def regressions(new: RunRecord, baseline: RunRecord, gate: Gate) -> list[dict[st
         if old is None or key not in row:
             continue
         change = row[key] / old[key] - 1.0
-        if change > gate.fraction:
+        if row[key] > old[key] * (1.0 + gate.fraction):  # exactly at the limit passes
             found.append({"gpu": gpu_name(new), "case": row["case"], "backend": row["backend"],
                           f"baseline {gate.metric} ms": old[key], f"new {gate.metric} ms": row[key],
                           "change": f"{change:+.1%}", "limit": f"+{gate.fraction:.0%}"})

@@ -69,7 +69,8 @@ def tables(record: RunRecord) -> dict[str, pd.DataFrame]:
             "accuracy": accuracy_frame(record), "timing": timing_frame(record)}
 
 
-def render_report(record: RunRecord, frames: dict[str, pd.DataFrame] | None = None) -> str:
+def render_report(record: RunRecord, frames: dict[str, pd.DataFrame] | None = None,
+                  figures: list[str] | None = None) -> str:
     frames = frames or tables(record)
     machine = record.machine
     parts = [
@@ -86,8 +87,7 @@ def render_report(record: RunRecord, frames: dict[str, pd.DataFrame] | None = No
         parts += ["## Timing\n", "CUDA events around one inference (inputs already on the device); \"with copies\" "
                   "adds host-to-device and device-to-host copies. Speed-up is over torch eager strict FP32.\n",
                   to_markdown(frames["timing"])]
-        cases = list(dict.fromkeys(str(r["case"]) for r in record.timing))
-        parts += [f"![latency {c}](latency-{c}.png)\n\n![depth difference {c}](depth-diff-{c}.png)\n" for c in cases]
+        parts += [f"![{name.removesuffix('.png')}]({name})\n" for name in figures or []]
         warned = [f"- {r['case']} {r['backend']}: {w}" for r in record.timing for w in r.get("warnings", [])]
         if warned:
             parts += ["### Measurement warnings\n", "\n".join(warned) + "\n"]

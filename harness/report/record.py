@@ -8,6 +8,7 @@ artifacts (ONNX node counts, export times, cache status), accuracy and timing.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,10 +65,16 @@ def load_record(path: str | Path) -> RunRecord:
     return RunRecord.from_dict(data, str(path))
 
 
-def write_run(record: RunRecord, root: str | Path, extra_files: dict[str, str] | None = None) -> Path:
-    """Write ``record`` into a fresh ``root/<utc-stamp>/``: run.json, report.md, parity.csv.
+def write_run(
+    record: RunRecord,
+    root: str | Path,
+    extra_files: dict[str, str] | None = None,
+    figures: Callable[[Path], list[Path]] | None = None,
+) -> Path:
+    """Write ``record`` into a fresh ``root/<utc-stamp>/``: run.json, report.md and CSV tables.
 
-    Returns the folder. Never touches an existing folder.
+    ``figures(folder)`` may draw plots into the folder first; report.md links the ones it
+    returns. Returns the folder. Never touches an existing folder.
     """
     from harness.report.markdown import render_report, tables
 
@@ -77,7 +84,8 @@ def write_run(record: RunRecord, root: str | Path, extra_files: dict[str, str] |
     for name, frame in frames.items():
         if not frame.empty:
             atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
-    atomic_write_text(folder / "report.md", render_report(record, frames))
+    drawn = [p.name for p in (figures(folder) if figures else []) if p is not None]
+    atomic_write_text(folder / "report.md", render_report(record, frames, drawn))
     for name, text in (extra_files or {}).items():
         atomic_write_text(folder / name, text)
     return folder

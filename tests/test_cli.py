@@ -60,10 +60,22 @@ def test_make_weights_writes_a_loadable_checkpoint(tmp_path, capsys):
     assert not model.training
 
 
-def test_make_weights_seed_0_regenerates_the_bundled_weights(tmp_path):
+def test_make_weights_writes_the_seeded_plane_sweep_initialisation(tmp_path):
+    from harness.model.init import plane_sweep_init
+    from harness.model.mvsnet import MVSNet
+
     path = tmp_path / "w.ckpt"
     assert main(["make-weights", str(path), "--seed", "0"]) == 0
-    assert state_dict_digest(load_checkpoint(path)) == state_dict_digest(load_checkpoint(BUNDLED_WEIGHTS))
+    assert state_dict_digest(load_checkpoint(path)) == state_dict_digest(plane_sweep_init(MVSNet(), 0))
+
+
+def test_bundled_weights_are_trained_not_the_initialisation():
+    from harness.model.init import plane_sweep_init
+    from harness.model.mvsnet import MVSNet
+
+    bundled = torch.load(BUNDLED_WEIGHTS, map_location="cpu", weights_only=True)
+    assert bundled.get("trained_by") == "python -m harness train"
+    assert state_dict_digest(load_checkpoint(BUNDLED_WEIGHTS)) != state_dict_digest(plane_sweep_init(MVSNet(), 0))
 
 
 def test_make_weights_seed_changes_the_weights(tmp_path):

@@ -87,8 +87,7 @@ def test_render_report_has_header_machine_line_parity_and_configuration():
 
 def test_render_report_omits_empty_sections():
     text = render_report(_record())
-    assert "_(none)_" in text  # the parity section is always there
-    for heading in ("## Accuracy", "## Timing", "## Artifacts", "## Notes"):
+    for heading in ("## Parity", "## Accuracy", "## Timing", "## Artifacts", "## Notes"):
         assert heading not in text
 
 

@@ -13,6 +13,7 @@ import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,6 +87,29 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
     raise AssertionError(f"unhandled benchmark backend {spec.backend}")  # the table above lists only handled ones
 
 
+def engine_info(chain: Chain, spec: BenchSpec) -> dict[str, Any]:
+    """Build facts of a TensorRT leg's engine and the equivalent trtexec command."""
+    from harness.backends import trt_api
+    from harness.convert.trtexec import trtexec_command
+
+    case = get_case(spec.case)
+    dynamic = case.height * case.width > SEED_PIXELS
+    precision = spec.backend.split("-", 1)[1]
+    engine = chain.engine(spec.case, spec.workaround, spec.exporter, "simplified", precision, dynamic)
+    onnx = chain.onnx(spec.case, spec.workaround, spec.exporter, "simplified",
+                      "fp16" if precision == "fp16" else "fp32", dynamic)
+    timing_cache = engine.meta.get("timing_cache")
+    return {
+        "engine": {"trt": engine.meta.get("trt"), "mib": engine.meta.get("engine_mib"),
+                   "build_seconds": engine.meta.get("build_seconds"), "cache": engine.cache_status,
+                   "layers": engine.meta.get("network_layers"), "inspector": engine.meta.get("inspector")},
+        # TensorRT-RTX engines: the command full TensorRT 11 would run (strongly typed, like RTX)
+        "trtexec": trtexec_command(onnx.path, engine.settings, engine.profile,
+                                   11 if trt_api.bound().is_rtx else trt_api.bound().major, engine.path,
+                                   None if timing_cache is None else Path(str(timing_cache))),
+    }
+
+
 def _on(device: torch.device, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.to(device).contiguous() for k, v in feed.items()}
 
@@ -103,6 +127,8 @@ def bench_one(chain: Chain, spec: BenchSpec, timing: TimingConfig, tolerances: T
     runner: Runner | None = None
     try:
         runner, host_feed = make_runner(chain, spec)
+        if spec.backend.startswith("trt-"):
+            row.update(engine_info(chain, spec))  # the build happened; record it even if it cannot run
         runner.prepare()
     except BackendUnavailable as exc:
         if runner is not None:

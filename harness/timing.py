@@ -42,7 +42,7 @@ class TimingConfig:
 
 PROFILES: dict[str, TimingConfig] = {
     "quick": TimingConfig(warmup_ms=200, warmup_rounds=3, min_rounds=10, min_seconds=1.0),
-    "full": TimingConfig(warmup_ms=500, warmup_rounds=5, min_rounds=50, min_seconds=3.0),
+    "full": TimingConfig(warmup_ms=500, warmup_rounds=5, min_rounds=20, min_seconds=3.0),
 }
 
 

@@ -111,8 +111,11 @@ def test_tf32_state_sets_and_restores_the_global_flags():
     try:
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = True
-        with tf32_state(True):
+        with tf32_state(True):  # PyTorch's default: TF32 convolutions, FP32 matmuls (the projection math)
             assert torch.backends.cudnn.allow_tf32 is True
+            assert torch.backends.cuda.matmul.allow_tf32 is False
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, True)
+        with tf32_state(True, matmuls=True):
             assert torch.backends.cuda.matmul.allow_tf32 is True
         assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, True)
         with tf32_state(False):

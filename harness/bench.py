@@ -32,6 +32,10 @@ CUDA_BACKENDS = ("torch-fp32", "torch-tf32", "torch-fp16", "torch-fast-fp16", "o
                  "ort-cuda-fp16", "trt-fp32", "trt-tf32", "trt-fp16")
 CPU_BACKENDS = ("torch-fp32", "ort-cpu-raw", "ort-cpu-simplified")
 BASELINE = "torch-fp32"
+#: Timed for comparison, parity reported but not asserted by the benchmark suite: autocast runs
+#: the sampling-grid projection in FP16 (H100/H200: depth p99 3.6 mm at the seed shape, NaN at
+#: the DTU shape), so it is not a deployable configuration of this model.
+DIAGNOSTIC = frozenset({"torch-fp16"})
 SEED_PIXELS = 512 * 640  # graphs for larger cases are exported with dynamic shapes from a small example
 
 

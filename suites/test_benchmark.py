@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from harness.bench import BASELINE, CPU_BACKENDS, CUDA_BACKENDS, BenchSpec, make_runner
+from harness.bench import BASELINE, CPU_BACKENDS, CUDA_BACKENDS, DIAGNOSTIC, BenchSpec, make_runner
 from harness.compare import compare
 from harness.errors import BackendUnavailable
 from harness.model.mvsnet import OUTPUT_NAMES
@@ -85,4 +85,5 @@ def test_benchmark(benchmark, request, chain, case, backend, tolerances, harness
         record_property("harness_timing", json.dumps(row, default=str))
     finally:
         runner.close()
-    assert all(diffs.values()), "\n".join(d.row() for d in diffs.values())
+    if backend not in DIAGNOSTIC:  # diagnostic backends are timed; their parity is reported only
+        assert all(diffs.values()), "\n".join(d.row() for d in diffs.values())

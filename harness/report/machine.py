@@ -40,7 +40,11 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
 
 @lru_cache(maxsize=1)
 def git_state() -> dict[str, Any]:
+    """Commit and dirty flag; where the tree has no .git (a copied checkout on a GPU runner),
+    ``$HARNESS_COMMIT`` names the commit the copy was made from."""
     commit = _run(["git", "rev-parse", "HEAD"], PROJECT_ROOT)
+    if commit is None and os.environ.get("HARNESS_COMMIT"):
+        return {"commit": os.environ["HARNESS_COMMIT"], "dirty": None, "commit_source": "HARNESS_COMMIT"}
     status = _run(["git", "status", "--porcelain", "--untracked-files=no"], PROJECT_ROOT)
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 

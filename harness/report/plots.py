@@ -45,23 +45,27 @@ def latency_plot(rows: list[dict[str, Any]], case: str, path: Path, title: str =
 
 def depth_difference_maps(reference: torch.Tensor, candidates: dict[str, torch.Tensor], path: Path,
                           title: str = "") -> Path | None:
-    """|candidate depth - reference depth| in mm, one panel per backend, shared colour scale."""
+    """|candidate depth - reference depth| in mm, one panel per backend, one logarithmic colour
+    scale from 0.001 mm (so FP32-level and FP16-level differences are both visible)."""
+    from matplotlib.colors import LogNorm
+
     if not candidates:
         return None
     diffs = {name: (d.detach().float().cpu() - reference.detach().float().cpu()).abs()[0] for name, d in candidates.items()}
-    vmax = max(float(d.max()) for d in diffs.values()) or 1e-6
+    vmax = max(max(float(d.max()) for d in diffs.values()), 2e-3)
+    norm = LogNorm(vmin=1e-3, vmax=vmax, clip=True)
     cols = min(3, len(diffs))
     rows = (len(diffs) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     image = None
     for ax, (name, diff) in zip(axes.flat, diffs.items()):
-        image = ax.imshow(diff.numpy(), cmap="magma", vmin=0.0, vmax=vmax)
+        image = ax.imshow(diff.clamp(min=1e-3).numpy(), cmap="magma", norm=norm)
         ax.set_title(f"{name}\nmax {float(diff.max()):.3g} mm", fontsize=9)
         ax.axis("off")
     for ax in list(axes.flat)[len(diffs):]:
         ax.axis("off")
     if image is not None:
-        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="|depth difference| (mm)")
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="|depth difference| (mm, log; <0.001 black)")
     fig.suptitle(title or "depth difference against torch strict FP32")
     return _save(fig, path)
 

@@ -254,6 +254,7 @@ class LegResult:
     leg: Leg
     diffs: dict  # output name -> OutputDiff
     artifact: dict[str, Any]
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # the candidate's, kept for accuracy
 
     @property
     def passed(self) -> bool:
@@ -291,7 +292,7 @@ def run_leg(chain: Chain, leg: Leg, tolerances: Tolerances) -> LegResult:
         engine = chain.engine(leg.case, leg.workaround, leg.exporter, leg.variant, leg.precision)
         info.update({"engine_sha256": engine.sha256[:16], "engine_mib": engine.meta.get("engine_mib"),
                      "build_seconds": engine.build_seconds, "engine_cache": engine.cache_status})
-    return LegResult(leg, diffs, info)
+    return LegResult(leg, diffs, info, candidate)
 
 
 def plan_legs(

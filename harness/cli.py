@@ -46,6 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{'leg':<72} {'depth mm^2':>10} {'conf':>10} {'result':>7}")
     failed = 0
     skipped: dict[str, str] = {}
+    results = []
     for leg in legs:
         if leg.candidate in skipped:
             continue
@@ -55,6 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except BackendUnavailable as exc:
             skipped[leg.candidate] = exc.missing
             continue
+        results.append(result)
         row = result.row()
         row["seconds"] = round(time.perf_counter() - started, 2)
         record.parity.append(row)
@@ -66,22 +68,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"skipped {backend}: {reason}")
         record.notes.append(f"skipped {backend}: {reason}")
     for case in _csv(args.cases):
-        record.accuracy.extend(_accuracy_rows(chain, case))
+        record.accuracy.extend(_accuracy_rows(chain, case, results))
     folder = write_run(record, args.report_dir)
     print(f"report: {folder / 'report.md'}")
     chain.close()
     return 1 if failed else 0
 
 
-def _accuracy_rows(chain, case: str) -> list[dict[str, Any]]:
-    from harness.metrics import depth_metrics
+def _accuracy_rows(chain, case: str, results: list) -> list[dict[str, Any]]:  # type: ignore[type-arg]
+    """Accuracy against ground truth of the reference and of every leg that ran (when the scene
+    has ground truth)."""
+    from harness.accuracy import backend_accuracy
 
     views = chain.views(case)
     if views.depth is None or views.mask is None:
         return []
-    out = chain.reference_outputs(case)
-    metrics = depth_metrics(out["depth"][0].cpu(), views.depth, views.mask, out["photometric_confidence"][0].cpu())
-    return [{"case": case, "backend": "torch-fp32", **metrics}]
+    rows = [backend_accuracy(chain, None, case)]
+    rows += [backend_accuracy(chain, r.leg, case, r.outputs) for r in results if r.leg.case == case]
+    return rows
 
 
 TARGET_SPEEDUP = 6.0  # issue target: fastest backend >= 6x torch eager strict FP32 at the seed shape
@@ -188,6 +192,37 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_accuracy(args: argparse.Namespace) -> int:
+    """The torch model on held-out synthetic scenes (seeds never used in training)."""
+    from harness.accuracy import held_out_accuracy, summarize
+    from harness.chain import Chain, ChainConfig
+    from harness.data.cases import get_case
+    from harness.report.record import RunRecord, write_run
+    from harness.train import HELD_OUT_SEEDS
+
+    chain = Chain(ChainConfig(weights=args.weights, cache_dir=args.cache_dir, device=args.device))
+    seeds = list(HELD_OUT_SEEDS[args.first:args.first + args.scenes])
+    record = RunRecord(kind="accuracy", profile="held-out", config={
+        "weights": str(chain.weights_path), "cases": args.cases, "seeds": f"{seeds[0]}..{seeds[-1]}",
+        "device": str(chain.device)})
+    print(f"weights {chain.weights_path.name}  held-out seeds {seeds[0]}..{seeds[-1]}  device {chain.device}")
+    for case_name in _csv(args.cases):
+        case = get_case(case_name)
+        rows = held_out_accuracy(chain.model, case, seeds, chain.device)
+        record.accuracy.extend({"backend": "torch-fp32", **r} for r in rows)
+        total = summarize(rows)
+        interval = 2.5 * case.interval_scale
+        note = (f"{case_name} ({case.shape_id}), {len(rows)} held-out scenes: mean abs error {total['mae_mm']:.2f} mm "
+                f"({total['mae_mm'] / interval:.2f} depth intervals), thres2mm {total['thres2mm']:.1%}, "
+                f"thres4mm {total['thres4mm']:.1%}, thres8mm {total['thres8mm']:.1%}, mean confidence "
+                f"{total['mean_confidence']:.3f} (flat volume: {4 / case.num_depth:.3f})")
+        record.notes.append(note)
+        print(note)
+    folder = write_run(record, args.report_dir)
+    print(f"report: {folder / 'report.md'}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -278,6 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
                      "baseline of the same GPU model by more (default: no gate)")
     cmp.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports", help="(default: reports/)")
     cmp.set_defaults(func=cmd_compare)
+
+    acc = sub.add_parser("accuracy", help="accuracy of the weights on held-out synthetic scenes")
+    acc.add_argument("--cases", default="seed", help="comma list of small, seed, dtu (default: seed)")
+    acc.add_argument("--scenes", type=int, default=20, help="number of held-out scenes (default: 20)")
+    acc.add_argument("--first", type=int, default=20,
+                     help="index of the first held-out seed; the first 16 validated training (default: 20)")
+    acc.add_argument("--weights", type=Path, default=None, help="checkpoint (default: bundled)")
+    acc.add_argument("--device", default="auto", help="(default: auto)")
+    acc.add_argument("--cache-dir", type=Path, default=None, help="(default: ~/.cache/mvsnet-trt-harness)")
+    acc.add_argument("--report-dir", type=Path, default=PROJECT_ROOT / "reports", help="(default: reports/)")
+    acc.set_defaults(func=cmd_accuracy)
 
     tr = sub.add_parser("train", help="train MVSNet on synthetic scenes (GPU)")
     tr.add_argument("--out", type=Path, default=PROJECT_ROOT / "fixtures" / "weights" / "mvsnet-default.ckpt",

@@ -9,6 +9,15 @@ from __future__ import annotations
 import torch
 
 
+def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson correlation of predicted and true depth (nan when either is constant)."""
+    if a.numel() < 2:
+        return float("nan")
+    a, b = a - a.mean(), b - b.mean()
+    denominator = float(a.norm() * b.norm())
+    return float((a * b).sum()) / denominator if denominator > 0 else float("nan")
+
+
 def depth_metrics(
     depth: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, confidence: torch.Tensor | None = None
 ) -> dict[str, float]:
@@ -25,7 +34,9 @@ def depth_metrics(
         "thres2mm": float((err > 2).double().mean()),
         "thres4mm": float((err > 4).double().mean()),
         "thres8mm": float((err > 8).double().mean()),
-        "depth_std_mm": float(depth[valid].double().std()),
+        "depth_std_mm": float(depth[valid].double().std()) if count > 1 else 0.0,
+        "gt_std_mm": float(gt[valid].double().std()) if count > 1 else 0.0,
+        "correlation": _correlation(depth[valid].double(), gt[valid].double()),
     }
     if confidence is not None:
         out["mean_confidence"] = float(confidence[valid].double().mean())

@@ -56,7 +56,18 @@ def test_non_finite_depth_pixels_are_not_counted():
 
 def test_float_mask_is_accepted():
     depth, gt, mask = _example()
-    assert depth_metrics(depth, gt, mask.float()) == depth_metrics(depth, gt, mask)
+    as_float, as_bool = depth_metrics(depth, gt, mask.float()), depth_metrics(depth, gt, mask)
+    assert as_float.keys() == as_bool.keys()
+    for key in as_bool:  # NaN (e.g. correlation with a constant ground truth) equals NaN here
+        assert as_float[key] == as_bool[key] or (math.isnan(as_float[key]) and math.isnan(as_bool[key])), key
+
+
+def test_correlation_follows_the_ground_truth():
+    gt = torch.tensor([[500.0, 600.0], [700.0, 800.0]])
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    assert depth_metrics(gt + 3.0, gt, mask)["correlation"] > 0.999
+    assert depth_metrics(gt.flip(0).flip(1), gt, mask)["correlation"] < -0.999
+    assert math.isnan(depth_metrics(torch.full((2, 2), 650.0), gt, mask)["correlation"])
 
 
 def test_empty_mask_gives_nans_and_zero_valid_pixels():

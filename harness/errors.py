@@ -112,5 +112,9 @@ class ParityError(HarnessError, AssertionError):
     """Two backends disagree beyond tolerance. The message holds one table row per output."""
 
 
+class CudaAlreadyInitialised(HarnessError, RuntimeError):
+    """CUDA was initialised before a worker was pinned to its GPU; the pin would be ignored."""
+
+
 class RegressionError(HarnessError, AssertionError):
     """A benchmark or accuracy figure regressed beyond the allowed margin."""

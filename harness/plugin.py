@@ -17,6 +17,7 @@ from harness.convert.onnx_export import EXPORTERS
 from harness.convert.workarounds import EXPORTABLE, get_workaround
 from harness.data.cases import CASES, get_case
 from harness.errors import BackendUnavailable, HarnessError
+from harness.gpus import ROW_FIELD, check_worker_count, merge_by_gpu, parse_gpus, physical_gpu, pin_worker, spread
 from harness.tolerances import Tolerances
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,7 @@ MARKERS = {
     "benchmark": "a timing benchmark (pytest-benchmark); never run under xdist",
 }
 RESULTS_KEY = pytest.StashKey["SessionResults"]()
+GPUS_KEY = pytest.StashKey[tuple[int, ...]]()
 OPTIONS_KEY = pytest.StashKey["HarnessOptions"]()
 
 
@@ -88,6 +90,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--harness-trt-dynamic", action="store_true", default=False,
         help="build engines with one profile over H, W and D (min small, opt the case, max DTU) instead of "
              "static shapes. Default: off")
+    add("--harness-gpus", default=None,
+        help="one pytest-xdist worker per GPU: all, or a comma list of GPU indices; needs -n <count> "
+             "(--dist each runs every test on every GPU, --dist load spreads them). Default: off")
     add("--harness-trt-buffers", choices=("torch", "pycuda"), default="torch",
         help="TensorRT I/O buffers: torch CUDA tensors, or pycuda pinned host + device copies. Default: torch")
 
@@ -127,7 +132,42 @@ def _options(config: pytest.Config) -> HarnessOptions:
     )
 
 
+def _configure_gpus(config: pytest.Config) -> None:
+    """Pin each xdist worker to its GPU before anything initialises CUDA (see harness.gpus)."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        if workerinput.get("harness_gpus"):
+            pin_worker(workerinput["workerid"], tuple(workerinput["harness_gpus"]))
+        return
+    text = config.getoption("--harness-gpus")
+    if not text:
+        return
+    if config.getoption("--harness-device") not in ("auto", "cuda", "cuda:0"):
+        raise pytest.UsageError("--harness-gpus contradicts --harness-device: each worker sees its GPU as cuda:0; "
+                                "pass one of them.")
+    import torch
+
+    try:
+        gpus = parse_gpus(text, torch.cuda.device_count())  # counts through NVML: CUDA stays uninitialised
+        dist = config.getoption("dist", default="no")
+        check_worker_count(len(config.getoption("tx", default=None) or []) if dist != "no" else 1, gpus)
+        if dist == "no":
+            pin_worker("master", gpus)  # no xdist: this process is the one worker
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    config.stash[GPUS_KEY] = gpus
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:  # type: ignore[no-untyped-def]  # xdist hook
+    gpus = node.config.stash.get(GPUS_KEY, ())
+    if gpus:
+        node.workerinput["harness_gpus"] = list(gpus)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    _configure_gpus(config)  # first: before any fixture or plugin can initialise CUDA
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     config.stash[OPTIONS_KEY] = _options(config)
@@ -232,7 +272,9 @@ def parity(chain: Chain, tolerances: Tolerances, record_property):
             result = run_leg(chain, leg, tolerances)
         except BackendUnavailable as exc:
             pytest.skip(f"{exc.backend}: {exc.missing}")
-        record_property("harness_parity", json.dumps(result.row(), default=float))
+        row = {**result.row(), ROW_FIELD: physical_gpu(),
+               "gpu": _gpu_name(chain.device)}
+        record_property("harness_parity", json.dumps(row, default=float))
         return result
 
     return run
@@ -266,6 +308,10 @@ class SessionReporter:
         if opts.report_dir is None or not (self.results.parity or self.results.engines or self.results.timing):
             return
         _add_speedups(self.results.timing)
+        gpus = self.config.stash.get(GPUS_KEY, ())
+        if gpus:  # one worker per GPU: a row per GPU and how far the GPUs disagree
+            for (case, backend), value in sorted(spread(self.results.timing).items()):
+                self.results.notes.append(f"{case} {backend}: median spread {value:.1%} across GPUs {list(gpus)}")
         from harness.report.record import RunRecord, write_run
 
         record = RunRecord(
@@ -274,7 +320,8 @@ class SessionReporter:
             config={"cases": opts.cases, "exporters": opts.exporters, "workarounds": opts.workarounds,
                     "variants": opts.variants, "backends": opts.candidates, "device": opts.chain.device,
                     "opset": opts.chain.opset, "weights": str(opts.chain.weights or "bundled"),
-                    "scene": str(opts.chain.scene or "bundled"), "exit_status": int(exitstatus)},
+                    "scene": str(opts.chain.scene or "bundled"), "exit_status": int(exitstatus),
+                    "gpus": list(gpus)},
         )
         try:
             self.results.notes.append(f"report: {write_run(record, opts.report_dir)}")
@@ -293,6 +340,10 @@ class SessionReporter:
                     f"{m['photometric_confidence']['max_sq_err']:>11.3g} "
                     f"{m['depth'].get('frac_over_1mm', 0):>6.3g} {'ok' if row['passed'] else 'FAIL'}"
                 )
+        if self.config.stash.get(GPUS_KEY, ()) and self.results.timing:
+            tr.section("harness per GPU (median ms)")
+            for row in merge_by_gpu(self.results.timing):
+                tr.write_line("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         if self.results.engines:
             tr.section("harness engines")
             for row in self.results.engines:
@@ -302,10 +353,21 @@ class SessionReporter:
             tr.write_line(note)
 
 
+def _gpu_name(device: Any) -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(device) if getattr(device, "type", "cpu") == "cuda" else None
+
+
 def _add_speedups(rows: list[dict[str, Any]]) -> None:
-    """Speed-up of every timed row over torch eager strict FP32 of the same case and device."""
-    base = {(r["case"], r["device"]): r["median_ms"] for r in rows if r["backend"] == "torch-fp32" and "median_ms" in r}
+    """Speed-up of every timed row over torch eager strict FP32 of the same case and device (and
+    physical GPU: pinned workers all call theirs cuda:0)."""
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["case"], r["device"], r.get(ROW_FIELD))
+
+    base = {key(r): r["median_ms"] for r in rows if r["backend"] == "torch-fp32" and "median_ms" in r}
     for row in rows:
-        ref = base.get((row["case"], row["device"]))
+        ref = base.get(key(row))
         if ref and row.get("median_ms"):
             row["speedup_vs_torch_fp32"] = ref / row["median_ms"]

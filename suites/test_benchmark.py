@@ -15,6 +15,7 @@ import torch
 from harness.bench import BASELINE, CPU_BACKENDS, CUDA_BACKENDS, DIAGNOSTIC, BenchSpec, make_runner
 from harness.compare import compare
 from harness.errors import BackendUnavailable
+from harness.gpus import ROW_FIELD, physical_gpu
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.report.machine import clock_warnings, gpu_clocks
 from harness.timing import PROFILES, TimingStats
@@ -38,8 +39,9 @@ def bench_reference(chain):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_benchmark(benchmark, request, chain, case, backend, tolerances, harness_options, bench_reference,
                    record_property):
-    if hasattr(request.config, "workerinput"):
-        pytest.skip("benchmarks never run under pytest-xdist: parallel workers disturb each other's timings")
+    if hasattr(request.config, "workerinput") and physical_gpu() is None:
+        pytest.skip("benchmarks never run under pytest-xdist unless each worker owns a GPU (--harness-gpus): "
+                    "parallel workers disturb each other's timings")
     device = chain.device
     if backend not in (CUDA_BACKENDS if device.type == "cuda" else CPU_BACKENDS):
         pytest.skip(f"{backend}: not a benchmark on {device.type} (no CUDA device)" if device.type == "cpu"
@@ -77,6 +79,7 @@ def test_benchmark(benchmark, request, chain, case, backend, tolerances, harness
         else:
             stats = TimingStats.from_samples([t * 1000.0 for t in benchmark.stats.stats.data], "perf_counter")
         row = {"case": case.name, "backend": backend, "precision": spec.precision, "device": str(device),
+               ROW_FIELD: physical_gpu(),
                "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                **stats.summary(), "parity_passed": all(diffs.values()),
                "depth_max_abs_mm": diffs["depth"].metrics["max_abs"],

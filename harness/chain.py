@@ -150,17 +150,17 @@ class Chain:
 
     # -- ONNX --------------------------------------------------------------------------------
     def onnx(self, case: str, workaround: str, exporter: str, variant: str = "raw", precision: str = "fp32",
-             dynamic: bool = False) -> OnnxArtifact:
+             dynamic: bool = False, probes: bool = False) -> OnnxArtifact:
         if variant not in VARIANTS:
             raise InvalidArgument("ONNX variant", "unknown variant", variant, " or ".join(VARIANTS))
 
         def build_raw() -> OnnxArtifact:
             config = ExportConfig(exporter=exporter, opset=self.config.opset, workaround=workaround,  # type: ignore[arg-type]
-                                  precision=precision, dynamic=dynamic)  # type: ignore[arg-type]
+                                  precision=precision, dynamic=dynamic, probes=probes)  # type: ignore[arg-type]
             return OnnxFromTorch(self.model, self.weights_digest, self.export_feed(case, dynamic), config,
                                  get_workaround(workaround), self.cache)()
 
-        key = (case, workaround, exporter, precision, dynamic)
+        key = (case, workaround, exporter, precision, dynamic, probes)
         raw = self._once(("onnx", *key, "raw"), build_raw)
         if variant == "raw":
             return raw
@@ -255,6 +255,7 @@ class LegResult:
     diffs: dict  # output name -> OutputDiff
     artifact: dict[str, Any]
     outputs: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # the candidate's, kept for accuracy
+    localisation: str = ""  # per-stage table, when localised (--harness-localize or a failure)
 
     @property
     def passed(self) -> bool:

@@ -146,11 +146,12 @@ def compare(
     return results
 
 
-def assert_parity(diffs: Mapping[str, OutputDiff], subject: str) -> None:
-    """Raise ``ParityError`` (an AssertionError) with one table row per output if any failed."""
+def assert_parity(diffs: Mapping[str, OutputDiff], subject: str, detail: str = "") -> None:
+    """Raise ``ParityError`` (an AssertionError) with one table row per output if any failed;
+    ``detail`` (e.g. the per-stage localisation table) is appended to the message."""
     if all(diffs.values()):
         return
-    rows = "\n".join("  " + d.row() for d in diffs.values())
+    rows = "\n".join("  " + d.row() for d in diffs.values()) + (f"\n{detail}" if detail else "")
     needed = "; ".join(f"{d.name}: {', '.join(f'{m}={v:.3g}' for m, v in d.needed.items())}" for d in diffs.values() if not d)
     raise ParityError(
         subject, "outputs differ beyond tolerance", "\n" + rows + "\n", "every gate within fixtures/tolerances.toml",

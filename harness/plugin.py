@@ -47,6 +47,7 @@ class HarnessOptions:
     chain: ChainConfig
     tolerances: Path | None
     report_dir: Path | None  # None: no report
+    localize: bool = False
 
 
 @dataclass
@@ -54,6 +55,8 @@ class SessionResults:
     parity: list[dict[str, Any]] = field(default_factory=list)
     engines: list[dict[str, Any]] = field(default_factory=list)
     timing: list[dict[str, Any]] = field(default_factory=list)
+    localisation: list[str] = field(default_factory=list)
+    attribution: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -90,6 +93,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--harness-trt-dynamic", action="store_true", default=False,
         help="build engines with one profile over H, W and D (min small, opt the case, max DTU) instead of "
              "static shapes. Default: off")
+    add("--harness-localize", action="store_true", default=False,
+        help="run stage probes on every ONNX Runtime parity leg and print a per-stage error table "
+             "(always done for a failing leg). Default: off")
     add("--harness-gpus", default=None,
         help="one pytest-xdist worker per GPU: all, or a comma list of GPU indices; needs -n <count> "
              "(--dist each runs every test on every GPU, --dist load spreads them). Default: off")
@@ -129,6 +135,7 @@ def _options(config: pytest.Config) -> HarnessOptions:
         ),
         tolerances=Path(opt("--harness-tolerances")) if opt("--harness-tolerances") else None,
         report_dir=None if opt("--harness-no-report") else Path(opt("--harness-report-dir")),
+        localize=opt("--harness-localize"),
     )
 
 
@@ -261,10 +268,11 @@ def harness_results(pytestconfig: pytest.Config) -> SessionResults:
 
 
 @pytest.fixture
-def parity(chain: Chain, tolerances: Tolerances, record_property):
+def parity(chain: Chain, tolerances: Tolerances, harness_options: HarnessOptions, record_property):
     """``parity(leg)`` runs a leg, records its row for the report, and returns the result.
 
-    A backend that cannot run here skips the test with the missing piece as reason.
+    A backend that cannot run here skips the test with the missing piece as reason. A failing
+    leg (or every leg, with --harness-localize) gets a per-stage localisation table.
     """
 
     def run(leg: Leg):
@@ -272,6 +280,17 @@ def parity(chain: Chain, tolerances: Tolerances, record_property):
             result = run_leg(chain, leg, tolerances)
         except BackendUnavailable as exc:
             pytest.skip(f"{exc.backend}: {exc.missing}")
+        if harness_options.localize or not result.passed:
+            from dataclasses import replace
+
+            from harness.localize import localise
+
+            try:
+                table = localise(chain, leg, tolerances)
+            except BackendUnavailable as exc:
+                table = f"no stage probes for {leg.id}: {exc.missing}"
+            result = replace(result, localisation=table)
+            record_property("harness_localisation", table)
         row = {**result.row(), ROW_FIELD: physical_gpu(),
                "gpu": _gpu_name(chain.device)}
         record_property("harness_parity", json.dumps(row, default=float))
@@ -300,12 +319,17 @@ class SessionReporter:
                 self.results.engines.append(json.loads(str(value)))
             elif key == "harness_timing":
                 self.results.timing.append(json.loads(str(value)))
+            elif key == "harness_localisation":
+                self.results.localisation.append(str(value))
+            elif key == "harness_attribution":
+                self.results.attribution.extend(json.loads(str(value)))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):  # xdist worker: the controller writes the record
             return
         opts = options(self.config)
-        if opts.report_dir is None or not (self.results.parity or self.results.engines or self.results.timing):
+        if opts.report_dir is None or not (self.results.parity or self.results.engines or self.results.timing
+                                           or self.results.attribution):
             return
         _add_speedups(self.results.timing)
         gpus = self.config.stash.get(GPUS_KEY, ())
@@ -316,7 +340,8 @@ class SessionReporter:
 
         record = RunRecord(
             kind="pytest", profile=opts.profile, parity=self.results.parity, notes=list(self.results.notes),
-            artifacts=self.results.engines, timing=self.results.timing,
+            artifacts=self.results.engines, timing=self.results.timing, attribution=self.results.attribution,
+            localisation=self.results.localisation,
             config={"cases": opts.cases, "exporters": opts.exporters, "workarounds": opts.workarounds,
                     "variants": opts.variants, "backends": opts.candidates, "device": opts.chain.device,
                     "opset": opts.chain.opset, "weights": str(opts.chain.weights or "bundled"),
@@ -344,6 +369,16 @@ class SessionReporter:
             tr.section("harness per GPU (median ms)")
             for row in merge_by_gpu(self.results.timing):
                 tr.write_line("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if self.results.attribution:
+            from harness.localize import attribution_table
+
+            tr.section("harness error attribution (depth, mm)")
+            for case in dict.fromkeys(r["case"] for r in self.results.attribution):
+                tr.write_line(f"case {case}:")
+                tr.write_line(attribution_table([r for r in self.results.attribution if r["case"] == case]))
+        for table in self.results.localisation:
+            tr.section("harness localisation")
+            tr.write_line(table)
         if self.results.engines:
             tr.section("harness engines")
             for row in self.results.engines:

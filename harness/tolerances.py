@@ -50,8 +50,22 @@ class Tolerances:
                               "fix the syntax at the reported line") from None
         return cls(table, str(path))
 
+    def stage_limit(self, precision: str) -> float:
+        """Relative per-stage limit for localisation ([stages] table, by precision)."""
+        stages = self.table.get("stages")
+        if not isinstance(stages, dict) or precision not in stages:
+            raise ConfigError(self.source, "no stage tolerance", f"[stages].{precision}",
+                              "a number per precision under [stages]", f"add '{precision} = 1e-2' to [stages]")
+        return float(stages[precision])
+
     def _validate(self) -> None:
         for pair, precisions in self.table.items():
+            if pair == "stages":
+                if not isinstance(precisions, dict) or not all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in precisions.values()):
+                    raise ConfigError(f"{self.source} [stages]", "not a table of positive numbers", precisions,
+                                      "fp32 = 1e-4 style lines", "see the file's header")
+                continue
             if not isinstance(precisions, dict) or "-vs-" not in pair:
                 raise ConfigError(f"{self.source} [{pair}]", "not a pair table", type(precisions).__name__,
                                   "['<reference>-vs-<candidate>'.<precision>.<output>] tables", "see the file's header")

@@ -12,4 +12,4 @@ from harness.compare import assert_parity
 
 def test_parity(parity, parity_leg):
     result = parity(parity_leg)
-    assert_parity(result.diffs, parity_leg.id)
+    assert_parity(result.diffs, parity_leg.id, result.localisation)

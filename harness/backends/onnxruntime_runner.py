@@ -137,6 +137,13 @@ class OrtRunner(Runner):
             tensor.record_stream(self._stream)
         return outputs
 
+    def run_all(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every graph output by name, from host tensors (probe builds: diagnostics, not timed)."""
+        self.prepare()
+        names = [o.name for o in self._session.get_outputs()]
+        arrays = self._session.run(names, {k: v.detach().cpu().numpy() for k, v in feed.items()})
+        return {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in zip(names, arrays)}
+
     def describe(self) -> dict[str, Any]:
         ort = import_onnxruntime()
         return {**super().describe(), "runtime": "onnxruntime", "onnxruntime": ort.__version__,

@@ -20,7 +20,7 @@ import torch
 
 from harness.convert.audit import Audit, audit_model
 from harness.convert.cache import ArtifactCache, CacheEntry
-from harness.convert.workarounds import EXPORTABLE, InverseWorkaround
+from harness.convert.workarounds import EXPORTABLE, InverseWorkaround, probe_output_names
 from harness.errors import ExportError, InvalidArgument, UnsupportedOperator
 from harness.fileio import atomic_write_bytes
 from harness.model.mvsnet import MVSNet, to_mixed_precision
@@ -58,6 +58,7 @@ class ExportConfig:
     workaround: str = "precomputed"
     precision: GraphPrecision = "fp32"
     dynamic: bool = False
+    probes: bool = False  # a probe build: intermediate stages as extra outputs (never timed)
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
@@ -72,7 +73,8 @@ class ExportConfig:
     @property
     def label(self) -> str:
         dynamic = "-dynamic" if self.dynamic else ""
-        return f"{self.exporter}-op{self.opset}-{self.workaround}-{self.precision}{dynamic}"
+        probes = "-probes" if self.probes else ""
+        return f"{self.exporter}-op{self.opset}-{self.workaround}-{self.precision}{dynamic}{probes}"
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ def export_onnx_bytes(
     exporter: Exporter,
     opset: int,
     dynamic: bool = False,
+    probes: bool = False,
 ) -> bytes:
     """Export once and return the serialized ModelProto (no caching, no checks).
 
@@ -159,9 +162,10 @@ def export_onnx_bytes(
 
         model = copy.deepcopy(model).cpu()
     example_feed = {k: v.cpu() for k, v in example_feed.items()}
-    module = workaround.export_module(model)
+    module = workaround.export_module(model, probes=probes)
     names = workaround.input_names
     args = tuple(example_feed[name] for name in names)
+    outputs = probe_output_names(int(example_feed["imgs"].shape[1])) if probes else workaround.output_names
     try:
         with _quiet_exporter(), torch.no_grad():
             if exporter == "torchscript":
@@ -169,13 +173,13 @@ def export_onnx_bytes(
                 torch.onnx.export(
                     module, args, buffer,  # type: ignore[arg-type]  # BytesIO works
                     dynamo=False, opset_version=opset,
-                    input_names=list(names), output_names=list(workaround.output_names),
+                    input_names=list(names), output_names=list(outputs),
                     do_constant_folding=True, dynamic_axes=_dynamic_axes(names) if dynamic else None,
                 )
                 return buffer.getvalue()
             program = torch.onnx.export(
                 module, args, dynamo=True, opset_version=opset, verbose=False,
-                input_names=list(names), output_names=list(workaround.output_names),
+                input_names=list(names), output_names=list(outputs),
                 dynamic_shapes=_dynamic_shapes(names) if dynamic else None,
             )
             assert program is not None
@@ -229,6 +233,7 @@ class OnnxFromTorch:
             "workaround": self.workaround.name,
             "precision": self.config.precision,
             "dynamic": self.config.dynamic,
+            "probes": self.config.probes,
             "inputs": {k: list(v.shape) for k, v in self.feed.items()},
         }
 
@@ -236,7 +241,7 @@ class OnnxFromTorch:
         started = time.perf_counter()
         model = to_mixed_precision(self.model) if self.config.precision == "fp16" else self.model
         data = export_onnx_bytes(model, self.workaround, self.feed, self.config.exporter, self.config.opset,
-                                 self.config.dynamic)
+                                 self.config.dynamic, self.config.probes)
         seconds = time.perf_counter() - started
         proto = onnx.load_from_string(data)
         check(proto, f"exported ONNX ({self.config.label})")

@@ -20,7 +20,7 @@ from torch import nn
 
 from harness.errors import InvalidArgument
 from harness.model.geometry import inverse_closed_form, inverse_precomputed
-from harness.model.mvsnet import OUTPUT_NAMES, MVSNet
+from harness.model.mvsnet import OUTPUT_NAMES, MVSNet, probing
 
 INPUTS_WITH_INVERSE = ("imgs", "proj_matrices", "inverse_proj_matrices", "depth_values")
 INPUTS_WITHOUT_INVERSE = ("imgs", "proj_matrices", "depth_values")
@@ -57,6 +57,26 @@ class _InGraphInverse(nn.Module):
         return out["depth"], out["photometric_confidence"]
 
 
+class _Probed(nn.Module):
+    """A probe build: the graph's outputs followed by the intermediate stages (``probe_<name>``)."""
+
+    def __init__(self, inner: nn.Module, model: MVSNet) -> None:
+        super().__init__()
+        self.inner = inner
+        self.model = model
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with probing(self.model) as probes:
+            depth, confidence = self.inner(*inputs)
+        return (depth, confidence, *probes.values())
+
+
+def probe_output_names(num_views: int) -> tuple[str, ...]:
+    """Output names of a probe build for ``num_views`` views (one warped volume per source)."""
+    stages = ["ref_feature", *[f"warped_{v}" for v in range(1, num_views)], "variance", "cost", "prob"]
+    return OUTPUT_NAMES + tuple(f"probe_{s}" for s in stages)
+
+
 @dataclass(frozen=True)
 class InverseWorkaround:
     name: str
@@ -74,11 +94,15 @@ class InverseWorkaround:
     def feeds_inverse(self) -> bool:
         return self.name == "precomputed"
 
-    def export_module(self, model: MVSNet) -> nn.Module:
-        """MVSNet with positional inputs in the graph's order and a tuple of outputs."""
+    def export_module(self, model: MVSNet, probes: bool = False) -> nn.Module:
+        """MVSNet with positional inputs in the graph's order and a tuple of outputs (with the
+        intermediate stages appended for a probe build)."""
+        inner: nn.Module
         if self.name == "precomputed":
-            return _FedInverse(model).eval()
-        return _InGraphInverse(model, closed_form=self.name == "closed_form").eval()
+            inner = _FedInverse(model)
+        else:
+            inner = _InGraphInverse(model, closed_form=self.name == "closed_form")
+        return (_Probed(inner, model) if probes else inner).eval()
 
     def prepare_feed(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The graph's inputs from a model feed: adds or drops ``inverse_proj_matrices``."""

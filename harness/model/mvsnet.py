@@ -17,6 +17,8 @@ from harness.model.inputs import check_shapes
 from harness.model.layers import CostRegNet, FeatureNet
 
 OUTPUT_NAMES = ("depth", "photometric_confidence")
+#: Intermediate tensors a probe build exposes, in the order data flows (see ``probing``).
+STAGE_NAMES = ("ref_feature", "warped", "variance", "cost", "prob")
 InverseMethod = Literal["torch", "closed_form"]
 
 
@@ -66,6 +68,13 @@ class MVSNet(nn.Module):
         # half precision while the projection math, sampling, variance, softmax and regression
         # stay float32 (see ``to_mixed_precision``).
         self.low_precision: torch.dtype | None = None
+        # set by ``probing``: intermediate tensors are copied into it while it is not None
+        self.probes: dict[str, torch.Tensor] | None = None
+
+    def _probe(self, name: str, tensor: torch.Tensor) -> None:
+        if self.probes is not None:
+            # a copy: later in-place accumulation must not change what was recorded
+            self.probes[name] = tensor.detach().float().clone()
 
     def _features(self, img: torch.Tensor) -> torch.Tensor:
         if self.low_precision is None:
@@ -114,12 +123,14 @@ class MVSNet(nn.Module):
             features = self._features(imgs.flatten(0, 1))
             features = features.view(imgs.shape[0], num_views, *features.shape[1:])  # [B, N, C, h, w]
         ref_feature = features[:, 0].unsqueeze(2)  # [B, C, 1, h, w], broadcast over D
+        self._probe("ref_feature", features[:, 0])
         # The first source volume starts the sums; in-place accumulation after that (when no
         # gradient is needed) keeps peak memory at three volumes, as in the original.
         inplace = not torch.is_grad_enabled()
         volume_sum = volume_sq_sum = None
         for view in range(1, num_views):
             warped = warp_source_volume(features[:, view], proj_matrices[:, view], inv_ref_proj, depth_values)
+            self._probe(f"warped_{view}", warped)
             if volume_sum is None or volume_sq_sum is None:
                 volume_sum = ref_feature + warped
                 volume_sq_sum = ref_feature**2 + warped**2
@@ -135,8 +146,11 @@ class MVSNet(nn.Module):
         else:
             variance = volume_sq_sum / num_views - (volume_sum / num_views) ** 2
 
+        self._probe("variance", variance)
         cost = self._regularize(variance).squeeze(1)  # [B, D, h, w]
+        self._probe("cost", cost)
         prob_volume = torch.softmax(cost, dim=1)
+        self._probe("prob", prob_volume)
         depth = depth_regression(prob_volume, depth_values)
         with torch.no_grad():
             confidence = photometric_confidence(prob_volume)
@@ -156,3 +170,20 @@ def to_mixed_precision(model: MVSNet, dtype: torch.dtype = torch.float16) -> MVS
     mixed.cost_regularization.to(dtype)
     mixed.low_precision = dtype
     return mixed.eval()
+
+
+class probing:
+    """``with probing(model) as probes: model(...)`` fills ``probes`` with the intermediate
+    tensors (``ref_feature``, ``warped_<view>``, ``variance``, ``cost``, ``prob``), float32
+    copies. Only probe runs pay for the copies; the timed paths never enter this context."""
+
+    def __init__(self, model: MVSNet) -> None:
+        self.model = model
+        self.probes: dict[str, torch.Tensor] = {}
+
+    def __enter__(self) -> dict[str, torch.Tensor]:
+        self.model.probes = self.probes
+        return self.probes
+
+    def __exit__(self, *exc: object) -> None:
+        self.model.probes = None

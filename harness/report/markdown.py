@@ -93,6 +93,15 @@ def render_report(record: RunRecord, frames: dict[str, pd.DataFrame] | None = No
             parts += ["### Measurement warnings\n", "\n".join(warned) + "\n"]
     if not frames["artifacts"].empty:
         parts += ["## Artifacts\n", to_markdown(frames["artifacts"])]
+    if record.attribution:
+        from harness.localize import attribution_table
+
+        parts.append("## Error attribution along the chain (depth, mm)\n")
+        for case in dict.fromkeys(str(r["case"]) for r in record.attribution):
+            rows = [r for r in record.attribution if r["case"] == case]
+            parts.append(f"case {case}:\n\n```\n{attribution_table(rows)}\n```\n")
+    if record.localisation:
+        parts += ["## Localisation (stage probes)\n", *[f"```\n{t}\n```\n" for t in record.localisation]]
     if record.notes:
         parts += ["## Notes\n", *[f"- {n}\n" for n in record.notes]]
     parts += ["## Configuration\n", "```\n" + "\n".join(f"{k}: {v}" for k, v in record.config.items()) + "\n```\n"]

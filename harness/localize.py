@@ -1,0 +1,179 @@
+"""Divergence localisation and error attribution along the chain.
+
+*Stage probes*: separate probe builds (``ExportConfig(probes=True)``; the timed graphs stay
+untouched) expose the intermediate tensors as extra outputs: reference features, each warped
+source volume, the variance volume, the regularised cost and the probability volume. Comparing
+them stage by stage with the torch reference names the first stage whose error exceeds its
+tolerance: "which layer?" answered at the level of MVSNet's own structure.
+
+*Attribution*: one table per case splitting the depth error along the hops torch strict FP32 ->
+torch TF32 -> ONNX Runtime FP32 -> FP16 graph (ONNX Runtime) -> TensorRT FP16, each hop against
+the previous one and cumulatively against the reference, so users see which hop adds what.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harness.chain import Chain, Leg
+from harness.compare import compare
+from harness.errors import BackendUnavailable, HarnessError
+from harness.model.mvsnet import probing
+from harness.tolerances import Tolerances
+
+
+@dataclass(frozen=True)
+class StageError:
+    stage: str
+    max_abs: float
+    reference_scale: float
+    relative: float
+    limit: float
+
+    @property
+    def passed(self) -> bool:
+        return self.relative <= self.limit
+
+    def row(self) -> str:
+        verdict = "ok" if self.passed else "EXCEEDS"
+        return f"{self.stage:<24} max |err| {self.max_abs:10.3g}  relative {self.relative:10.3g}  " \
+               f"(limit {self.limit:.0e})  {verdict}"
+
+
+def torch_stages(chain: Chain, case: str) -> dict[str, torch.Tensor]:
+    """The reference's stages and outputs (torch strict FP32, original three-input call)."""
+    runner = chain.torch_runner("fp32")
+    model = runner.model  # type: ignore[attr-defined]
+    with probing(model) as probes:
+        outputs = runner.infer(chain.reference_feed(case))
+    return {**{k: v.cpu() for k, v in probes.items()}, **{k: v.cpu() for k, v in outputs.items()}}
+
+
+def candidate_stages(chain: Chain, leg: Leg) -> dict[str, torch.Tensor]:
+    """The same stages from a probe build of the candidate's graph (ONNX Runtime legs)."""
+    from harness.backends.onnxruntime_runner import OrtRunner, ensure_available
+
+    family, _, rest = leg.candidate.partition("-")
+    if family != "ort":
+        raise BackendUnavailable(leg.candidate, "stage probes run on ONNX Runtime here (a TensorRT probe engine "
+                                 "needs a GPU it can run on)", "localise on an ort-* leg of the same graph")
+    device = rest.split("-")[0]
+    ensure_available(torch.device(device), f"ort-{device}")
+    artifact = chain.onnx(leg.case, leg.workaround, leg.exporter, leg.variant, leg.graph_precision, probes=True)
+    runner = OrtRunner(artifact.path, device=device, label=f"{leg.variant}-probes", validate_values=False)
+    runner.prepare()
+    try:
+        # probe volumes are large and their count varies: a plain run on host arrays, every output
+        feed = chain.workaround_feed(leg.case, leg.workaround)
+        values = runner.run_all({k: v.cpu() for k, v in feed.items()})
+    finally:
+        runner.close()
+    return {name.removeprefix("probe_"): value.float() for name, value in values.items()}
+
+
+def stage_errors(reference: dict[str, torch.Tensor], candidate: dict[str, torch.Tensor],
+                 limit: float) -> list[StageError]:
+    """Per-stage relative error (max |difference| / max |reference|) in data-flow order, outputs
+    last; ``limit`` comes from fixtures/tolerances.toml ([stages])."""
+    rows = []
+    for name, ref in reference.items():
+        if name not in candidate:
+            continue
+        cand = candidate[name].to(ref.dtype)
+        if cand.shape != ref.shape:
+            raise HarnessError(name, "probe shape differs", tuple(cand.shape), tuple(ref.shape))
+        diff = (cand.double() - ref.double()).abs()
+        diff = torch.where(torch.isfinite(diff), diff, torch.full_like(diff, float("inf")))
+        scale = float(ref.double().abs().max()) or 1.0
+        worst = float(diff.max())
+        if name == "photometric_confidence":  # gathered at a truncated index: a flip is not a stage error
+            worst = float(torch.quantile(diff.flatten().float(), 0.99)) if diff.numel() > 1 else worst
+        rows.append(StageError(name, worst, scale, worst / scale, limit))
+    return rows
+
+
+def first_failing(rows: list[StageError]) -> StageError | None:
+    return next((r for r in rows if not r.passed), None)
+
+
+def localisation_table(rows: list[StageError], title: str) -> str:
+    failing = first_failing(rows)
+    verdict = (f"first stage over its tolerance: {failing.stage}" if failing is not None
+               else "every stage within tolerance")
+    return "\n".join([title, *("  " + r.row() for r in rows), f"  -> {verdict}"])
+
+
+def localise(chain: Chain, leg: Leg, tolerances: Tolerances) -> str:
+    """The per-stage table for one leg (ONNX Runtime probe build vs torch reference)."""
+    limit = tolerances.stage_limit(leg.precision)
+    rows = stage_errors(torch_stages(chain, leg.case), candidate_stages(chain, leg), limit)
+    return localisation_table(rows, f"stage errors of {leg.id} (relative max |error|):")
+
+
+# -- attribution ----------------------------------------------------------------------------------
+
+HOPS = (
+    ("torch-fp32", "torch strict FP32 (reference)"),
+    ("torch-tf32", "torch TF32 convolutions (PyTorch default)"),
+    ("ort-fp32", "ONNX Runtime FP32 graph"),
+    ("ort-fp16", "ONNX Runtime FP16 graph"),
+    ("trt-fp16", "TensorRT FP16 engine"),
+)
+
+
+def _hop_outputs(chain: Chain, hop: str, case: str) -> dict[str, torch.Tensor]:
+    if hop == "torch-fp32":
+        return chain.reference_outputs(case)
+    if hop == "torch-tf32":
+        return chain.torch_runner("tf32").infer(chain.reference_feed(case))
+    target = "cuda" if chain.device.type == "cuda" else "cpu"
+    if hop in ("ort-fp32", "ort-fp16"):
+        precision = hop.split("-")[1]
+        leg = Leg(f"ort-{target}" + ("-fp16" if precision == "fp16" else ""), "simplified", "precomputed",
+                  "torchscript", case)
+    else:
+        leg = Leg("trt-fp16", "simplified", "precomputed", "torchscript", case)
+    return chain.candidate_runner(leg).infer(chain.workaround_feed(case, leg.workaround))
+
+
+def attribution(chain: Chain, case: str) -> list[dict[str, Any]]:
+    """Depth error of each hop against the previous available hop and against the reference."""
+    feed = chain.feed(case)
+    rows: list[dict[str, Any]] = []
+    reference = previous = None
+    previous_name = ""
+    for hop, label in HOPS:
+        try:
+            outputs = _hop_outputs(chain, hop, case)
+        except BackendUnavailable as exc:
+            rows.append({"case": case, "hop": hop, "label": label, "skipped": f"{exc.backend}: {exc.missing}"})
+            continue
+        row: dict[str, Any] = {"case": case, "hop": hop, "label": label}
+        if reference is None:
+            reference = outputs
+        else:
+            assert previous is not None
+            step = compare(previous, outputs, depth_values=feed["depth_values"])["depth"].metrics
+            total = compare(reference, outputs, depth_values=feed["depth_values"])["depth"].metrics
+            row.update({"from": previous_name, "hop_max_abs_mm": step["max_abs"], "hop_p99_abs_mm": step["p99_abs"],
+                        "hop_frac_over_1mm": step["frac_over_1mm"], "total_max_abs_mm": total["max_abs"],
+                        "total_p99_abs_mm": total["p99_abs"], "total_frac_over_1mm": total["frac_over_1mm"]})
+        rows.append(row)
+        previous, previous_name = outputs, hop
+    return rows
+
+
+def attribution_table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'hop':<12} {'adds (max / p99 mm)':>22} {'total vs torch FP32 (max / p99 mm)':>36}"]
+    for row in rows:
+        if "skipped" in row:
+            lines.append(f"{row['hop']:<12} skipped: {row['skipped']}")
+        elif "hop_max_abs_mm" not in row:
+            lines.append(f"{row['hop']:<12} {'reference':>22}")
+        else:
+            lines.append(f"{row['hop']:<12} {row['hop_max_abs_mm']:>10.3g} / {row['hop_p99_abs_mm']:<9.3g} "
+                         f"{row['total_max_abs_mm']:>22.3g} / {row['total_p99_abs_mm']:<9.3g}")
+    return "\n".join(lines)

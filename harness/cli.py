@@ -7,6 +7,9 @@ Commands:
   make-weights  write the seeded plane-sweep initialisation as an MVSNet_pytorch checkpoint
   bench         time every backend (CUDA events; perf_counter on CPU) with parity, write a report
   compare       one cross-GPU table from run records; --fail-on median:5% gates against baselines
+  accuracy      accuracy of the weights on held-out synthetic scenes
+  train         train MVSNet on synthetic scenes (GPU)
+  doctor        what this machine can run, and why not (--require trt,ort-cuda)
 """
 
 from __future__ import annotations
@@ -342,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from <out>.state.pt (default: off)")
     tr.add_argument("--max-minutes", type=float, default=0.0, help="stop and save after this much time (default: none)")
     tr.set_defaults(func=cmd_train)
+
+    from harness import doctor
+
+    doctor.add_parser(sub)
 
     scene = sub.add_parser("make-scene", help="render a synthetic DTU-format scene")
     scene.add_argument("folder", type=Path)

@@ -1,0 +1,147 @@
+"""The GitHub Actions workflows (.github/workflows/) and the tox environments run what the README
+and the harness define.
+
+Plain-text checks always run; the structural checks need PyYAML (not a project dependency: they
+skip without it) and the lint needs actionlint on PATH (skips without it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import cli, doctor
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / ".github" / "workflows"
+CPU, GPU = WORKFLOWS / "cpu.yml", WORKFLOWS / "gpu.yml"
+
+
+def readme_test_command() -> str:
+    section = (ROOT / "README.md").read_text().split("## Quick start", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block
+    return [line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")][1].strip()
+
+
+def parse_harness(command: str, where: str) -> argparse.Namespace:
+    """Parse ``python -m harness ...`` with the CLI's parser, doctor included (``${{ }}``
+    expressions become a placeholder; tox's ``{posargs}`` is dropped)."""
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if "doctor" not in sub.choices:  # until cli.build_parser registers it
+        doctor.add_parser(sub)
+    args = re.sub(r"\$\{\{[^}]*\}\}", "EXPR", command.split("-m harness", 1)[1]).replace("{posargs}", "")
+    argv = shlex.split(args)
+    try:
+        return parser.parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"{where}: `{command}` does not parse")
+
+
+def harness_commands(text: str) -> list[str]:
+    return [m.group(0) for m in re.finditer(r"python -m harness [^\n]+", text)]
+
+
+def test_workflows_exist():
+    assert CPU.is_file() and GPU.is_file()
+
+
+def test_cpu_workflow_runs_the_readme_test_command_on_each_python():
+    text = CPU.read_text()
+    assert "bash .ci/run" in text and readme_test_command() in (ROOT / ".ci" / "run").read_text()
+    assert "runs-on: ubuntu-latest" in text
+    assert 'python: ["3.10", "3.11", "3.12"]' in text
+    assert re.search(r"on:\n  push:\n  pull_request:\n", text)
+    upload = text.split("actions/upload-artifact@")[0].rsplit("- name:", 1)[1]
+    assert "if: always()" in upload and "path: reports/" in text
+
+
+def test_gpu_workflow_text():
+    text = GPU.read_text()
+    for needle in (
+        "runs-on: [self-hosted, linux, gpu]",
+        "workflow_dispatch:", "schedule:", "branches: [main]",
+        "concurrency:", "cancel-in-progress: false",
+        '-c .ci/constraints.txt -e ".[test]"',
+        "pip uninstall -y onnxruntime && .venv/bin/pip install -q onnxruntime-gpu",
+        "--extra-index-url https://pypi.nvidia.com tensorrt", "continue-on-error: true",
+        "python -m harness doctor --require torch-cuda,ort-cuda",
+        "python -m pytest suites --harness-profile full",
+        "HARNESS_COMMIT: ${{ github.sha }}",
+        "python -m harness bench --cases seed,dtu --profile full --label",
+        "--fail-on median:5%",
+        "actions/upload-artifact@", "GITHUB_STEP_SUMMARY", "report.md",
+    ):
+        assert needle in text, needle
+    order = [text.index(s) for s in ("actions/checkout@", "python3 -m venv .venv", "harness doctor", "pytest suites",
+                                     "harness bench", "GITHUB_OUTPUT", "harness compare", "GITHUB_STEP_SUMMARY")]
+    assert order == sorted(order), "steps out of order"
+
+
+@pytest.mark.parametrize("path", [CPU, GPU, ROOT / "tox.ini"], ids=lambda p: p.name)
+def test_harness_commands_parse(path):
+    commands = harness_commands(path.read_text())
+    assert commands or path == CPU
+    for command in commands:
+        parse_harness(command, path.name)
+
+
+def test_gpu_gate_uses_a_registered_option_and_profile():
+    from harness.timing import PROFILES
+
+    assert '"--harness-profile"' in (ROOT / "harness" / "plugin.py").read_text() and "full" in PROFILES
+
+
+def test_tox_environments_are_described():
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    envs = {s.split(":", 1)[1]: tox[s] for s in tox.sections() if s.startswith("testenv:")}
+    assert {"test", "gpu", "lint", "docs", "bench"} <= set(envs)
+    assert all(env.get("description", "").strip() for env in envs.values())
+    docs = envs["docs"]["commands"]
+    for needle in ("harness run --cases small --report-dir {envtmpdir}", "harness doctor", "harness make-scene {envtmpdir}",
+                   "reports/baselines/h100.json {toxinidir}/reports/baselines/h200.json --out {envtmpdir}"):
+        assert needle in docs, needle
+    assert "python -m harness bench --cases seed --profile full" in envs["bench"]["commands"]
+
+
+def test_workflow_structure():
+    yaml = pytest.importorskip("yaml", reason="PyYAML not installed (not a project dependency)")
+    cpu, gpu = yaml.safe_load(CPU.read_text()), yaml.safe_load(GPU.read_text())
+    on = cpu.get("on", cpu.get(True))  # YAML 1.1 reads the key `on` as True
+    assert set(on) == {"push", "pull_request"}
+    (job,) = cpu["jobs"].values()
+    assert job["runs-on"] == "ubuntu-latest" and job["strategy"]["matrix"]["python"] == ["3.10", "3.11", "3.12"]
+    assert any(step.get("run") == "bash .ci/run" for step in job["steps"])
+    upload = next(s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact@"))
+    assert upload["if"] == "always()" and upload["with"]["path"] == "reports/"
+
+    on = gpu.get("on", gpu.get(True))
+    assert on["push"]["branches"] == ["main"] and "workflow_dispatch" in on and on["schedule"][0]["cron"]
+    assert gpu["concurrency"]["cancel-in-progress"] is False
+    (job,) = gpu["jobs"].values()
+    assert job["runs-on"] == ["self-hosted", "linux", "gpu"]
+    assert job["env"]["HARNESS_COMMIT"] == "${{ github.sha }}"
+    steps = job["steps"]
+    tensorrt = next(s for s in steps if "pypi.nvidia.com" in s.get("run", ""))
+    assert tensorrt["continue-on-error"] is True
+    always = [s for s in steps if s.get("if") == "always()"]
+    assert any(str(s.get("uses", "")).startswith("actions/upload-artifact@") for s in always)
+    assert any("GITHUB_STEP_SUMMARY" in s.get("run", "") for s in always)
+
+
+def test_actionlint():
+    actionlint = shutil.which("actionlint")
+    if actionlint is None:
+        pytest.skip("actionlint not installed")
+    result = subprocess.run([actionlint, str(CPU), str(GPU)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -14,7 +14,7 @@ import pytest
 
 from harness.chain import CANDIDATES, VARIANTS, Chain, ChainConfig, Leg, run_leg
 from harness.convert.onnx_export import EXPORTERS
-from harness.convert.workarounds import EXPORTABLE, get_workaround
+from harness.convert.workarounds import EXPORTABLE, EXPORTERS_FOR, TRT_EXPORTABLE, get_workaround
 from harness.data.cases import CASES, get_case
 from harness.errors import BackendUnavailable, HarnessError
 from harness.gpus import ROW_FIELD, check_worker_count, merge_by_gpu, parse_gpus, physical_gpu, pin_worker, spread
@@ -72,7 +72,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--harness-cases", default=None, help=f"comma list of {', '.join(CASES)}. Default: the profile's cases")
     add("--harness-exporters", default=",".join(EXPORTERS), help="comma list of ONNX exporters. Default: torchscript,dynamo")
     add("--harness-workarounds", default=",".join(EXPORTABLE),
-        help="comma list of torch.inverse workarounds. Default: precomputed,closed_form")
+        help="comma list of torch.inverse workarounds. Default: precomputed,closed_form,custom_op")
     add("--harness-variants", default=",".join(VARIANTS), help="ONNX graphs to run: raw, simplified. Default: raw,simplified")
     add("--harness-backends", default=",".join(CANDIDATES),
         help=f"candidate backends compared with torch strict FP32. Default: {','.join(CANDIDATES)}")
@@ -197,13 +197,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     opts = options(metafunc.config)
     names = metafunc.fixturenames
     if "parity_leg" in names:
+        # custom_op exports with torchscript only, and TensorRT refuses its graph (the export suite
+        # proves the refusal): those combinations are not parity legs
         legs = [Leg(c, v, w, e, case) for case in opts.cases for c in opts.candidates for v in opts.variants
-                for w in opts.workarounds for e in opts.exporters]
+                for w in opts.workarounds for e in opts.exporters
+                if e in EXPORTERS_FOR.get(w, EXPORTERS) and (w in TRT_EXPORTABLE or not c.startswith("trt-"))]
         metafunc.parametrize("parity_leg", legs, ids=[leg.id for leg in legs])
         return
-    if "inverse_workaround" in names:
+    if "inverse_workaround" in names and "exporter" in names:
+        pairs = [(w, e) for w in opts.workarounds for e in opts.exporters if e in EXPORTERS_FOR.get(w, EXPORTERS)]
+        metafunc.parametrize(("inverse_workaround", "exporter"), pairs, indirect=True, scope="session",
+                             ids=[f"{w}-{e}" for w, e in pairs])
+    elif "inverse_workaround" in names:
         metafunc.parametrize("inverse_workaround", opts.workarounds, indirect=True, scope="session")
-    if "exporter" in names:
+    elif "exporter" in names:
         metafunc.parametrize("exporter", opts.exporters, indirect=True, scope="session")
     if "case" in names:
         metafunc.parametrize("case", opts.cases, indirect=True, scope="session")

@@ -12,7 +12,8 @@ import json
 import pytest
 
 from harness.convert.engine import ENGINE_PRECISIONS
-from harness.errors import BackendUnavailable
+from harness.convert.workarounds import TRT_EXPORTABLE
+from harness.errors import BackendUnavailable, UnsupportedOperator
 
 pytestmark = [pytest.mark.trt, pytest.mark.gpu]
 
@@ -20,6 +21,13 @@ pytestmark = [pytest.mark.trt, pytest.mark.gpu]
 @pytest.mark.parametrize("engine_precision", ENGINE_PRECISIONS)
 def test_engine_builds_from_simplified_graph(chain, case, inverse_workaround, exporter, engine_precision,
                                              record_property):
+    if inverse_workaround.name not in TRT_EXPORTABLE:
+        with pytest.raises((UnsupportedOperator, BackendUnavailable)) as info:
+            chain.engine(case.name, inverse_workaround.name, exporter, "simplified", engine_precision)
+        if isinstance(info.value, BackendUnavailable):
+            pytest.skip(f"{info.value.backend}: {info.value.missing}")
+        assert "TensorRT needs a plugin" in str(info.value)
+        return
     try:
         engine = chain.engine(case.name, inverse_workaround.name, exporter, "simplified", engine_precision)
     except BackendUnavailable as exc:

@@ -1,6 +1,7 @@
-"""Export gate: each inverse workaround exports with each exporter, with fixed I/O names, passes
-onnx.checker, and holds only operators TensorRT's ONNX parser takes; onnxsim never grows the
-graph; and the original model (torch.inverse) is refused with a message naming the way out.
+"""Export gate: each inverse workaround exports with each exporter it supports, with fixed I/O
+names, passes onnx.checker, and holds only operators TensorRT's ONNX parser takes (custom_op's
+contrib operator is refused with a message naming the way out); onnxsim never grows the graph;
+and the original model (torch.inverse) is refused with a message naming the strategies.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import onnx
 import pytest
 
 from harness.convert.onnx_export import export_onnx_bytes
-from harness.convert.workarounds import get_workaround
+from harness.convert.workarounds import TRT_EXPORTABLE, get_workaround
 from harness.errors import UnsupportedOperator
 from harness.model.mvsnet import OUTPUT_NAMES
 
@@ -26,12 +27,21 @@ def test_export_has_fixed_io_names(onnx_model, inverse_workaround, record_proper
     record_property("nodes_raw", onnx_model.node_count)
 
 
-def test_export_is_trt_parsable_by_audit(onnx_model, harness_options):
+def test_export_is_trt_parsable_by_audit(onnx_model, inverse_workaround, harness_options):
     audit = onnx_model.audit
     assert audit["opset"] == harness_options.chain.opset
-    assert audit["trt_findings"] == [], audit["trt_findings"]
     assert "GridSample" in audit["op_counts"]
-    onnx_model.require_trt_ready()
+    if inverse_workaround.name in TRT_EXPORTABLE:
+        assert audit["trt_findings"] == [], audit["trt_findings"]
+        onnx_model.require_trt_ready()
+        return
+    # custom_op: ONNX Runtime's contrib operator, refused before any TensorRT build
+    assert [f["op"] for f in audit["trt_findings"]] == ["com.microsoft::Inverse"]
+    with pytest.raises(UnsupportedOperator) as info:
+        onnx_model.require_trt_ready()
+    message = str(info.value)
+    assert "com.microsoft::Inverse" in message and "TensorRT needs a plugin" in message
+    assert "precomputed" in message and "closed_form" in message
 
 
 def test_grid_sample_keeps_bilinear_align_corners(onnx_model):
@@ -50,7 +60,8 @@ def test_simplification_never_grows_the_graph(onnx_model, simplified_onnx_model,
     record_property("nodes", f"{before}->{after}")
     assert before == onnx_model.node_count
     assert after <= before
-    assert simplified_onnx_model.audit["trt_findings"] == []
+    assert simplified_onnx_model.audit["trt_findings"] == onnx_model.audit["trt_findings"] or \
+        [f["op"] for f in simplified_onnx_model.audit["trt_findings"]] == ["com.microsoft::Inverse"]
 
 
 @pytest.mark.parametrize("exporter_name", ["torchscript", "dynamo"])

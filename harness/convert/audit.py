@@ -100,9 +100,10 @@ def audit_model(model: onnx.ModelProto) -> Audit:
         if node.domain not in _DEFAULT_DOMAINS:
             findings.append(Finding(
                 name, f"{node.domain}::{node.op_type}",
-                f"custom-domain operator '{node.domain}::{node.op_type}' needs a TensorRT plugin",
-                "use --harness-workarounds precomputed or closed_form, which keep the inverse out of the graph "
-                "or build it from standard operators",
+                f"custom-domain operator '{node.domain}::{node.op_type}' is not in TensorRT's ONNX parser: "
+                "TensorRT needs a plugin for it",
+                "use --harness-workarounds precomputed (inverse computed in data preparation) or closed_form "
+                "(inverse from standard operators), which TensorRT parses",
             ))
         elif node.op_type in TRT_UNSUPPORTED:
             findings.append(Finding(name, node.op_type, f"'{node.op_type}' is not supported by onnx-tensorrt",

@@ -129,6 +129,26 @@ def _quiet_exporter():
             lg.setLevel(level)
 
 
+@contextlib.contextmanager
+def _contrib_inverse(active: bool, opset: int):  # type: ignore[no-untyped-def]
+    """For the export only: translate torch.inverse to ONNX Runtime's com.microsoft::Inverse."""
+    if not active:
+        yield
+        return
+
+    def inverse(g, tensor):  # type: ignore[no-untyped-def]
+        return g.op("com.microsoft::Inverse", tensor).setType(tensor.type())
+
+    names = ("aten::linalg_inv", "aten::inverse")
+    for name in names:
+        torch.onnx.register_custom_op_symbolic(name, inverse, opset)
+    try:
+        yield
+    finally:
+        for name in names:
+            torch.onnx.unregister_custom_op_symbolic(name, opset)
+
+
 def _dynamic_axes(input_names: tuple[str, ...]) -> dict[str, dict[int, str]]:
     axes = {"imgs": {3: "height", 4: "width"}, "depth_values": {1: "num_depth"},
             "depth": {1: "height_4", 2: "width_4"}, "photometric_confidence": {1: "height_4", 2: "width_4"}}
@@ -162,12 +182,16 @@ def export_onnx_bytes(
 
         model = copy.deepcopy(model).cpu()
     example_feed = {k: v.cpu() for k, v in example_feed.items()}
+    if workaround.name == "custom_op" and exporter != "torchscript":
+        raise ExportError(f"ONNX export ({exporter}, workaround custom_op)", "exporter not supported by this workaround",
+                          exporter, "torchscript (the com.microsoft::Inverse symbolic is a TorchScript symbolic)",
+                          "pass --harness-exporters torchscript, or use precomputed/closed_form with dynamo")
     module = workaround.export_module(model, probes=probes)
     names = workaround.input_names
     args = tuple(example_feed[name] for name in names)
     outputs = probe_output_names(int(example_feed["imgs"].shape[1])) if probes else workaround.output_names
     try:
-        with _quiet_exporter(), torch.no_grad():
+        with _quiet_exporter(), torch.no_grad(), _contrib_inverse(workaround.name == "custom_op", opset):
             if exporter == "torchscript":
                 buffer = io.BytesIO()
                 torch.onnx.export(
@@ -175,6 +199,7 @@ def export_onnx_bytes(
                     dynamo=False, opset_version=opset,
                     input_names=list(names), output_names=list(outputs),
                     do_constant_folding=True, dynamic_axes=_dynamic_axes(names) if dynamic else None,
+                    custom_opsets={"com.microsoft": 1} if workaround.name == "custom_op" else None,
                 )
                 return buffer.getvalue()
             program = torch.onnx.export(

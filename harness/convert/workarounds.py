@@ -7,6 +7,9 @@ Each strategy says which inputs the exported graph takes and how a feed is prepa
   ``inverse_proj_matrices``; no inverse runs inside the graph.
 * ``closed_form``: the 4x4 inverse is built inside the graph from elementwise operations
   (cofactors), so the graph keeps the original three inputs.
+* ``custom_op``: ``torch.inverse`` exported as ONNX Runtime's ``com.microsoft::Inverse`` contrib
+  operator through a TorchScript symbolic registered for the export only. ONNX Runtime runs it;
+  TensorRT would need a plugin, so the operator audit refuses it before any engine build.
 * ``none``: the original model, kept so that the failure stays demonstrable; exporting it raises
   ``UnsupportedOperator`` naming ``aten::linalg_inv`` and the strategies above.
 """
@@ -42,7 +45,8 @@ class _FedInverse(nn.Module):
 
 
 class _InGraphInverse(nn.Module):
-    """``closed_form`` (cofactors) or ``none`` (torch.inverse, which does not export)."""
+    """``closed_form`` (cofactors), or ``torch.inverse`` (``custom_op``: exported through the
+    com.microsoft symbolic; ``none``: does not export)."""
 
     def __init__(self, model: MVSNet, closed_form: bool) -> None:
         super().__init__()
@@ -117,10 +121,16 @@ WORKAROUNDS: dict[str, InverseWorkaround] = {
     for w in (
         InverseWorkaround("precomputed", "inverse projections computed in data preparation (float64) and fed as an input"),
         InverseWorkaround("closed_form", "4x4 inverse from elementwise cofactors inside the graph"),
+        InverseWorkaround("custom_op", "torch.inverse as ONNX Runtime's com.microsoft::Inverse contrib operator "
+                                       "(TensorRT would need a plugin)"),
         InverseWorkaround("none", "the original torch.inverse; does not export"),
     )
 }
 EXPORTABLE = tuple(name for name in WORKAROUNDS if name != "none")
+#: Workarounds whose graph TensorRT's ONNX parser can take (custom_op needs a plugin).
+TRT_EXPORTABLE = ("precomputed", "closed_form")
+#: Exporters each workaround supports (custom_op registers a TorchScript symbolic).
+EXPORTERS_FOR = {"custom_op": ("torchscript",)}
 
 
 def get_workaround(name: str) -> InverseWorkaround:

@@ -303,6 +303,12 @@ def plan_legs(
     variants: tuple[str, ...],
     candidates: tuple[str, ...],
 ) -> list[Leg]:
+    """Every combination, less those that cannot exist: a workaround with an exporter it does not
+    support (custom_op: torchscript only), and TensorRT legs of a graph TensorRT refuses
+    (custom_op; the export suite proves the refusal)."""
+    from harness.convert.onnx_export import EXPORTERS
+    from harness.convert.workarounds import EXPORTERS_FOR, TRT_EXPORTABLE
+
     return [
         Leg(candidate, variant, workaround, exporter, case)
         for case in cases
@@ -310,6 +316,8 @@ def plan_legs(
         for variant in variants
         for workaround in workarounds
         for exporter in exporters
+        if exporter in EXPORTERS_FOR.get(workaround, EXPORTERS)
+        and (workaround in TRT_EXPORTABLE or not candidate.startswith("trt-"))
     ]
 
 

@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cases", default="seed", help="comma list of small, seed, dtu (default: seed)")
     run.add_argument("--backends", default=",".join(CANDIDATES),
                      help=f"candidates (default: all of {','.join(CANDIDATES)}; unavailable ones are skipped with the reason)")
-    run.add_argument("--workarounds", default="precomputed,closed_form", help="(default: precomputed,closed_form)")
+    run.add_argument("--workarounds", default="precomputed,closed_form,custom_op",
+                     help="(default: precomputed,closed_form,custom_op)")
     run.add_argument("--exporters", default="torchscript", help="torchscript and/or dynamo (default: torchscript)")
     run.add_argument("--variants", default="raw,simplified", help="ONNX graphs (default: raw,simplified)")
     run.add_argument("--device", default="auto", help="torch reference device: auto, cpu, cuda (default: auto)")

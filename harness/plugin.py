@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from harness.chain import CANDIDATES, VARIANTS, Chain, ChainConfig, Leg, run_leg
+from harness.chain import CANDIDATES, VARIANTS, Chain, ChainConfig, Leg, plan_legs, run_leg
 from harness.convert.onnx_export import EXPORTERS
-from harness.convert.workarounds import EXPORTABLE, EXPORTERS_FOR, TRT_EXPORTABLE, get_workaround
+from harness.convert.workarounds import EXPORTABLE, EXPORTERS_FOR, get_workaround
 from harness.data.cases import CASES, get_case
 from harness.errors import BackendUnavailable, HarnessError
 from harness.gpus import ROW_FIELD, check_worker_count, merge_by_gpu, parse_gpus, physical_gpu, pin_worker, spread
@@ -197,11 +197,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     opts = options(metafunc.config)
     names = metafunc.fixturenames
     if "parity_leg" in names:
-        # custom_op exports with torchscript only, and TensorRT refuses its graph (the export suite
-        # proves the refusal): those combinations are not parity legs
-        legs = [Leg(c, v, w, e, case) for case in opts.cases for c in opts.candidates for v in opts.variants
-                for w in opts.workarounds for e in opts.exporters
-                if e in EXPORTERS_FOR.get(w, EXPORTERS) and (w in TRT_EXPORTABLE or not c.startswith("trt-"))]
+        legs = plan_legs(opts.cases, opts.workarounds, opts.exporters, opts.variants, opts.candidates)
         metafunc.parametrize("parity_leg", legs, ids=[leg.id for leg in legs])
         return
     if "inverse_workaround" in names and "exporter" in names:

@@ -140,7 +140,7 @@ def test_run_defaults_follow_the_readme():
     assert args.cases == "seed"
     assert args.backends == ",".join(CANDIDATES)
     assert {"ort-cpu", "ort-cuda"} <= set(CANDIDATES)
-    assert args.workarounds == "precomputed,closed_form"
+    assert args.workarounds == "precomputed,closed_form,custom_op"
     assert args.exporters == "torchscript"
     assert args.variants == "raw,simplified"
     assert args.opset == 17

@@ -1,0 +1,291 @@
+"""Property-based and metamorphic inputs for MVSNet: Hypothesis settings profiles, strategies
+that draw valid synthetic rigs, metamorphic transforms of a rig, and the dynamic-shape graphs
+and runners that the property suite (``suites/test_properties.py``) runs them on.
+
+Profiles (registered on import): ``quick`` (CI: 6 derandomized examples, so a CI run is
+reproducible) and ``full`` (40 random examples). ``settings_for`` picks the one matching the
+harness profile unless ``--hypothesis-profile`` named one. Units: lengths in mm, angles in degrees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+
+from harness.backends.base import Runner
+from harness.chain import Chain, Leg, plan_legs
+from harness.convert.onnx_export import ExportConfig, OnnxArtifact, OnnxFromTorch, SimplifiedOnnxFromOnnx
+from harness.convert.workarounds import get_workaround
+from harness.data.cases import DTU_INTERVAL_SCALE, DTU_NUM_DEPTH, Case
+from harness.data.scenes import scene_views
+from harness.data.synthetic import DTU_DEPTH_INTERVAL, DTU_DEPTH_MIN, SceneSpec, render_scene
+from harness.data.views import Views, make_feed
+from harness.errors import BackendUnavailable, InvalidArgument
+from harness.model.inputs import DEPTH_MULTIPLE, SIZE_MULTIPLE
+
+# quick skips shrinking: CI reports the first falsifying example it drew (derandomized, so the
+# same one on every run); full shrinks it to a minimal rig and prints a @reproduce_failure blob.
+settings.register_profile("quick", max_examples=6, deadline=None, derandomize=True, database=None,
+                          phases=(Phase.explicit, Phase.reuse, Phase.generate),
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("full", max_examples=40, deadline=None, print_blob=True,
+                          phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
+                          suppress_health_check=[HealthCheck.too_slow])
+
+#: The scene's depth range: DTU's 192 hypotheses from 425 mm, interval 2.5 mm x 1.06.
+NEAR_PLANE = DTU_DEPTH_MIN
+FAR_PLANE = DTU_DEPTH_MIN + DTU_DEPTH_INTERVAL * DTU_INTERVAL_SCALE * (DTU_NUM_DEPTH - 1)
+#: Misplaced hypotheses: beyond the far plane (same interval), or inside [0.25, 0.75] x near.
+FAR_START, NEAR_SPAN = 1.25, (0.25, 0.75)
+#: depth(s * rig) / s vs depth(rig), in hypothesis intervals: the warp grid is the same, so only
+#: float32 rounding differs (measured on CPU: at most 1.7e-3 intervals over 25 random rigs).
+SCALE_DEPTH_INTERVALS = 0.01
+
+
+def settings_for(harness_profile: str, explicit: str | None = None) -> settings:
+    """The Hypothesis settings for a run: ``--hypothesis-profile`` when given (Hypothesis's
+    plugin has loaded it as the default), else the profile named like the harness profile."""
+    if explicit:
+        return settings()
+    return settings(settings.get_profile(harness_profile), verbosity=settings().verbosity)
+
+
+@dataclass(frozen=True)
+class RigBounds:
+    """Inclusive ranges the strategies draw from. Views above ``max_views_exported`` are drawn
+    only where no graph is exported (each view count needs its own export)."""
+
+    views: tuple[int, int]
+    max_views_exported: int
+    height: tuple[int, int]
+    width: tuple[int, int]
+    num_depth: tuple[int, int]
+
+    def case(self, name: str, views: int, pick: int) -> Case:
+        """A Case with ``views`` views at the low (pick 0), middle (1) or high (2) shape."""
+        def at(lo: int, hi: int, step: int) -> int:
+            return (lo, (lo + hi) // 2 // step * step, hi)[pick]
+        return Case(name, views, at(*self.height, SIZE_MULTIPLE), at(*self.width, SIZE_MULTIPLE),
+                    at(*self.num_depth, DEPTH_MULTIPLE))
+
+
+BOUNDS = {
+    "quick": RigBounds(views=(2, 5), max_views_exported=3, height=(64, 128), width=(64, 160), num_depth=(16, 32)),
+    "full": RigBounds(views=(2, 5), max_views_exported=5, height=(64, 256), width=(64, 320), num_depth=(16, 64)),
+}
+
+
+@dataclass(frozen=True)
+class RigCase:
+    """A synthetic rig and the depth hypotheses it is run with (425-935 mm, like the cases)."""
+
+    spec: SceneSpec
+    num_depth: int
+
+    @property
+    def interval_scale(self) -> float:
+        return DTU_INTERVAL_SCALE * DTU_NUM_DEPTH / self.num_depth
+
+    @property
+    def shape_id(self) -> str:
+        return f"{self.spec.num_views}x{self.spec.height}x{self.spec.width}xD{self.num_depth}"
+
+    def describe(self) -> str:
+        return f"case {self.shape_id}, {self.spec!r}"
+
+
+def _multiples(bounds: tuple[int, int], step: int) -> st.SearchStrategy[int]:
+    return st.integers(-(-bounds[0] // step), bounds[1] // step).map(lambda k: k * step)
+
+
+@st.composite
+def rig_cases(draw: st.DrawFn, bounds: RigBounds, min_views: int = 2, exported: bool = False) -> RigCase:
+    """Valid rigs: H, W multiples of 32, D a multiple of 8, 2..N views, 0..5 rectangles."""
+    top = bounds.max_views_exported if exported else bounds.views[1]
+    low_spread = draw(st.integers(4, 24)) / 2  # 2-12 degrees, in half degrees (readable repros)
+    spec = SceneSpec(
+        seed=draw(st.integers(0, 2**16 - 1)),
+        num_views=draw(st.integers(max(min_views, bounds.views[0]), top)),
+        height=draw(_multiples(bounds.height, SIZE_MULTIPLE)),
+        width=draw(_multiples(bounds.width, SIZE_MULTIPLE)),
+        num_rectangles=draw(st.integers(0, 5)),
+        view_spread_deg=(low_spread, low_spread + draw(st.integers(0, 12)) / 2),
+        photometric_jitter=draw(st.integers(0, 20)) / 100,
+    )
+    return RigCase(spec, draw(_multiples(bounds.num_depth, DEPTH_MULTIPLE)))
+
+
+def source_orders(num_views: int) -> st.SearchStrategy[list[int]]:
+    """Orders of the source views 1..N-1 other than the identity (N >= 3)."""
+    identity = list(range(1, num_views))
+    return st.permutations(identity).filter(lambda order: list(order) != identity)
+
+
+def render_rig(rig: RigCase) -> Views:
+    return scene_views(render_scene(rig.spec))
+
+
+def rig_feed(rig: RigCase, views: Views) -> dict[str, torch.Tensor]:
+    """MVSNet's feed with the precomputed inverse (workarounds drop what they do not take)."""
+    return make_feed(views, rig.num_depth, rig.interval_scale, with_inverse=True)
+
+
+# -- metamorphic transforms ----------------------------------------------------------------------
+
+def permute_sources(views: Views, order: Sequence[int]) -> Views:
+    """The same rig with the source views (1..N-1) in ``order``; the reference stays view 0."""
+    n = views.images.shape[0]
+    if sorted(order) != list(range(1, n)):
+        raise InvalidArgument("source order", "not a permutation of the source views", list(order), f"1..{n - 1}")
+    index = [0, *order]
+    return replace(views, images=views.images[index], intrinsics=views.intrinsics[index],
+                   extrinsics=views.extrinsics[index], view_ids=tuple(views.view_ids[i] for i in index))
+
+
+def scale_rig(views: Views, scale: float) -> Views:
+    """World scaled by ``scale`` about the origin: camera translations, depth hypotheses and
+    ground-truth depth times ``scale``; rotations, intrinsics and images unchanged."""
+    extrinsics = views.extrinsics.clone()
+    extrinsics[:, :3, 3] *= scale
+    depth = views.depth * scale if views.depth is not None else None
+    return replace(views, extrinsics=extrinsics, depth_min=views.depth_min * scale,
+                   depth_interval=views.depth_interval * scale, depth=depth)
+
+
+def misplace_hypotheses(views: Views, rig: RigCase, side: str) -> Views:
+    """Hypotheses away from the scene: ``far`` starts at FAR_START x the far plane (same
+    interval), ``near`` spans NEAR_SPAN x the near plane (a span that fits in front of it)."""
+    if side == "far":
+        return replace(views, depth_min=FAR_START * FAR_PLANE)
+    if side == "near":
+        lo, hi = (f * NEAR_PLANE for f in NEAR_SPAN)
+        return replace(views, depth_min=lo, depth_interval=(hi - lo) / (rig.num_depth - 1) / rig.interval_scale)
+    raise InvalidArgument("misplaced side", "unknown side", side, "near or far")
+
+
+# -- legs, dynamic graphs and runners ------------------------------------------------------------
+
+def property_legs(profile: str, candidates: Sequence[str], variants: Sequence[str], workarounds: Sequence[str],
+                  exporters: Sequence[str]) -> list[Leg]:
+    """Parity legs on random rigs (case ``rigs``); the quick profile exports with the first
+    exporter only (the dynamo exporter costs ~6 s per graph on 2 CPU cores)."""
+    exporters = tuple(exporters) if profile == "full" else tuple(exporters[:1])
+    return plan_legs(("rigs",), tuple(workarounds), exporters, tuple(variants), tuple(candidates))
+
+
+#: The torch reference as a leg (workaround ``none``: the original three-input call).
+TORCH_LEG = Leg("torch-fp32", "eager", "none", "eager", "rigs")
+
+
+def metamorphic_legs(candidates: Sequence[str], workarounds: Sequence[str], exporters: Sequence[str]) -> list[Leg]:
+    """torch strict FP32, then each FP32 ONNX Runtime candidate on the raw dynamic graph."""
+    ort = [c for c in candidates if c in ("ort-cpu", "ort-cuda")]
+    return [TORCH_LEG, *(Leg(c, "raw", workarounds[0], exporters[0], "rigs") for c in ort)]
+
+
+class RigRunners:
+    """Runs rigs on a leg's backend: dynamic-shape (H, W, D) graphs per view count, exported
+    once per session and cached on disk in the chain's cache; TensorRT profiles span ``bounds``;
+    rendered feeds and torch outputs memoised per rig (examples repeat across legs)."""
+
+    def __init__(self, chain: Chain, bounds: RigBounds) -> None:
+        self.chain = chain
+        self.bounds = bounds
+        self._memo: dict[tuple, Any] = {}
+        self._rigs: dict[tuple, Any] = {}
+
+    def _once(self, key: tuple, make: Any) -> Any:
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def views(self, rig: RigCase) -> Views:
+        """``rig`` rendered (memoised: examples repeat across legs; bounded)."""
+        return self._rig(("views", rig), lambda: render_rig(rig))
+
+    def reference(self, rig: RigCase) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(feed, torch strict FP32 outputs of the original three-input call) for ``rig``."""
+        def run() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+            feed = rig_feed(rig, self.views(rig))
+            return feed, self.infer(TORCH_LEG, feed)
+
+        return self._rig(("reference", rig), run)
+
+    def _rig(self, key: tuple, make: Any) -> Any:
+        if key not in self._rigs:
+            if len(self._rigs) >= 128:
+                self._rigs.clear()
+            self._rigs[key] = make()
+        return self._rigs[key]
+
+    def infer(self, leg: Leg, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        runner = self.runner(leg, int(feed["imgs"].shape[1]))
+        return runner.infer(get_workaround(leg.workaround).prepare_feed(feed))
+
+    def export_feed(self, views: int) -> dict[str, torch.Tensor]:
+        """What an export traces: Chain.export_feed's shape (128x160, D=48) with ``views`` views."""
+        rig = RigCase(SceneSpec(seed=0, num_views=views, height=128, width=160, num_rectangles=0, supersample=1), 48)
+        return rig_feed(rig, render_rig(rig))
+
+    def onnx(self, views: int, workaround: str, exporter: str, variant: str, precision: str = "fp32") -> OnnxArtifact:
+        def build() -> OnnxArtifact:
+            if variant == "simplified":
+                return SimplifiedOnnxFromOnnx(self.onnx(views, workaround, exporter, "raw", precision), self.chain.cache)()
+            config = ExportConfig(exporter=exporter, opset=self.chain.config.opset, workaround=workaround,  # type: ignore[arg-type]
+                                  precision=precision, dynamic=True)  # type: ignore[arg-type]
+            return OnnxFromTorch(self.chain.model, self.chain.weights_digest, self.export_feed(views), config,
+                                 get_workaround(workaround), self.chain.cache)()
+
+        return self._once(("onnx", views, workaround, exporter, variant, precision), build)
+
+    def require(self, leg: Leg) -> None:
+        """Raise BackendUnavailable (naming what is missing) before any export work."""
+        from harness.backends import trt_api
+        from harness.backends.onnxruntime_runner import ensure_available
+
+        family, _, target = leg.candidate.partition("-")
+        if family == "ort":
+            ensure_available(torch.device(target.split("-")[0]), leg.candidate)
+        elif family == "trt":
+            trt_api.bind(self.chain.config.trt_flavour)
+            trt_api.require_cuda(leg.candidate)
+        elif family != "torch":
+            raise BackendUnavailable(leg.candidate, "no such backend in this harness version")
+
+    def runner(self, leg: Leg, views: int) -> Runner:
+        """The leg's runner for ``views`` views: the chain's torch runner, or one on the dynamic graph."""
+        if leg.candidate == TORCH_LEG.candidate:
+            return self.chain.torch_runner("fp32")
+        return self._once(("runner", leg, views), lambda: self._make_runner(leg, views))
+
+    def _make_runner(self, leg: Leg, views: int) -> Runner:
+        from harness.backends.onnxruntime_runner import OrtRunner
+
+        self.require(leg)
+        family, _, target = leg.candidate.partition("-")
+        artifact = self.onnx(views, leg.workaround, leg.exporter, leg.variant, leg.graph_precision)
+        if family == "ort":
+            return OrtRunner(artifact.path, device=target.split("-")[0], label=leg.variant).prepare()
+        from harness.backends.tensorrt_runner import TrtRunner
+        from harness.convert.engine import BuildSettings, EngineFromOnnx, Profile
+
+        names = get_workaround(leg.workaround).input_names
+        low, opt, high = (self.bounds.case(f"rigs-{i}", views, i) for i in range(3))
+        config = self.chain.config
+        build = BuildSettings(precision=target, workspace_mib=config.trt_workspace_mib,  # type: ignore[arg-type]
+                              optimization_level=config.trt_opt_level, flavour=config.trt_flavour)
+        engine = EngineFromOnnx(artifact, build, Profile.around(opt, names, low, high), self.chain.cache)()
+        return TrtRunner(engine.path, label=target, flavour=config.trt_flavour, buffers=config.trt_buffers,  # type: ignore[arg-type]
+                         runtime_cache=self.chain.cache.root / "trt-runtime" / f"{engine.sha256[:16]}.cache").prepare()
+
+    def close(self) -> None:
+        for value in self._memo.values():
+            if isinstance(value, Runner):
+                value.close()
+        self._memo.clear()
+        self._rigs.clear()

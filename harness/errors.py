@@ -104,6 +104,10 @@ class EngineBuildError(HarnessError, RuntimeError):
     """TensorRT could not parse or build the ONNX model."""
 
 
+class ArtifactError(HarnessError, RuntimeError):
+    """A built artifact (ONNX graph, engine) cannot be loaded: truncated, corrupt or foreign."""
+
+
 class CacheError(HarnessError, RuntimeError):
     """An artifact cache entry is unusable and could not be rebuilt."""
 

@@ -196,17 +196,19 @@ class RigRunners:
     def __init__(self, chain: Chain, bounds: RigBounds) -> None:
         self.chain = chain
         self.bounds = bounds
-        self._memo: dict[tuple, Any] = {}
-        self._rigs: dict[tuple, Any] = {}
+        self._memo: dict[tuple, Any] = {}  # graphs and runners: for the session
+        self._rigs: dict[tuple, Any] = {}  # rendered rigs and torch outputs: bounded
 
-    def _once(self, key: tuple, make: Any) -> Any:
-        if key not in self._memo:
-            self._memo[key] = make()
-        return self._memo[key]
+    def _once(self, key: tuple, make: Any, per_rig: bool = False) -> Any:
+        store = self._rigs if per_rig else self._memo
+        if key not in store:
+            if per_rig and len(store) >= 128:
+                store.clear()
+            store[key] = make()
+        return store[key]
 
     def views(self, rig: RigCase) -> Views:
-        """``rig`` rendered (memoised: examples repeat across legs; bounded)."""
-        return self._rig(("views", rig), lambda: render_rig(rig))
+        return self._once(("views", rig), lambda: render_rig(rig), per_rig=True)
 
     def reference(self, rig: RigCase) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(feed, torch strict FP32 outputs of the original three-input call) for ``rig``."""
@@ -214,14 +216,7 @@ class RigRunners:
             feed = rig_feed(rig, self.views(rig))
             return feed, self.infer(TORCH_LEG, feed)
 
-        return self._rig(("reference", rig), run)
-
-    def _rig(self, key: tuple, make: Any) -> Any:
-        if key not in self._rigs:
-            if len(self._rigs) >= 128:
-                self._rigs.clear()
-            self._rigs[key] = make()
-        return self._rigs[key]
+        return self._once(("reference", rig), run, per_rig=True)
 
     def infer(self, leg: Leg, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         runner = self.runner(leg, int(feed["imgs"].shape[1]))
@@ -270,7 +265,8 @@ class RigRunners:
         family, _, target = leg.candidate.partition("-")
         artifact = self.onnx(views, leg.workaround, leg.exporter, leg.variant, leg.graph_precision)
         if family == "ort":
-            return OrtRunner(artifact.path, device=target.split("-")[0], label=leg.variant).prepare()
+            label = leg.variant if leg.graph_precision == "fp32" else f"fp16-{leg.variant}"
+            return OrtRunner(artifact.path, device=target.split("-")[0], label=label).prepare()
         from harness.backends.tensorrt_runner import TrtRunner
         from harness.convert.engine import BuildSettings, EngineFromOnnx, Profile
 

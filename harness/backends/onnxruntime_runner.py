@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from harness.backends.base import Runner
-from harness.errors import BackendUnavailable, InvalidInput
+from harness.errors import ArtifactError, BackendUnavailable, InvalidInput
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -89,7 +89,14 @@ class OrtRunner(Runner):
             providers = [(self.provider, cuda_options)]
         else:
             providers = [self.provider]
-        self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+        try:
+            self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types; report, never swallow
+            raise ArtifactError(
+                str(self.path), "ONNX Runtime cannot load the graph", f"{type(exc).__name__}: {str(exc)[:200]}",
+                "a complete ONNX file this onnxruntime supports",
+                "delete the file's cache entry (the harness rebuilds it) or re-export the model",
+            ) from exc
         names = tuple(i.name for i in self._session.get_inputs())
         self.input_names = names
         self.output_names = tuple(o.name for o in self._session.get_outputs())

@@ -77,6 +77,13 @@ def parse_cam_text(text: str, path: Path = Path("<cam>")) -> Camera:
         raise _cam_error(path, 4, "extrinsic last row is not 0 0 0 1", extrinsics[3].tolist(), "0 0 0 1")
     if not np.allclose(intrinsics[2], [0, 0, 1]):
         raise _cam_error(path, 9, "intrinsic last row is not 0 0 1", intrinsics[2].tolist(), "0 0 1")
+    # a camera must be invertible: the plane sweep maps reference pixels through P_ref^-1
+    if not abs(intrinsics[0, 0] * intrinsics[1, 1]) > 0:
+        raise _cam_error(path, 7, "intrinsic matrix is singular", f"fx={intrinsics[0, 0]:g}, fy={intrinsics[1, 1]:g}",
+                         "non-zero focal lengths fx and fy")
+    if not np.linalg.cond(extrinsics[:3, :3]) < 1e6:
+        raise _cam_error(path, 1, "extrinsic rotation is singular", f"condition number {np.linalg.cond(extrinsics[:3, :3]):.3g}",
+                         "a rotation matrix (orthonormal rows)")
     return Camera(intrinsics, extrinsics, depth[0], depth[1], tuple(depth[2:]))
 
 

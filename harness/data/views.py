@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from harness.data.dtu import Camera, find_image, read_cam_file, read_image, read_pair_file, view_file
 from harness.data.pfm import read_pfm
-from harness.errors import DataFormatError, InvalidArgument, MissingFile
+from harness.errors import DataFormatError, InvalidArgument, InvalidInput, MissingFile
 from harness.model.geometry import inverse_precomputed
 from harness.model.inputs import SIZE_MULTIPLE, check_image_size, check_num_depth
 
@@ -66,6 +66,16 @@ def make_feed(
     stored as float32: the precomputed workaround)."""
     check_num_depth(num_depth)
     proj = projection_matrices(views.intrinsics, views.extrinsics).unsqueeze(0)
+    condition = torch.linalg.cond(proj[0].to(torch.float64))
+    for index, value in enumerate(condition.tolist()):
+        if not value < 1e12:  # also catches inf/nan
+            view = views.view_ids[index] if index < len(views.view_ids) else index
+            raise InvalidInput(
+                f"{views.source or 'views'} view {view}", "projection matrix is singular", f"condition number {value:.3g}",
+                "an invertible P = [[K/4 @ E[:3, :4]], [0, 0, 0, 1]]",
+                f"check cams/{view:08d}_cam.txt (focal lengths, rotation rows)" if isinstance(view, int)
+                else "check that view's camera",
+            )
     feed = {
         "imgs": views.images.unsqueeze(0).contiguous(),
         "proj_matrices": proj,
@@ -158,7 +168,9 @@ def load_views(scene: str | Path, ref_view: int | None = None, num_views: int = 
     sources = [view for view, _ in pairs[ref]][: num_views - 1]
     if len(sources) < num_views - 1:
         raise InvalidArgument(f"{scene}/pair.txt", "too few source views for the reference", len(sources),
-                              f"{num_views - 1} for {num_views} views", "use fewer views (--views)")
+                              f"{num_views - 1} for {num_views} views",
+                              "pick a case with fewer views (--cases / --harness-cases small or seed: 3 views) or a "
+                              "scene whose pair.txt lists enough source views")
     ids = (ref, *sources)
     images, cams = [], []
     for view in ids:

@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -39,14 +40,15 @@ def _read(path: Path, map_location: str | torch.device) -> object:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        blocked = [line.strip() for line in text.splitlines() if "GLOBAL" in line or "global" in line.lower()
-                   and "weights_only" not in line]
+        # quote only what was refused: torch's own text goes on to suggest allow-listing it
+        blocked = re.findall(r"GLOBAL\s+([\w.]+)", text) or [
+            line.strip() for line in text.splitlines() if "global" in line.lower() and "weights_only" not in line]
         if blocked:
             # weights_only refused a global: the file wants to build objects (or call functions)
             # while loading. Nothing has run at this point.
             raise UnsafeCheckpoint(
                 str(path), "refused: loading it would unpickle arbitrary objects, which can run code",
-                blocked[0][:200], "tensors, dicts, lists and numbers only (torch.load weights_only=True)",
+                f"it references {blocked[0][:120]}", "tensors, dicts, lists and numbers only (torch.load weights_only=True)",
                 "re-save it as {'model': model.state_dict()} from a trusted environment",
             ) from None
         raise _unreadable(path, exc) from None
@@ -57,8 +59,10 @@ def _read(path: Path, map_location: str | torch.device) -> object:
 
 def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
     detail = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    if len(detail) > 200:  # end on a word, not mid-sentence
+        detail = detail[:200].rsplit(" ", 1)[0] + " ..."
     return CheckpointError(
-        str(path), "not a readable torch checkpoint", f"{type(exc).__name__}: {detail[:200]}",
+        str(path), "not a readable torch checkpoint", f"{type(exc).__name__}: {detail}",
         "a file written by torch.save", "check that the download or copy is complete",
     )
 

@@ -182,6 +182,11 @@ def test_fuzz_format_cam_round_trips_any_finite_camera(extrinsic_rows: list[floa
     intrinsics = np.eye(3)
     intrinsics[:2, :] = np.reshape(intrinsic_rows, (2, 3))
     camera = Camera(intrinsics, extrinsics, depth_min, depth_interval, tuple(extra))
+    singular = intrinsics[0, 0] * intrinsics[1, 1] == 0 or not np.linalg.cond(extrinsics[:3, :3]) < 1e6
+    if singular:  # a camera the plane sweep cannot invert is refused, naming the problem
+        with pytest.raises(DataFormatError, match="singular"):
+            parse_cam_text(format_cam(camera))
+        return
     _assert_cameras_close(parse_cam_text(format_cam(camera)), camera)
 
 

@@ -6,7 +6,8 @@ Metrics (all computed on CPU in float64 from the two outputs; depth in scene uni
 * ``max_abs``, ``mean_abs``, ``p99_abs``: absolute error statistics;
 * ``nan``: non-finite values in the candidate (any fails);
 * depth only: ``frac_over_1mm`` / ``2mm`` / ``4mm`` (fraction of pixels whose depth differs by
-  more than that) and ``index_flips`` (pixels whose integer hypothesis index differs: the
+  more than that), ``p99_intervals`` / ``max_intervals`` (the same errors in depth-hypothesis
+  steps, which is how reduced-precision errors scale) and ``index_flips`` (pixels whose integer hypothesis index differs: the
   photometric confidence is gathered there, so a flip moves the confidence window);
 * confidence only: ``agreement`` (fraction of pixels on the same side of the 0.8 threshold that
   MVSNet_pytorch's fusion uses) and ``max_sq_err_stable``: max squared error over pixels whose
@@ -138,6 +139,13 @@ def compare(
             if flips is not None and unstable is not None:
                 metrics["index_flips"] = float(flips.sum())
                 metrics["near_boundary"] = float(unstable.double().mean())
+            if depth_values is not None and depth_values.shape[-1] > 1:
+                # in hypothesis steps: reduced-precision errors scale with the depth interval
+                step = float((depth_values.reshape(depth_values.shape[0], -1)[:, 1:2]
+                              - depth_values.reshape(depth_values.shape[0], -1)[:, :1]).abs().min())
+                if step > 0:
+                    metrics["p99_intervals"] = metrics["p99_abs"] / step
+                    metrics["max_intervals"] = metrics["max_abs"] / step
         elif name == "photometric_confidence":
             metrics["agreement"] = float(((r > CONFIDENCE_THRESHOLD) == (c > CONFIDENCE_THRESHOLD)).double().mean())
             stable = diff if unstable is None else diff[~unstable]

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+# Hypothesis reads --hypothesis-profile at configure time: register the harness's profiles first
+import harness.properties  # noqa: F401  (registers Hypothesis profiles before --hypothesis-profile is read)
 from harness.chain import CANDIDATES, VARIANTS, Chain, ChainConfig, Leg, plan_legs, run_leg
 from harness.convert.onnx_export import EXPORTERS
 from harness.convert.workarounds import EXPORTABLE, EXPORTERS_FOR, get_workaround

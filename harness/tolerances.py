@@ -23,7 +23,7 @@ else:  # pragma: no cover - Python 3.10
 DEFAULT_TOLERANCES = Path(__file__).resolve().parents[1] / "fixtures" / "tolerances.toml"
 KNOWN_METRICS = frozenset({
     "max_sq_err", "max_abs", "mean_abs", "p99_abs", "frac_over_1mm", "frac_over_2mm", "frac_over_4mm", "nan",
-    "index_flips", "agreement", "max_sq_err_stable", "thres2mm_pp", "thres4mm_pp",
+    "index_flips", "agreement", "max_sq_err_stable", "thres2mm_pp", "thres4mm_pp", "p99_intervals", "max_intervals",
 })
 
 

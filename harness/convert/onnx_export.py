@@ -129,26 +129,6 @@ def _quiet_exporter():
             lg.setLevel(level)
 
 
-@contextlib.contextmanager
-def _contrib_inverse(active: bool, opset: int):  # type: ignore[no-untyped-def]
-    """For the export only: translate torch.inverse to ONNX Runtime's com.microsoft::Inverse."""
-    if not active:
-        yield
-        return
-
-    def inverse(g, tensor):  # type: ignore[no-untyped-def]
-        return g.op("com.microsoft::Inverse", tensor).setType(tensor.type())
-
-    names = ("aten::linalg_inv", "aten::inverse")
-    for name in names:
-        torch.onnx.register_custom_op_symbolic(name, inverse, opset)
-    try:
-        yield
-    finally:
-        for name in names:
-            torch.onnx.unregister_custom_op_symbolic(name, opset)
-
-
 def _dynamic_axes(input_names: tuple[str, ...]) -> dict[str, dict[int, str]]:
     axes = {"imgs": {3: "height", 4: "width"}, "depth_values": {1: "num_depth"},
             "depth": {1: "height_4", 2: "width_4"}, "photometric_confidence": {1: "height_4", 2: "width_4"}}
@@ -191,7 +171,7 @@ def export_onnx_bytes(
     args = tuple(example_feed[name] for name in names)
     outputs = probe_output_names(int(example_feed["imgs"].shape[1])) if probes else workaround.output_names
     try:
-        with _quiet_exporter(), torch.no_grad(), _contrib_inverse(workaround.name == "custom_op", opset):
+        with _quiet_exporter(), torch.no_grad():
             if exporter == "torchscript":
                 buffer = io.BytesIO()
                 torch.onnx.export(

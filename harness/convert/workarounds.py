@@ -44,19 +44,44 @@ class _FedInverse(nn.Module):
         return out["depth"], out["photometric_confidence"]
 
 
-class _InGraphInverse(nn.Module):
-    """``closed_form`` (cofactors), or ``torch.inverse`` (``custom_op``: exported through the
-    com.microsoft symbolic; ``none``: does not export)."""
+@torch.library.custom_op("harness::inverse_4x4", mutates_args=())
+def contrib_inverse(matrices: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.inv`` as an operator of its own, so that only the custom_op workaround maps
+    to ONNX Runtime's ``com.microsoft::Inverse`` (``aten::linalg_inv`` keeps failing to export)."""
+    return torch.linalg.inv(matrices)
 
-    def __init__(self, model: MVSNet, closed_form: bool) -> None:
+
+@contrib_inverse.register_fake
+def _contrib_inverse_shape(matrices: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(matrices)
+
+
+def _contrib_inverse_symbolic(g, matrices):  # type: ignore[no-untyped-def]
+    return g.op("com.microsoft::Inverse", matrices).setType(matrices.type())
+
+
+torch.onnx.register_custom_op_symbolic("harness::inverse_4x4", _contrib_inverse_symbolic, 9)
+
+
+class _InGraphInverse(nn.Module):
+    """The inverse inside the graph: ``closed_form`` (cofactors), ``custom_op`` (ONNX Runtime's
+    contrib operator) or ``torch`` (``torch.inverse``: the ``none`` workaround, which does not
+    export)."""
+
+    def __init__(self, model: MVSNet, method: str) -> None:
         super().__init__()
         self.model = model
-        self.closed_form = closed_form
+        self.method = method
 
     def forward(
         self, imgs: torch.Tensor, proj_matrices: torch.Tensor, depth_values: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        inverse = inverse_closed_form(proj_matrices) if self.closed_form else torch.inverse(proj_matrices)
+        if self.method == "closed_form":
+            inverse = inverse_closed_form(proj_matrices)
+        elif self.method == "custom_op":
+            inverse = contrib_inverse(proj_matrices)
+        else:
+            inverse = torch.inverse(proj_matrices)
         out = self.model(imgs, proj_matrices, depth_values, inverse)
         return out["depth"], out["photometric_confidence"]
 
@@ -105,7 +130,7 @@ class InverseWorkaround:
         if self.name == "precomputed":
             inner = _FedInverse(model)
         else:
-            inner = _InGraphInverse(model, closed_form=self.name == "closed_form")
+            inner = _InGraphInverse(model, {"closed_form": "closed_form", "custom_op": "custom_op"}.get(self.name, "torch"))
         return (_Probed(inner, model) if probes else inner).eval()
 
     def prepare_feed(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -65,7 +65,7 @@ def test_every_strategy_names_the_outputs(name):
 
 
 def test_none_is_not_exportable():
-    assert set(EXPORTABLE) == {"precomputed", "closed_form"}
+    assert set(EXPORTABLE) == {"precomputed", "closed_form", "custom_op"}
     assert "none" in WORKAROUNDS
 
 

@@ -93,12 +93,16 @@ class RigCase:
     num_depth: int
 
     @property
+    def case(self) -> Case:
+        return Case("rig", self.spec.num_views, self.spec.height, self.spec.width, self.num_depth)
+
+    @property
     def interval_scale(self) -> float:
-        return DTU_INTERVAL_SCALE * DTU_NUM_DEPTH / self.num_depth
+        return self.case.interval_scale
 
     @property
     def shape_id(self) -> str:
-        return f"{self.spec.num_views}x{self.spec.height}x{self.spec.width}xD{self.num_depth}"
+        return self.case.shape_id
 
     def describe(self) -> str:
         return f"case {self.shape_id}, {self.spec!r}"

@@ -17,7 +17,6 @@ import re
 import shutil
 import sys
 import time
-import types
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -68,18 +67,7 @@ def assert_contract(error: BaseException, subject: str, *fragments: str) -> str:
     return message
 
 
-def _load_fake() -> types.ModuleType:
-    """tests/fake_tensorrt.py by path (tests/ is no package; pytest runs with importlib mode)."""
-    if "fake_tensorrt" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("fake_tensorrt", Path(__file__).resolve().parent / "fake_tensorrt.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["fake_tensorrt"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["fake_tensorrt"]
-
-
-fake_trt = _load_fake()
+fake_trt = sys.modules["fake_tensorrt"]  # registered by tests/conftest.py
 
 
 @pytest.fixture(scope="module")

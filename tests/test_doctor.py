@@ -13,8 +13,6 @@ import importlib.util
 import json
 import shutil
 import sys
-import types
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,17 +23,6 @@ from harness.backends import trt_api
 DOCUMENTED_KEYS = {"python", "platform", "nvidia_smi", "gpus", "torch", "onnx", "onnxsim", "pycuda", "onnxruntime",
                    "tensorrt", "cache", "backends", "required", "unavailable_required"}
 H100_GPU = [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "memory_gib": 79.1}]
-
-
-def _load_fake() -> types.ModuleType:
-    """tests/fake_tensorrt.py by path: pytest runs with --import-mode=importlib, tests/ is no package."""
-    if "fake_tensorrt" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("fake_tensorrt", Path(__file__).resolve().parent / "fake_tensorrt.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["fake_tensorrt"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["fake_tensorrt"]
 
 
 def doctor_main(*argv: str) -> int:
@@ -168,7 +155,7 @@ def test_default_cache_dir_is_the_harness_one(cpu_machine, capsys, monkeypatch):
 
 
 def test_tensorrt_on_a_gpu_is_available(cpu_machine, capsys, monkeypatch):
-    fake = _load_fake()
+    fake = sys.modules["fake_tensorrt"]  # registered by tests/conftest.py
     fake.install(monkeypatch, fake.FakeTensorRT("tensorrt"))
     fake.fake_cuda(monkeypatch, cc="9.0")
     monkeypatch.setattr(doctor, "torch_gpus", lambda: H100_GPU)
@@ -180,7 +167,7 @@ def test_tensorrt_on_a_gpu_is_available(cpu_machine, capsys, monkeypatch):
 
 
 def test_tensorrt_rtx_on_hopper_names_the_blocker(cpu_machine, capsys, monkeypatch):
-    fake = _load_fake()
+    fake = sys.modules["fake_tensorrt"]  # registered by tests/conftest.py
     fake.install(monkeypatch, fake.FakeTensorRT("tensorrt_rtx"))
     fake.fake_cuda(monkeypatch, cc="9.0")
     monkeypatch.setattr(doctor, "torch_gpus", lambda: H100_GPU)
@@ -193,7 +180,7 @@ def test_tensorrt_rtx_on_hopper_names_the_blocker(cpu_machine, capsys, monkeypat
 
 
 def test_tensorrt_without_a_gpu_names_no_cuda_device(cpu_machine, capsys, monkeypatch):
-    fake = _load_fake()
+    fake = sys.modules["fake_tensorrt"]  # registered by tests/conftest.py
     fake.install(monkeypatch, fake.FakeTensorRT("tensorrt"))
     _, facts, _ = _json(capsys, "--cache-dir", str(cpu_machine))
     assert facts["tensorrt"]["version"] == fake.DEFAULT_VERSIONS["tensorrt"]

@@ -17,19 +17,7 @@ import torch
 from harness.backends import trt_api
 from harness.errors import BackendUnavailable, HarnessError, InvalidArgument
 
-
-def _load_fake() -> types.ModuleType:
-    """tests/fake_tensorrt.py by path: pytest runs with --import-mode=importlib, tests/ is no package."""
-    if "fake_tensorrt" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("fake_tensorrt", Path(__file__).resolve().parents[1] / "fake_tensorrt.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["fake_tensorrt"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["fake_tensorrt"]
-
-
-fake_trt = _load_fake()
+fake_trt = sys.modules["fake_tensorrt"]  # registered by tests/conftest.py
 FakeTensorRT = fake_trt.FakeTensorRT
 HARNESS = Path(trt_api.__file__).resolve().parents[1]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -44,20 +43,8 @@ from harness.errors import (
     UnsupportedOperator,
 )
 
-
-def _load_fake() -> types.ModuleType:
-    """tests/fake_tensorrt.py by path: pytest runs with --import-mode=importlib, tests/ is no package."""
-    if "fake_tensorrt" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("fake_tensorrt", FAKE_PATH)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["fake_tensorrt"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["fake_tensorrt"]
-
-
 FAKE_PATH = Path(__file__).resolve().parents[1] / "fake_tensorrt.py"
-fake_trt = _load_fake()
+fake_trt = sys.modules["fake_tensorrt"]  # registered by tests/conftest.py
 FakeTensorRT = fake_trt.FakeTensorRT
 
 SMALL = get_case("small")

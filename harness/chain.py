@@ -242,6 +242,14 @@ class Chain:
         return self._once(("ref", case, str(self.device)),
                           lambda: self.torch_runner("fp32").infer(self.reference_feed(case)))
 
+    def release(self, leg: Leg) -> None:
+        """Close and forget the candidate runner of ``leg`` (artifacts stay cached on disk)."""
+        for key in [k for k, v in self._memo.items() if isinstance(v, Runner) and k[0] in ("ort", "trt")
+                    and leg.case in k and leg.workaround in k and leg.exporter in k and leg.variant in k]:
+            runner = self._memo.pop(key)
+            assert isinstance(runner, Runner)
+            runner.close()
+
     def close(self) -> None:
         for value in self._memo.values():
             if isinstance(value, Runner):

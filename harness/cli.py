@@ -59,6 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except BackendUnavailable as exc:
             skipped[leg.candidate] = exc.missing
             continue
+        chain.release(leg)  # one candidate session alive at a time (memory at the seed shape)
         results.append(result)
         row = result.row()
         row["seconds"] = round(time.perf_counter() - started, 2)

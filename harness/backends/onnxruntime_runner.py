@@ -75,6 +75,10 @@ class OrtRunner(Runner):
         ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # the CPU arena keeps every peak allocation for the session's life: with several sessions
+        # alive at the seed shape that exhausted 24 GiB; parity runs give memory back, benchmarks
+        # (tuned) keep the arena for speed
+        options.enable_cpu_mem_arena = self.tuned
         if self.threads:
             options.intra_op_num_threads = self.threads
         providers: list[Any]

@@ -24,12 +24,13 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from harness.report.machine import gpu_info, run_command
 
 BACKENDS = ("torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "trt")
 NO_CUDA = "no CUDA device"
@@ -56,36 +57,23 @@ def _library(module: str) -> tuple[Any, dict[str, Any]]:
     return mod, {"version": version, "error": None}
 
 
-def _run(cmd: list[str]) -> str | None:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=15, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout if out.returncode == 0 else None
-
-
 def nvidia_smi() -> dict[str, Any]:
     """The driver's view: {found, driver, cuda (the newest CUDA the driver supports), gpus, error}."""
     if shutil.which("nvidia-smi") is None:
         return {"found": False, "driver": None, "cuda": None, "gpus": [], "error": "nvidia-smi not found"}
-    rows = _run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])
+    rows = run_command(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])
     if rows is None:
         return {"found": True, "driver": None, "cuda": None, "gpus": [], "error": "nvidia-smi failed (driver not loaded?)"}
     fields = [[f.strip() for f in line.split(",")] for line in rows.splitlines() if line.strip()]
-    header = re.search(r"CUDA Version:\s*([\d.]+)", _run(["nvidia-smi"]) or "")
+    header = re.search(r"CUDA Version:\s*([\d.]+)", run_command(["nvidia-smi"]) or "")
     return {"found": True, "driver": fields[0][-1] if fields else None, "cuda": header.group(1) if header else None,
             "gpus": [f[0] for f in fields], "error": None}
 
 
 def torch_gpus() -> list[dict[str, Any]]:
-    if not torch.cuda.is_available():
-        return []
-    gpus = []
-    for index in range(torch.cuda.device_count()):
-        props = torch.cuda.get_device_properties(index)
-        gpus.append({"index": index, "name": props.name, "compute_capability": f"{props.major}.{props.minor}",
-                     "memory_gib": round(props.total_memory / 2**30, 1)})
-    return gpus
+    """The GPUs torch sees (index, name, compute capability, memory), as in every run record."""
+    keys = ("index", "name", "compute_capability", "memory_gib")
+    return [{k: gpu[k] for k in keys} for gpu in gpu_info()]
 
 
 def cache_facts(root: Path) -> dict[str, Any]:

@@ -191,7 +191,7 @@ def test_gpu_seen_by_the_driver_but_not_by_a_cpu_torch_says_what_to_install(cpu_
     outputs = {"--query-gpu=name,driver_version": "NVIDIA H200, 580.159.04\n",
                "": "| NVIDIA-SMI 580.159.04   Driver Version: 580.159.04   CUDA Version: 13.0 |\n"}
     monkeypatch.setattr(doctor.shutil, "which", lambda cmd, *a, **k: "/usr/bin/nvidia-smi")
-    monkeypatch.setattr(doctor, "_run", lambda cmd: outputs[cmd[1] if len(cmd) > 1 else ""])
+    monkeypatch.setattr(doctor, "run_command", lambda cmd: outputs[cmd[1] if len(cmd) > 1 else ""])
     _, facts, _ = _json(capsys, "--cache-dir", str(cpu_machine))
     assert facts["nvidia_smi"] == {"found": True, "driver": "580.159.04", "cuda": "13.0", "gpus": ["NVIDIA H200"],
                                    "error": None}

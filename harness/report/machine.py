@@ -28,7 +28,8 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
+def run_command(cmd: list[str], cwd: Path | None = None) -> str | None:
+    """stdout of a command, stripped; None when it is missing, fails or hangs (20 s)."""
     if shutil.which(cmd[0]) is None:
         return None
     try:
@@ -42,10 +43,10 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
 def git_state() -> dict[str, Any]:
     """Commit and dirty flag; where the tree has no .git (a copied checkout on a GPU runner),
     ``$HARNESS_COMMIT`` names the commit the copy was made from."""
-    commit = _run(["git", "rev-parse", "HEAD"], PROJECT_ROOT)
+    commit = run_command(["git", "rev-parse", "HEAD"], PROJECT_ROOT)
     if commit is None and os.environ.get("HARNESS_COMMIT"):
         return {"commit": os.environ["HARNESS_COMMIT"], "dirty": None, "commit_source": "HARNESS_COMMIT"}
-    status = _run(["git", "status", "--porcelain", "--untracked-files=no"], PROJECT_ROOT)
+    status = run_command(["git", "status", "--porcelain", "--untracked-files=no"], PROJECT_ROOT)
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
@@ -76,7 +77,7 @@ def gpu_info() -> list[dict[str, Any]]:
             "memory_gib": round(props.total_memory / 2**30, 1),
             "multiprocessors": props.multi_processor_count,
         })
-    smi = _run(["nvidia-smi", "--query-gpu=index,driver_version,clocks.sm,clocks.max.sm,clocks.mem,"
+    smi = run_command(["nvidia-smi", "--query-gpu=index,driver_version,clocks.sm,clocks.max.sm,clocks.mem,"
                 "temperature.gpu,power.draw,clocks_throttle_reasons.active", "--format=csv,noheader,nounits"])
     if smi:
         for line in smi.splitlines():
@@ -159,7 +160,7 @@ def gpu_clocks(index: int = 0) -> dict[str, Any]:
             nvml.nvmlShutdown()
     except Exception:  # noqa: BLE001 - no NVML here: fall back to nvidia-smi, then to nothing
         pass
-    out = _run(["nvidia-smi", f"--id={index}", "--query-gpu=clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,"
+    out = run_command(["nvidia-smi", f"--id={index}", "--query-gpu=clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,"
                 "clocks_throttle_reasons.active", "--format=csv,noheader,nounits"])
     if not out:
         return {}

@@ -87,7 +87,8 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
         from harness.backends.tensorrt_runner import TrtRunner
 
         engine = chain.engine(spec.case, spec.workaround, spec.exporter, "simplified", rest, dynamic)
-        return TrtRunner(engine.path, label=rest, flavour=chain.config.trt_flavour, validate_values=False), feed
+        return TrtRunner(engine.path, label=rest, flavour=chain.config.trt_flavour, validate_values=False,
+                         cuda_graph=chain.config.trt_cuda_graph), feed
     raise AssertionError(f"unhandled benchmark backend {spec.backend}")  # the table above lists only handled ones
 
 
@@ -110,7 +111,8 @@ def engine_info(chain: Chain, spec: BenchSpec) -> dict[str, Any]:
         # TensorRT-RTX engines: the command full TensorRT 11 would run (strongly typed, like RTX)
         "trtexec": trtexec_command(onnx.path, engine.settings, engine.profile,
                                    11 if trt_api.bound().is_rtx else trt_api.bound().major, engine.path,
-                                   None if timing_cache is None else Path(str(timing_cache))),
+                                   None if timing_cache is None else Path(str(timing_cache)),
+                                   cuda_graph=chain.config.trt_cuda_graph),
     }
 
 

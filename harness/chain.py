@@ -61,6 +61,7 @@ class ChainConfig:
     trt_opt_level: int = 3
     trt_dynamic: bool = False  # one optimisation profile over H, W and D instead of static shapes
     trt_buffers: str = "torch"  # or pycuda
+    trt_cuda_graph: bool = False  # replay the enqueue from a CUDA graph
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ class Chain:
         def make() -> Runner:
             engine = self.engine(case, workaround, exporter, variant, precision, dynamic)
             runner = TrtRunner(engine.path, label=precision, flavour=self.config.trt_flavour,
-                               buffers=self.config.trt_buffers,  # type: ignore[arg-type]
+                               buffers=self.config.trt_buffers, cuda_graph=self.config.trt_cuda_graph,  # type: ignore[arg-type]
                                runtime_cache=self.cache.root / "trt-runtime" / f"{engine.sha256[:16]}.cache")
             return runner.prepare()
 

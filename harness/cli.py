@@ -104,7 +104,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness.tolerances import Tolerances
 
     chain = Chain(ChainConfig(weights=args.weights, scene=args.scene, cache_dir=args.cache_dir, device=args.device,
-                              trt_flavour=args.trt))
+                              trt_flavour=args.trt, trt_cuda_graph=args.trt_cuda_graph))
     backends = _csv(args.backends) if args.backends else default_backends(chain.device)
     cases = _csv(args.cases)
     rows = run_benchmarks(chain, cases, backends, PROFILES[args.profile], Tolerances.load(args.tolerances),
@@ -305,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--tolerances", type=Path, default=None, help="(default: fixtures/tolerances.toml)")
     bench.add_argument("--trt", default="auto", choices=("auto", "tensorrt", "tensorrt_rtx"), help="(default: auto)")
     bench.add_argument("--label", default="", help="free text stored in the record (e.g. the machine)")
+    bench.add_argument("--trt-cuda-graph", action="store_true",
+                       help="TensorRT legs replay a CUDA graph (default: off, like the other backends but torch-fast)")
     bench.add_argument("--repeat", type=int, default=1,
                        help="measure each backend N times and report the spread of the medians (default: 1)")
     bench.add_argument("--report-dir", type=Path, default=PROJECT_ROOT / "reports", help="(default: reports/)")

@@ -101,6 +101,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--harness-gpus", default=None,
         help="one pytest-xdist worker per GPU: all, or a comma list of GPU indices; needs -n <count> "
              "(--dist each runs every test on every GPU, --dist load spreads them). Default: off")
+    add("--harness-trt-cuda-graph", action="store_true", default=False,
+        help="replay TensorRT's enqueue from a CUDA graph (trtexec 11's default). Default: off")
     add("--harness-trt-buffers", choices=("torch", "pycuda"), default="torch",
         help="TensorRT I/O buffers: torch CUDA tensors, or pycuda pinned host + device copies. Default: torch")
 
@@ -133,7 +135,7 @@ def _options(config: pytest.Config) -> HarnessOptions:
             cache_dir=Path(cache) if cache else None, device=opt("--harness-device"), opset=opt("--harness-opset"),
             trt_flavour=opt("--harness-trt"), trt_workspace_mib=opt("--harness-trt-workspace"),
             trt_opt_level=opt("--harness-trt-opt-level"), trt_dynamic=opt("--harness-trt-dynamic"),
-            trt_buffers=opt("--harness-trt-buffers"),
+            trt_buffers=opt("--harness-trt-buffers"), trt_cuda_graph=opt("--harness-trt-cuda-graph"),
         ),
         tolerances=Path(opt("--harness-tolerances")) if opt("--harness-tolerances") else None,
         report_dir=None if opt("--harness-no-report") else Path(opt("--harness-report-dir")),

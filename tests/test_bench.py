@@ -322,7 +322,7 @@ def test_clock_warnings_name_the_throttle_reasons():
 
 def test_gpu_clocks_read_nvidia_smi_when_nvml_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
-    monkeypatch.setattr(machine, "_run", lambda cmd, cwd=None: "1980, 1980, 2619, 41, 0x0000000000000000")
+    monkeypatch.setattr(machine, "run_command", lambda cmd, cwd=None: "1980, 1980, 2619, 41, 0x0000000000000000")
     clocks = gpu_clocks(0)
     assert clocks == {"sm_mhz": "1980", "sm_max_mhz": "1980", "mem_mhz": "2619", "temperature_c": "41",
                       "throttle_mask": "0x0000000000000000", "source": "nvidia-smi"}
@@ -331,5 +331,5 @@ def test_gpu_clocks_read_nvidia_smi_when_nvml_is_missing(monkeypatch):
 
 def test_gpu_clocks_are_empty_without_nvml_or_nvidia_smi(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)
-    monkeypatch.setattr(machine, "_run", lambda cmd, cwd=None: None)
+    monkeypatch.setattr(machine, "run_command", lambda cmd, cwd=None: None)
     assert gpu_clocks(0) == {}

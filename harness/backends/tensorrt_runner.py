@@ -7,6 +7,8 @@ waits for the caller's stream; the caller's stream waits for it before the outpu
 
 ``buffers="pycuda"`` is the classic TensorRT-sample style instead: page-locked host buffers and
 pycuda device allocations, host-to-device and device-to-host copies on a pycuda stream.
+``cuda_graph=True`` captures the enqueue into a CUDA graph on static buffers and replays it (what
+trtexec 11 does by default).
 """
 
 from __future__ import annotations
@@ -42,13 +44,16 @@ class TrtRunner(Runner):
     """
 
     def __init__(self, engine_path: str | Path, label: str = "", flavour: str = "auto", buffers: Buffers = "torch",
-                 validate_values: bool = True, runtime_cache: Path | None = None) -> None:
+                 validate_values: bool = True, runtime_cache: Path | None = None, cuda_graph: bool = False) -> None:
         super().__init__(validate_values)
         self.name = f"trt-{label}" if label else "trt"
         self.info = trt_api.bind(flavour)
         self.device = trt_api.require_cuda(self.name)
         if buffers not in ("torch", "pycuda"):
             raise InvalidArgument("trt buffers", "unknown buffer mode", buffers, "torch or pycuda")
+        if cuda_graph and buffers != "torch":
+            raise InvalidArgument("trt cuda_graph", "needs torch buffers", buffers, "buffers='torch'",
+                                  "drop --harness-trt-buffers pycuda or the CUDA graph")
         if buffers == "pycuda":
             try:
                 importlib.import_module("pycuda.driver")
@@ -57,6 +62,11 @@ class TrtRunner(Runner):
                                          "pip install pycuda, or use the default torch buffers") from None
         self.path = Path(engine_path)
         self.buffers = buffers
+        self.cuda_graph = cuda_graph
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._graph_shapes: dict[str, tuple[int, ...]] = {}
+        self._static_in: dict[str, torch.Tensor] = {}
+        self._static_out: dict[str, torch.Tensor] = {}
         self.runtime_cache = runtime_cache
         self._engine: trt_api.trt.ICudaEngine | None = None
         self._context: trt_api.trt.IExecutionContext | None = None
@@ -106,6 +116,8 @@ class TrtRunner(Runner):
             from harness.fileio import atomic_write_bytes
 
             atomic_write_bytes(self.runtime_cache, bytes(self._cache_object.serialize()))
+        self._graph = None
+        self._static_in, self._static_out = {}, {}
         self._context = None
         self._engine = None
         self._stream = None
@@ -158,6 +170,8 @@ class TrtRunner(Runner):
         bound = self._bind_inputs(feed)
         if self._pycuda is not None:
             return self._pycuda.run(self, bound, self._output_shapes())
+        if self.cuda_graph:
+            return self._replay(bound)
         assert self._stream is not None
         engine, context = self._live()
         inputs = {name: _aligned(t) for name, t in bound.items()}
@@ -178,9 +192,41 @@ class TrtRunner(Runner):
             tensor.record_stream(self._stream)
         return {name: t.float() for name, t in outputs.items()}
 
+    def _replay(self, bound: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """CUDA-graph mode: addresses and shapes stay fixed, so one normal enqueue on static
+        buffers is followed by a capture on the runner's (non-default) stream; later calls copy
+        the feed in, replay, and return copies of the outputs. A new shape captures again."""
+        assert self._stream is not None
+        engine, context = self._live()
+        shapes = {name: tuple(t.shape) for name, t in bound.items()}
+        caller = torch.cuda.current_stream(self.device)
+        if self._graph is None or shapes != self._graph_shapes:
+            self._static_in = {name: _aligned(t).clone() for name, t in bound.items()}
+            self._static_out = {
+                name: torch.empty(shape, dtype=trt_api.torch_dtype(engine.get_tensor_dtype(name)), device=self.device)
+                for name, shape in self._output_shapes().items()
+            }
+            for name, tensor in (*self._static_in.items(), *self._static_out.items()):
+                context.set_tensor_address(name, tensor.data_ptr())
+            self._stream.wait_stream(caller)
+            if not context.execute_async_v3(self._stream.cuda_stream):  # TensorRT wants one run first
+                raise EngineBuildError(self.name, "execute_async_v3 failed", "; ".join(self._logger.errors()[-3:]),
+                                       "a successful enqueue", "check the TensorRT errors quoted")
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self._stream):
+                context.execute_async_v3(self._stream.cuda_stream)
+            self._graph, self._graph_shapes = graph, shapes
+        for name, tensor in bound.items():
+            self._static_in[name].copy_(tensor)
+        self._stream.wait_stream(caller)
+        with torch.cuda.stream(self._stream):
+            self._graph.replay()
+        caller.wait_stream(self._stream)
+        return {name: t.float().clone() for name, t in self._static_out.items()}
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "runtime": self.info.flavour, "version": self.info.version,
-                "engine": str(self.path), "buffers": self.buffers}
+                "engine": str(self.path), "buffers": self.buffers, "cuda_graph": self.cuda_graph}
 
 
 class _PycudaBuffers:

@@ -27,6 +27,7 @@ def trtexec_command(
     trt_major: int,
     engine_path: Path | None = None,
     timing_cache: Path | None = None,
+    cuda_graph: bool = False,
 ) -> str:
     args = ["trtexec", f"--onnx={onnx_path}"]
     if engine_path is not None:
@@ -49,7 +50,10 @@ def trtexec_command(
         args.append(f"--timingCacheFile={timing_cache}")
     args += ["--warmUp=200", "--iterations=10", "--duration=3", "--percentile=90,95,99"]
     if trt_major >= 11:
-        args.append("--noCudaGraph")  # 11.x captures a CUDA graph by default; the harness does not
+        if not cuda_graph:
+            args.append("--noCudaGraph")  # 11.x captures a CUDA graph by default
     else:
         args.append("--noDataTransfers")  # 10.x times copies by default; the harness does not
+        if cuda_graph:
+            args.append("--useCudaGraph")
     return " ".join(shlex.quote(a) for a in args)

@@ -91,7 +91,8 @@ def test_construction_binds_the_flavour_and_names_the_runner(trt, tmp_path):
     assert runner.info == trt_api.TrtInfo("tensorrt", "10.13.0.35")
     assert runner.device == torch.device("cuda", 0)
     assert runner.describe() == {"name": "trt-tf32", "device": "cuda:0", "runtime": "tensorrt",
-                                 "version": "10.13.0.35", "engine": str(tmp_path / "model.engine"), "buffers": "torch"}
+                                 "version": "10.13.0.35", "engine": str(tmp_path / "model.engine"), "buffers": "torch",
+                                 "cuda_graph": False}
     assert trt.called("deserialize_cuda_engine") == []  # lazy: nothing loaded before prepare()
 
 
@@ -296,3 +297,8 @@ def test_aligned_keeps_an_aligned_contiguous_tensor_and_copies_otherwise():
     transposed = buffer[:64].reshape(8, 8).t()
     dense = _aligned(transposed)
     assert dense.is_contiguous() and torch.equal(dense, transposed)
+
+
+def test_cuda_graph_mode_needs_torch_buffers(trt, tmp_path):
+    with pytest.raises(InvalidArgument, match="needs torch buffers"):
+        TrtRunner(write_plan(trt, tmp_path), buffers="pycuda", cuda_graph=True)

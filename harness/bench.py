@@ -175,6 +175,14 @@ def bench_one(chain: Chain, spec: BenchSpec, timing: TimingConfig, tolerances: T
         row["clocks"] = {"before": before, "after": after}
         row["warnings"] = stats.warnings(timing) + clock_warnings(before, after)
         row["runner"] = runner.describe()
+        if spec.backend.startswith("trt-"):  # trtexec's figure for the same engine, beside ours
+            from harness.backends import trt_api
+            from harness.convert.trtexec import run_trtexec
+
+            engine = chain.engine(spec.case, spec.workaround, spec.exporter, "simplified", spec.backend.split("-")[1],
+                                  get_case(spec.case).height * get_case(spec.case).width > SEED_PIXELS)
+            major = 11 if trt_api.bound().is_rtx else trt_api.bound().major
+            row["trtexec_gpu_compute"] = run_trtexec(engine.path, engine.profile, major, chain.config.trt_cuda_graph)
         row["_outputs"] = outputs  # kept in memory for heat maps; never serialised
         spread = f"  spread {row['repeat_spread']:5.1%}" if "repeat_spread" in row else ""
         log(f"  {spec.backend:<22} median {stats.median_ms:8.2f} ms  p99 {stats.p99_ms:8.2f}  "

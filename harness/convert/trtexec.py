@@ -10,7 +10,10 @@ the TensorRT tarball or NVIDIA's containers.)
 
 from __future__ import annotations
 
+import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 from harness.convert.engine import BuildSettings, Profile
@@ -57,3 +60,49 @@ def trtexec_command(
         if cuda_graph:
             args.append("--useCudaGraph")
     return " ".join(shlex.quote(a) for a in args)
+
+
+_STAT = re.compile(r"(min|max|mean|median|percentile\((\d+)%\))\s*=\s*([\d.eE+-]+)\s*ms")
+
+
+def parse_gpu_compute(output: str) -> dict[str, float] | None:
+    """trtexec's "GPU Compute Time: min = .. ms, ..., percentile(99%) = .. ms" as
+    ``{min_ms, max_ms, mean_ms, median_ms, p90_ms, p95_ms, p99_ms}`` (None when absent)."""
+    line = next((ln for ln in output.splitlines() if "GPU Compute Time:" in ln), None)
+    if line is None:
+        return None
+    stats: dict[str, float] = {}
+    for name, percent, value in _STAT.findall(line.split("GPU Compute Time:", 1)[1]):
+        stats[f"p{percent}_ms" if percent else f"{name}_ms"] = float(value)
+    return stats or None
+
+
+def timing_command(engine_path: Path, profile: Profile, trt_major: int, cuda_graph: bool = False) -> list[str]:
+    """trtexec timing an already built engine with the harness's shapes and timing rules."""
+    shapes = ",".join(f"{name}:{_dims(opt)}" for name, _, opt, _ in profile.shapes)
+    args = ["trtexec", f"--loadEngine={engine_path}", f"--shapes={shapes}", "--warmUp=200", "--iterations=10",
+            "--duration=3", "--percentile=90,95,99"]
+    if trt_major >= 11 and not cuda_graph:
+        args.append("--noCudaGraph")
+    if trt_major < 11:
+        args.append("--noDataTransfers")
+        if cuda_graph:
+            args.append("--useCudaGraph")
+    return args
+
+
+def run_trtexec(engine_path: Path, profile: Profile, trt_major: int, cuda_graph: bool = False,
+                timeout_s: float = 180.0) -> dict[str, object] | None:
+    """When ``trtexec`` is on PATH: its GPU compute time for the same engine (None otherwise)."""
+    if shutil.which("trtexec") is None:
+        return None
+    command = timing_command(engine_path, profile, trt_major, cuda_graph)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"command": " ".join(command), "error": f"{type(exc).__name__}: {exc}"}
+    stats = parse_gpu_compute(done.stdout)
+    if done.returncode != 0 or stats is None:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
+        return {"command": " ".join(command), "error": f"exit {done.returncode}: {' | '.join(tail)}"}
+    return {"command": " ".join(command), **stats}

@@ -57,7 +57,13 @@ TIMING_COLUMNS = {
 
 
 def timing_frame(record: RunRecord) -> pd.DataFrame:
-    rows = [{label: row.get(key) for key, label in TIMING_COLUMNS.items()} for row in record.timing]
+    rows = []
+    for row in record.timing:
+        out = {label: row.get(key) for key, label in TIMING_COLUMNS.items()}
+        trtexec = row.get("trtexec_gpu_compute") or {}
+        out["trtexec GPU median ms"] = trtexec.get("median_ms")  # same engine, timed by trtexec
+        out["trtexec GPU p99 ms"] = trtexec.get("p99_ms")
+        rows.append(out)
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
@@ -88,6 +94,10 @@ def render_report(record: RunRecord, frames: dict[str, pd.DataFrame] | None = No
                   "adds host-to-device and device-to-host copies. Speed-up is over torch eager strict FP32.\n",
                   to_markdown(frames["timing"])]
         parts += [f"![{name.removesuffix('.png')}]({name})\n" for name in figures or []]
+        commands = [f"- {r['case']} {r['backend']}: `{r['trtexec']}`" for r in record.timing if r.get("trtexec")]
+        if commands:
+            parts += ["### trtexec equivalents (same ONNX, shapes, workspace, TF32, optimisation level)\n",
+                      "\n".join(commands) + "\n"]
         warned = [f"- {r['case']} {r['backend']}: {w}" for r in record.timing for w in r.get("warnings", [])]
         if warned:
             parts += ["### Measurement warnings\n", "\n".join(warned) + "\n"]

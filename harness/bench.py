@@ -92,6 +92,14 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
     raise AssertionError(f"unhandled benchmark backend {spec.backend}")  # the table above lists only handled ones
 
 
+def trtexec_major() -> int:
+    """The trtexec flag set to use: TensorRT-RTX engines get full TensorRT 11's (strongly typed)."""
+    from harness.backends import trt_api
+
+    info = trt_api.bound()
+    return 11 if info.is_rtx else info.major
+
+
 def engine_info(chain: Chain, spec: BenchSpec) -> dict[str, Any]:
     """Build facts of a TensorRT leg's engine and the equivalent trtexec command."""
     from harness.backends import trt_api
@@ -109,8 +117,7 @@ def engine_info(chain: Chain, spec: BenchSpec) -> dict[str, Any]:
                    "build_seconds": engine.meta.get("build_seconds"), "cache": engine.cache_status,
                    "layers": engine.meta.get("network_layers"), "inspector": engine.meta.get("inspector")},
         # TensorRT-RTX engines: the command full TensorRT 11 would run (strongly typed, like RTX)
-        "trtexec": trtexec_command(onnx.path, engine.settings, engine.profile,
-                                   11 if trt_api.bound().is_rtx else trt_api.bound().major, engine.path,
+        "trtexec": trtexec_command(onnx.path, engine.settings, engine.profile, trtexec_major(), engine.path,
                                    None if timing_cache is None else Path(str(timing_cache)),
                                    cuda_graph=chain.config.trt_cuda_graph),
     }
@@ -176,13 +183,12 @@ def bench_one(chain: Chain, spec: BenchSpec, timing: TimingConfig, tolerances: T
         row["warnings"] = stats.warnings(timing) + clock_warnings(before, after)
         row["runner"] = runner.describe()
         if spec.backend.startswith("trt-"):  # trtexec's figure for the same engine, beside ours
-            from harness.backends import trt_api
             from harness.convert.trtexec import run_trtexec
 
             engine = chain.engine(spec.case, spec.workaround, spec.exporter, "simplified", spec.backend.split("-")[1],
                                   get_case(spec.case).height * get_case(spec.case).width > SEED_PIXELS)
-            major = 11 if trt_api.bound().is_rtx else trt_api.bound().major
-            row["trtexec_gpu_compute"] = run_trtexec(engine.path, engine.profile, major, chain.config.trt_cuda_graph)
+            row["trtexec_gpu_compute"] = run_trtexec(engine.path, engine.profile, trtexec_major(),
+                                                     chain.config.trt_cuda_graph)
         row["_outputs"] = outputs  # kept in memory for heat maps; never serialised
         spread = f"  spread {row['repeat_spread']:5.1%}" if "repeat_spread" in row else ""
         log(f"  {spec.backend:<22} median {stats.median_ms:8.2f} ms  p99 {stats.p99_ms:8.2f}  "

@@ -102,7 +102,6 @@ def trtexec_major() -> int:
 
 def engine_info(chain: Chain, spec: BenchSpec) -> dict[str, Any]:
     """Build facts of a TensorRT leg's engine and the equivalent trtexec command."""
-    from harness.backends import trt_api
     from harness.convert.trtexec import trtexec_command
 
     case = get_case(spec.case)

@@ -112,6 +112,29 @@ class CacheError(HarnessError, RuntimeError):
     """An artifact cache entry is unusable and could not be rebuilt."""
 
 
+class WriteError(HarnessError, OSError):
+    """A report, record or artifact cannot be written (read-only or full file system, permissions)."""
+
+
+class PreflightError(HarnessError, ValueError):
+    """A check made once at session start failed (weights, scene, device, writable folders):
+    the session stops with this one message instead of one failure per test."""
+
+
+class Interrupted(HarnessError, KeyboardInterrupt):
+    """The run was stopped by a signal (SIGINT, SIGTERM); what finished was kept."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        name = signal.Signals(signum).name
+        super().__init__("run", f"interrupted by {name}", None, None, None)
+
+    def __reduce__(self):
+        return (type(self), (self.signum,))
+
+
 class ParityError(HarnessError, AssertionError):
     """Two backends disagree beyond tolerance. The message holds one table row per output."""
 

@@ -36,6 +36,7 @@ MARKERS = {
     "benchmark": "a timing benchmark (pytest-benchmark); never run under xdist",
 }
 RESULTS_KEY = pytest.StashKey["SessionResults"]()
+CHAIN_KEY = pytest.StashKey[Chain]()
 GPUS_KEY = pytest.StashKey[tuple[int, ...]]()
 OPTIONS_KEY = pytest.StashKey["HarnessOptions"]()
 
@@ -125,7 +126,7 @@ def _options(config: pytest.Config) -> HarnessOptions:
     if opt("--harness-no-report") and opt("--harness-report-dir") != str(PROJECT_ROOT / "reports"):
         raise pytest.UsageError("--harness-no-report contradicts --harness-report-dir: pass one of them.")
     weights, scene, cache = opt("--harness-weights"), opt("--harness-scene"), opt("--harness-cache-dir")
-    return HarnessOptions(
+    built = HarnessOptions(
         profile=profile,
         cases=_validated(config, "--harness-cases", cases, tuple(CASES)),
         exporters=_validated(config, "--harness-exporters", _csv(opt("--harness-exporters")), EXPORTERS),
@@ -143,6 +144,13 @@ def _options(config: pytest.Config) -> HarnessOptions:
         report_dir=None if opt("--harness-no-report") else Path(opt("--harness-report-dir")),
         localize=opt("--harness-localize"),
     )
+    if not plan_legs(built.cases, built.workarounds, built.exporters, built.variants, built.candidates):
+        raise pytest.UsageError(
+            f"--harness-workarounds {','.join(built.workarounds)} with --harness-exporters {','.join(built.exporters)} "
+            f"and --harness-backends {','.join(built.candidates)} leave no parity leg to run (custom_op exports with "
+            "torchscript only and runs on ONNX Runtime only). Fix: add --harness-exporters torchscript or another "
+            "workaround.")
+    return built
 
 
 def _configure_gpus(config: pytest.Config) -> None:
@@ -192,6 +200,31 @@ def options(config: pytest.Config) -> HarnessOptions:
     return config.stash[OPTIONS_KEY]
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Check once what every test would otherwise fail on one by one (weights, scene, device,
+    writable cache and reports folders): one message and the fix, then the session stops (exit
+    4). xdist workers skip it: the controller has checked. SIGTERM then ends the session like
+    Ctrl-C, so the record of what finished is still written (marked incomplete)."""
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return
+    from harness.preflight import PYTEST_FLAGS, preflight
+
+    opts = options(config)
+    try:
+        config.stash[CHAIN_KEY] = preflight(opts.chain, opts.cases, opts.report_dir, PYTEST_FLAGS)
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def terminate(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt(f"SIGTERM ({signum})")
+
+        signal.signal(signal.SIGTERM, terminate)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     from harness.report.machine import machine_info, one_line
 
@@ -226,9 +259,10 @@ def harness_options(pytestconfig: pytest.Config) -> HarnessOptions:
 
 
 @pytest.fixture(scope="session")
-def chain(harness_options: HarnessOptions):
-    """The session's chain: model, data, ONNX artifacts and runners, each built once."""
-    built = Chain(harness_options.chain)
+def chain(pytestconfig: pytest.Config, harness_options: HarnessOptions):
+    """The session's chain: model, data, ONNX artifacts and runners, each built once (the one the
+    start-of-session checks loaded, when this process made them)."""
+    built = pytestconfig.stash.get(CHAIN_KEY, None) or Chain(harness_options.chain)
     yield built
     built.close()
 
@@ -385,6 +419,10 @@ class SessionReporter:
                     "scene": str(opts.chain.scene or "bundled"), "exit_status": int(exitstatus),
                     "gpus": list(gpus)},
         )
+        if int(exitstatus) == int(pytest.ExitCode.INTERRUPTED):
+            record.config["incomplete"] = True
+            record.notes.append(f"incomplete: the session was interrupted after {sum(self.outcomes.values())} "
+                                "test outcomes; the rows above are the legs that finished")
         try:
             self.results.notes.append(f"report: {write_run(record, opts.report_dir)}")
         except HarnessError as exc:

@@ -193,10 +193,27 @@ def misplace_hypotheses(views: Views, rig: RigCase, side: str) -> Views:
 
 def property_legs(profile: str, candidates: Sequence[str], variants: Sequence[str], workarounds: Sequence[str],
                   exporters: Sequence[str]) -> list[Leg]:
-    """Parity legs on random rigs (case ``rigs``); the quick profile exports with the first
-    exporter only (the dynamo exporter costs ~6 s per graph on 2 CPU cores)."""
-    exporters = tuple(exporters) if profile == "full" else tuple(exporters[:1])
-    return plan_legs(("rigs",), tuple(workarounds), exporters, tuple(variants), tuple(candidates))
+    """Parity legs on random rigs (case ``rigs``). Rigs vary what the fixed cases cannot (shapes,
+    poses, view counts, D), so the graph axes are not fully crossed here (the parity suite crosses
+    them at the fixed cases): every candidate runs every graph variant of the first
+    workaround/exporter pair; the first candidate also runs the other workarounds (raw graph),
+    and in the full profile the other exporters (every variant). Each leg keeps the profile's
+    full example count."""
+    candidates, variants = tuple(candidates), tuple(variants)
+    first_exporter = tuple(exporters)[:1]
+    legs: list[Leg] = []
+    for candidate in candidates:
+        for workaround in workarounds:  # the first workaround the candidate can run with the first exporter
+            found = plan_legs(("rigs",), (workaround,), first_exporter, variants, (candidate,))
+            if found:
+                legs += found
+                break
+    if candidates:
+        first = candidates[0]
+        legs += plan_legs(("rigs",), tuple(workarounds), first_exporter, variants[:1], (first,))
+        if profile == "full":
+            legs += plan_legs(("rigs",), tuple(workarounds)[:1], tuple(exporters)[1:], variants, (first,))
+    return list(dict.fromkeys(legs))
 
 
 #: The torch reference as a leg (workaround ``none``: the original three-input call).
@@ -289,7 +306,9 @@ class RigRunners:
         artifact = self.onnx(views, leg.workaround, leg.exporter, leg.variant, leg.graph_precision)
         if family == "ort":
             label = leg.variant if leg.graph_precision == "fp32" else f"fp16-{leg.variant}"
-            return OrtRunner(artifact.path, device=target.split("-")[0], label=label).prepare()
+            options = "default" if target == "cuda-default" else "strict"
+            return OrtRunner(artifact.path, device=target.split("-")[0], label=label,
+                             cuda_options=options).prepare()
         from harness.backends.tensorrt_runner import TrtRunner
         from harness.convert.engine import BuildSettings, EngineFromOnnx, Profile
 

@@ -222,7 +222,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         def terminate(signum: int, frame: object) -> None:
             raise KeyboardInterrupt(f"SIGTERM ({signum})")
 
-        signal.signal(signal.SIGTERM, terminate)
+        previous = signal.signal(signal.SIGTERM, terminate)
+        config.add_cleanup(lambda: signal.signal(signal.SIGTERM, previous))
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -65,8 +65,12 @@ def _stop(problem: str, exc: HarnessError | str, fix: str, flags: Flags, own_fix
     this front spells them."""
     if isinstance(exc, HarnessError):
         use_inner = exc.fix and not own_fix
+        inner = flags.translate(exc.fix or "")
+        flag = fix.split(" ")[1] if fix.startswith("pass ") else ""
+        if use_inner and flag and flag not in inner:  # the inner fix is specific; the flag still has to be named
+            inner = f"{inner}; {fix}"
         return PreflightError(exc.subject, exc.problem if use_inner else f"{problem}: {exc.problem}", exc.observed,
-                              exc.expected, flags.translate(exc.fix) if use_inner and exc.fix else fix)
+                              exc.expected, inner if use_inner else fix)
     return PreflightError("session start", problem, exc, None, fix)
 
 

@@ -432,15 +432,14 @@ class SessionReporter:
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:
         tr = terminalreporter
         if self.results.parity:
-            tr.section("harness parity (max squared error vs torch strict FP32; depth in mm^2)")
-            tr.write_line(f"{'leg':<72} {'depth':>10} {'confidence':>11} {'>1mm':>6} result")
+            from harness.compare import OutputDiff
+
+            tr.section("harness parity (vs torch strict FP32: each output's gated metric and its limit)")
+            tr.write_line(f"{'leg':<72} gated metric and its limit, per output   result")
             for row in sorted(self.results.parity, key=lambda r: str(r["id"])):
-                m = row["metrics"]
-                tr.write_line(
-                    f"{row['id']:<72} {m['depth']['max_sq_err']:>10.3g} "
-                    f"{m['photometric_confidence']['max_sq_err']:>11.3g} "
-                    f"{m['depth'].get('frac_over_1mm', 0):>6.3g} {'ok' if row['passed'] else 'FAIL'}"
-                )
+                gates = "   ".join(f"{name}: {OutputDiff(name, m, row.get('tolerance', {}).get(name, {})).gate_text()}"
+                                   for name, m in row["metrics"].items())
+                tr.write_line(f"{row['id']:<72} {gates}   {'ok' if row['passed'] else 'FAIL'}")
         if self.config.stash.get(GPUS_KEY, ()) and self.results.timing:
             tr.section("harness per GPU (median ms)")
             for row in merge_by_gpu(self.results.timing):

@@ -220,3 +220,17 @@ def test_no_command_touches_the_bundled_weights(cache, tmp_path, capsys):
     assert main(["doctor"]) == 0
     assert _sha256(BUNDLED_WEIGHTS) == before
     capsys.readouterr()
+
+
+# -- 6. a readable report ------------------------------------------------------------------------
+
+def test_the_main_jobs_report_shows_gates_and_a_depth_difference_figure(run_args, capsys):
+    argv, reports = run_args
+    assert main([*argv, "--backends", "ort-cpu"]) == 0
+    out = capsys.readouterr().out
+    leg = next(line for line in out.splitlines() if line.startswith("ort-cpu-raw-vs-torch-fp32"))
+    assert "depth: max_intervals" in leg and "<= 0.1" in leg and "agreement" in leg and leg.endswith("ok")
+    (folder,) = reports.iterdir()
+    assert (folder / "depth-diff-small.png").is_file()
+    report = (folder / "report.md").read_text()
+    assert "![depth-diff-small](depth-diff-small.png)" in report and "depth gate (limit)" in report

@@ -6,37 +6,55 @@ import math
 
 import pandas as pd
 
+from harness.compare import OutputDiff
 from harness.report.machine import one_line
 from harness.report.record import RunRecord
+
+#: Columns holding fractions of the pixels: rendered as percentages (the CSV keeps the numbers).
+PERCENT_COLUMNS = frozenset({"depth > 1 mm", "conf agreement"})
 
 
 def to_markdown(frame: pd.DataFrame, float_format: str = "{:.3g}") -> str:
     if frame.empty:
         return "_(none)_\n"
 
-    def cell(value: object) -> str:
+    def cell(value: object, column: str) -> str:
         if isinstance(value, float):
-            return "" if math.isnan(value) else float_format.format(value)
+            if math.isnan(value):
+                return ""
+            return f"{100 * value:.3f}%" if column in PERCENT_COLUMNS else float_format.format(value)
         return str(value).replace("|", "\\|")
 
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    columns = [str(c) for c in frame.columns]
+    header = "| " + " | ".join(columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    rows = ["| " + " | ".join(cell(v, c) for v, c in zip(row, columns)) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *rows]) + "\n"
 
 
+def gate_cell(metrics: dict, tolerance: dict) -> str:  # type: ignore[type-arg]
+    """The gated metrics of one output with their limits (what decided the verdict)."""
+    return OutputDiff("output", metrics, tolerance).gate_text() if tolerance else "(no gate)"
+
+
 def parity_frame(record: RunRecord) -> pd.DataFrame:
+    """One row per leg: the gated metric and its limit for each output first (what decided the
+    verdict), then the article's max squared errors and the depth metrics; fractions of pixels
+    as percentages."""
     rows = []
     for row in record.parity:
-        metrics = row.get("metrics", {})
+        metrics, tolerance = row.get("metrics", {}), row.get("tolerance", {})
         depth, conf = metrics.get("depth", {}), metrics.get("photometric_confidence", {})
         rows.append({
             "case": row.get("case"), "candidate": row.get("candidate"), "reference": row.get("reference"),
             "workaround": row.get("workaround"), "exporter": row.get("exporter"), "graph": row.get("variant"),
+            "passed": row.get("passed"),
+            "depth gate (limit)": gate_cell(depth, tolerance.get("depth", {})),
+            "confidence gate (limit)": gate_cell(conf, tolerance.get("photometric_confidence", {})),
             "depth max sq err (mm²)": depth.get("max_sq_err"), "depth max abs (mm)": depth.get("max_abs"),
-            "depth p99 abs (mm)": depth.get("p99_abs"), ">1mm": depth.get("frac_over_1mm"),
-            "index flips": depth.get("index_flips"), "conf max sq err": conf.get("max_sq_err"),
-            "conf agreement": conf.get("agreement"), "passed": row.get("passed"),
+            "depth p99 abs (mm)": depth.get("p99_abs"), "depth > 1 mm": depth.get("frac_over_1mm"),
+            "index flips": depth.get("index_flips"), "conf max sq err (all pixels)": conf.get("max_sq_err"),
+            "conf agreement": conf.get("agreement"),
         })
     return pd.DataFrame(rows)
 
@@ -91,13 +109,22 @@ def render_report(record: RunRecord, frames: dict[str, pd.DataFrame] | None = No
     ]
     if not frames["parity"].empty:
         parts += ["## Parity against torch strict FP32\n",
-                  "Max squared error is the source article's metric; depth in mm.\n", to_markdown(frames["parity"])]
+                  "The gate columns hold the metrics each verdict was decided by, with their limits from "
+                  "fixtures/tolerances.toml (depth gates in depth-hypothesis steps). Max squared error is the "
+                  "source article's metric (depth in mm²); the confidence's max over all pixels includes pixels "
+                  "whose truncated depth index flipped, which the gate counts instead (index flips).\n",
+                  to_markdown(frames["parity"])]
+        parts += [f"![{name.removesuffix('.png')}]({name})\n" for name in figures or [] if name.startswith("depth-")
+                  and frames["timing"].empty]
     if not frames["accuracy"].empty:
         parts += ["## Accuracy against ground truth\n", to_markdown(frames["accuracy"])]
     if not frames["timing"].empty:
-        parts += ["## Timing\n", "CUDA events around one inference (inputs already on the device); \"with copies\" "
-                  "adds host-to-device and device-to-host copies. Speed-up is over torch eager strict FP32.\n",
-                  to_markdown(frames["timing"])]
+        on_gpu = any(r.get("clock") == "cuda-events" or str(r.get("device", "")).startswith("cuda")
+                     for r in record.timing)
+        clock = ("CUDA events around one inference (inputs already on the device); \"with copies\" adds "
+                 "host-to-device and device-to-host copies." if on_gpu else
+                 "perf_counter around one inference on the CPU (inputs and outputs in host memory).")
+        parts += ["## Timing\n", f"{clock} Speed-up is over torch eager strict FP32.\n", to_markdown(frames["timing"])]
         parts += [f"![{name.removesuffix('.png')}]({name})\n" for name in figures or []]
         commands = [f"- {r['case']} {r['backend']}: `{r['trtexec']}`" for r in record.timing if r.get("trtexec")]
         if commands:

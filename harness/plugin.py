@@ -223,7 +223,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             raise KeyboardInterrupt(f"SIGTERM ({signum})")
 
         previous = signal.signal(signal.SIGTERM, terminate)
-        config.add_cleanup(lambda: signal.signal(signal.SIGTERM, previous))
+
+        def restore() -> None:
+            signal.signal(signal.SIGTERM, previous)
+
+        config.add_cleanup(restore)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

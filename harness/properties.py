@@ -299,14 +299,14 @@ class RigRunners:
         return self._once(("runner", leg, views), lambda: self._make_runner(leg, views))
 
     def _make_runner(self, leg: Leg, views: int) -> Runner:
-        from harness.backends.onnxruntime_runner import OrtRunner
+        from harness.backends.onnxruntime_runner import CudaOptions, OrtRunner
 
         self.require(leg)
         family, _, target = leg.candidate.partition("-")
         artifact = self.onnx(views, leg.workaround, leg.exporter, leg.variant, leg.graph_precision)
         if family == "ort":
             label = leg.variant if leg.graph_precision == "fp32" else f"fp16-{leg.variant}"
-            options = "default" if target == "cuda-default" else "strict"
+            options: CudaOptions = "default" if target == "cuda-default" else "strict"
             return OrtRunner(artifact.path, device=target.split("-")[0], label=label,
                              cuda_options=options).prepare()
         from harness.backends.tensorrt_runner import TrtRunner

@@ -229,3 +229,12 @@ def test_a_trt_leg_replay_carries_the_harness_build_settings_and_honours_the_ove
     assert "--shapes=imgs:1x3x3x128x160" in build
     trt = next(line for line in script.splitlines() if line.startswith("trt()"))
     assert "--trt --strongly-typed" in trt and "--trt-outputs depth" in trt
+
+
+def test_a_zero_limit_trtexec_cannot_take_is_named_in_commands_sh(tmp_path):
+    onnx_path = _tiny_graph(tmp_path / "tiny.onnx")
+    replay = save_replay(tmp_path / "leg", onnx_path=onnx_path, inputs={"x": torch.zeros(2, 500)},
+                         reference={"y": torch.zeros(2, 500)}, gates={"y": {"max_abs": 0.0}})
+    script = replay.commands.read_text()
+    assert "--check-error-stat y:max --atol y:0.0 --rtol 0" in script
+    assert "# not given to trtexec: y: max |err| <= 0" in script and "--accuracyThreshold" not in script

@@ -330,8 +330,9 @@ def run_leg(chain: Chain, leg: Leg, tolerances: Tolerances) -> LegResult:
 
 
 def replay_leg(chain: Chain, leg: Leg, result: LegResult, folder: Path, on_exists: str = "suffix") -> Replay:
-    """Save ``leg``'s inputs, torch reference and gates for Polygraphy and trtexec (see
-    harness.report.replay). The harness names its feed and outputs as the exported graph does."""
+    """Save ``leg``'s inputs, torch reference, graph and gates for Polygraphy and trtexec (see
+    harness.report.replay) into ``folder``. The harness names its feed and outputs as the exported
+    graph does (workaround input names, OUTPUT_NAMES), so no name mapping is needed here."""
     from harness.convert.engine import BuildSettings, Profile
     from harness.convert.trtexec import trtexec_command
     from harness.report.replay import depth_step_of, save_replay
@@ -350,7 +351,7 @@ def replay_leg(chain: Chain, leg: Leg, result: LegResult, folder: Path, on_exist
         gates={name: dict(diff.tolerance) for name, diff in result.diffs.items()},
         depth_step=depth_step_of(chain.feed(leg.case)["depth_values"]), subject=leg.id, trtexec_build=build,
         polygraphy_trt_flags=("--strongly-typed", "--tf32") if precision == "tf32" else ("--strongly-typed",),
-        on_exists=on_exists,
+        on_exists=on_exists, copy_onnx=True,
     )
 
 

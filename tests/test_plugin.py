@@ -267,8 +267,8 @@ def test_save_polygraphy_writes_every_legs_replay_and_the_report_links_it(pytest
     result.assert_outcomes(passed=1)
     leg = "ort-cpu-raw-vs-torch-fp32-precomputed-torchscript-small"
     folder = replays / leg
-    assert sorted(p.name for p in folder.iterdir()) == ["commands.sh", "inputs", "inputs.json", "reference",
-                                                        "reference_outputs.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["commands.sh", "inputs", "inputs.json", "model.onnx",
+                                                        "reference", "reference_outputs.json"]
     (run,) = list(reports.iterdir())
     row = load_record(run).parity[0]
     assert row["passed"] is True and row["replay"] == str(folder / "commands.sh")

@@ -6,6 +6,7 @@
     reference_outputs.json   the reference outputs, Polygraphy's ``--load-outputs`` format
     inputs/<name>.bin        each input as raw bytes, for trtexec ``--loadInputs=name:file,...``
     reference/<name>.bin     each reference output as raw bytes, for trtexec ``--loadRefOutputs``
+    model.onnx               a copy of the graph, with ``copy_onnx=True`` (a self-contained replay)
     commands.sh              the ready commands (``bash commands.sh [step ...]``), the gates'
                              translation and the gates no tool can express, as comments
 
@@ -13,7 +14,7 @@ Signature (``python -m harness check --save-polygraphy DIR`` calls this too)::
 
     save_replay(folder, *, onnx_path, inputs, reference, gates, depth_step=None, engine_path=None,
                 subject="", reference_runner="torch-fp32", trtexec_build=None,
-                polygraphy_trt_flags=("--strongly-typed",), on_exists="refuse") -> Replay
+                polygraphy_trt_flags=("--strongly-typed",), on_exists="refuse", copy_onnx=False) -> Replay
 
 * ``inputs`` / ``reference``: ``{tensor name: torch.Tensor}`` keyed by the GRAPH's own names (its
   ``graph.input`` / ``graph.output`` names; checked against the ONNX file, a mismatch raises
@@ -30,6 +31,8 @@ Signature (``python -m harness check --save-polygraphy DIR`` calls this too)::
 * ``on_exists``: ``"refuse"`` raises ``OutputExists`` when ``folder`` exists; ``"suffix"`` writes
   ``folder-2``, ``folder-3``, ... instead. The folder is assembled under a hidden name and renamed
   into place, so a replay is complete or absent; an earlier one is never overwritten.
+* ``copy_onnx``: copy the graph into the folder (the commands then default to the copy; an ONNX
+  file with external data is not copied with it). Every command also takes ``ONNX=... ENGINE=...``.
 
 How the gates become Polygraphy's and trtexec's tolerances: harness.report.replay_gates.
 
@@ -168,18 +171,22 @@ def _check_names(what: str, given: Sequence[str], graph: Sequence[str], onnx_pat
                               "map the harness's names to the graph's before calling save_replay")
 
 
-def _claim(folder: Path, on_exists: str) -> Path:
-    if on_exists not in ("refuse", "suffix"):
-        raise InvalidArgument("on_exists", "unknown policy", on_exists, "refuse or suffix")
-    if not folder.exists():
-        return folder
+def _publish(staging: Path, folder: Path, on_exists: str) -> Path:
+    """Move the finished ``staging`` folder to ``folder`` (or, with ``suffix``, the first free
+    ``folder-N``): ``mkdir`` claims the name atomically (concurrent xdist workers cannot share it),
+    then ``rename`` replaces the empty claimed folder with the complete replay."""
+    names = [folder] if on_exists == "refuse" else [folder, *(folder.with_name(f"{folder.name}-{n}")
+                                                           for n in range(2, 1000))]
+    for candidate in names:
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        os.rename(staging, candidate)
+        return candidate
     if on_exists == "refuse":
         raise OutputExists(str(folder), "a replay (or something else) is already there", "the folder exists",
                            "a folder that does not exist yet", "pass a new folder; earlier replays are never overwritten")
-    for n in range(2, 1000):
-        candidate = folder.with_name(f"{folder.name}-{n}")
-        if not candidate.exists():
-            return candidate
     raise OutputExists(str(folder), "no free replay folder name", f"{folder.name}-2 .. -999 exist", "fewer replays")
 
 
@@ -207,6 +214,7 @@ def save_replay(
     trtexec_build: str | None = None,
     polygraphy_trt_flags: Sequence[str] = ("--strongly-typed",),
     on_exists: str = "refuse",
+    copy_onnx: bool = False,
 ) -> Replay:
     """Write the replay of one leg (see the module docstring for every argument and file)."""
     onnx_path = Path(onnx_path).resolve()
@@ -218,10 +226,15 @@ def save_replay(
     _check_names("gates", list(gates), list(reference), onnx_path)
     checks, left = translate_gates(gates, depth_step)
     RunResults, to_json = _polygraphy_json()
+    if on_exists not in ("refuse", "suffix"):
+        raise InvalidArgument("on_exists", "unknown policy", on_exists, "refuse or suffix")
+    folder = Path(folder)
+    if on_exists == "refuse" and folder.exists():  # before any work; _publish checks again atomically
+        raise OutputExists(str(folder), "a replay (or something else) is already there", "the folder exists",
+                           "a folder that does not exist yet", "pass a new folder; earlier replays are never overwritten")
 
-    target = _claim(Path(folder), on_exists)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
     try:
         arrays = {n: t.detach().cpu().contiguous().numpy() for n, t in inputs.items()}
         refs = {n: t.detach().cpu().contiguous().numpy() for n, t in reference.items()}
@@ -233,16 +246,14 @@ def save_replay(
             for name, array in tensors.items():
                 atomic_write_bytes(staging / sub / f"{name}.bin", array.astype(array.dtype.newbyteorder("<")).tobytes())
         engine = Path(engine_path).resolve() if engine_path is not None else None
-        script = _commands_sh(subject, onnx_path, engine, arrays, graph_outputs, checks, left, reference_runner,
+        if copy_onnx:  # a self-contained replay (to hand on); the commands default to the copy
+            shutil.copyfile(onnx_path, staging / "model.onnx")
+        script = _commands_sh(subject, onnx_path, "model.onnx" if copy_onnx else str(onnx_path), engine, arrays, graph_outputs, checks, left, reference_runner,
                               trtexec_build, polygraphy_trt_flags)
         atomic_write_text(staging / "commands.sh", script)
         os.chmod(staging / "commands.sh", 0o755)
         os.chmod(staging, 0o755)
-        try:
-            os.rename(staging, target)  # fails rather than replaces when target appeared meanwhile
-        except OSError:
-            raise OutputExists(str(target), "a replay appeared there while this one was written", "the folder exists",
-                               "a folder that does not exist yet", "pass a new folder") from None
+        target = _publish(staging, folder, on_exists)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -255,7 +266,7 @@ def save_replay(
     )
 
 
-def _commands_sh(subject: str, onnx_path: Path, engine: Path | None, arrays: Mapping[str, object],
+def _commands_sh(subject: str, onnx_path: Path, onnx_default: str, engine: Path | None, arrays: Mapping[str, object],
                  outputs: Sequence[str], checks: Mapping[str, list[Check]], left: Sequence[Inexpressible],
                  reference_runner: str, trtexec_build: str | None, trt_flags: Sequence[str]) -> str:
     rounds = max((len(rows) for rows in checks.values()), default=0)
@@ -281,8 +292,8 @@ def _commands_sh(subject: str, onnx_path: Path, engine: Path | None, arrays: Map
     lines += [f"#   {g.output}: {g.metric} {'>=' if g.metric == 'agreement' else '<='} {g.limit:g} -- {g.reason}"
               for g in left]
     lines += [f"#   {o}: no gate the tools can check; left out of the Polygraphy commands" for o in outputs
-              if o not in checks and o in {g.output for g in left}]
-    lines += ["", 'cd "$(dirname "$0")"', f'ONNX="${{ONNX:-{onnx_path}}}"',
+              if o not in checks]
+    lines += ["", 'cd "$(dirname "$0")"', f'ONNX="${{ONNX:-{onnx_default}}}"',
               f'ENGINE="${{ENGINE:-{engine if engine is not None else "engine.plan"}}}"',
               'POLYGRAPHY="${POLYGRAPHY:-polygraphy}"', 'TRTEXEC="${TRTEXEC:-trtexec}"', ""]
 
@@ -312,7 +323,8 @@ def _commands_sh(subject: str, onnx_path: Path, engine: Path | None, arrays: Map
         build = build.replace(flag, var)  # the harness's command names the same files: let the overrides apply
     lines += ["# trtexec: build the engine (the harness's build settings when it gave them)",
               f"trtexec_build() {{ {build}; }}",
-              "# trtexec (TensorRT >= 11.1): the engine against the raw reference, one command per gate"]
+              "# trtexec (TensorRT >= 11.1): the engine against the raw reference, one command per gate, each loading",
+              "# its output's reference only (written from trtexec's documentation; not run here, no TensorRT)"]
     checks_tx, skipped = trtexec_check_commands(checks, list(arrays))
     lines += [f"# not given to trtexec: {note}" for note in skipped]
     lines.append("trtexec_check() {")

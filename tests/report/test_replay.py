@@ -165,6 +165,7 @@ def test_polygraphy_agrees_with_the_harness_on_quantile_max_and_mean_gates(tmp_p
                          gates={"y": gates})
     steps = [s for s in ("onnxrt", "onnxrt_2") if f"{s}()" in replay.commands.read_text()]
     assert len(steps) == len(gates)  # one Polygraphy command per statistic
+    assert f'ONNX="${{ONNX:-{onnx_path.resolve()}}}"' in replay.commands.read_text()  # not copied: the source
     done = _polygraphy(replay.folder, *steps)
     assert (done.returncode == 0) is harness_passes, done.stdout[-3000:] + done.stderr[-2000:]
 
@@ -197,6 +198,8 @@ def test_polygraphy_replaying_the_saved_files_agrees_with_the_harness_on_faithfu
     faithful = run_leg(small, leg, tolerances)
     assert faithful.passed, {n: d.row() for n, d in faithful.diffs.items()}
     replay = replay_leg(small, leg, faithful, tmp_path / leg.id, on_exists="refuse")
+    assert (replay.folder / "model.onnx").read_bytes() == small.onnx(leg.case, leg.workaround, leg.exporter,
+                                                                     leg.variant).path.read_bytes()
     done = _polygraphy(replay.folder, "onnxrt")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "PASSED" in done.stdout
@@ -238,3 +241,22 @@ def test_a_zero_limit_trtexec_cannot_take_is_named_in_commands_sh(tmp_path):
     script = replay.commands.read_text()
     assert "--check-error-stat y:max --atol y:0.0 --rtol 0" in script
     assert "# not given to trtexec: y: max |err| <= 0" in script and "--accuracyThreshold" not in script
+
+
+def test_concurrent_replays_of_one_leg_claim_distinct_folders(tmp_path):
+    """pytest-xdist --dist each runs a leg once per GPU: each replay gets a folder of its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    onnx_path = _tiny_graph(tmp_path / "tiny.onnx")
+
+    def one(i: int) -> Path:
+        return save_replay(tmp_path / "leg", onnx_path=onnx_path, inputs={"x": torch.full((2, 500), float(i))},
+                           reference={"y": torch.zeros(2, 500)}, gates={"y": {"max_abs": 0.1}},
+                           on_exists="suffix").folder
+
+    with ThreadPoolExecutor(4) as pool:
+        folders = list(pool.map(one, range(4)))
+    assert sorted(f.name for f in folders) == ["leg", "leg-2", "leg-3", "leg-4"]
+    values = {float(load_json(f / "inputs.json")[0]["x"][0, 0]) for f in folders}
+    assert values == {0.0, 1.0, 2.0, 3.0}  # four complete, distinct replays
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -26,6 +26,7 @@ from harness.errors import BackendUnavailable, InvalidArgument
 
 if TYPE_CHECKING:
     from harness.convert.engine import EngineArtifact
+    from harness.report.replay import Replay
 from harness.model.checkpoint import load_checkpoint, state_dict_digest
 from harness.model.mvsnet import MVSNet
 from harness.tolerances import Tolerances
@@ -236,6 +237,17 @@ class Chain:
 
         return self._once(("ort", case, workaround, exporter, variant, device, precision, cuda_options), make)
 
+    def ort_runner_for_file(self, onnx_path: Path, device: str = "cpu", label: str = "file") -> Runner:
+        """ONNX Runtime on a graph file that no builder made (a user's graph, a mutated copy); closed
+        with the chain."""
+        from harness.backends.onnxruntime_runner import OrtRunner, ensure_available
+
+        def make() -> Runner:
+            ensure_available(torch.device(device), f"ort-{device}")
+            return OrtRunner(Path(onnx_path), device=device, label=label).prepare()
+
+        return self._once(("ort-file", str(Path(onnx_path).resolve()), device), make)
+
     def candidate_runner(self, leg: Leg) -> Runner:
         family, _, rest = leg.candidate.partition("-")
         if family == "ort" and rest.split("-")[0] in ("cpu", "cuda"):
@@ -315,6 +327,32 @@ def run_leg(chain: Chain, leg: Leg, tolerances: Tolerances) -> LegResult:
         info.update({"engine_sha256": engine.sha256[:16], "engine_mib": engine.meta.get("engine_mib"),
                      "build_seconds": engine.build_seconds, "engine_cache": engine.cache_status})
     return LegResult(leg, diffs, info, candidate)
+
+
+def replay_leg(chain: Chain, leg: Leg, result: LegResult, folder: Path, on_exists: str = "suffix") -> Replay:
+    """Save ``leg``'s inputs, torch reference, graph and gates for Polygraphy and trtexec (see
+    harness.report.replay) into ``folder``. The harness names its feed and outputs as the exported
+    graph does (workaround input names, OUTPUT_NAMES), so no name mapping is needed here."""
+    from harness.convert.engine import BuildSettings, Profile
+    from harness.convert.trtexec import trtexec_command
+    from harness.report.replay import depth_step_of, save_replay
+
+    trt = leg.candidate.startswith("trt-")
+    artifact = chain.onnx(leg.case, leg.workaround, leg.exporter, leg.variant, leg.graph_precision,
+                          chain.config.trt_dynamic and trt)
+    feed = chain.workaround_feed(leg.case, leg.workaround)
+    precision = leg.precision if trt else leg.graph_precision
+    settings = BuildSettings(precision=precision, workspace_mib=chain.config.trt_workspace_mib,  # type: ignore[arg-type]
+                             optimization_level=chain.config.trt_opt_level, flavour=chain.config.trt_flavour)
+    build = trtexec_command(artifact.path, settings, Profile.static({n: tuple(t.shape) for n, t in feed.items()}),
+                            trt_major=11, engine_path=Path("engine.plan"))
+    return save_replay(
+        folder, onnx_path=artifact.path, inputs=feed, reference=chain.reference_outputs(leg.case),
+        gates={name: dict(diff.tolerance) for name, diff in result.diffs.items()},
+        depth_step=depth_step_of(chain.feed(leg.case)["depth_values"]), subject=leg.id, trtexec_build=build,
+        polygraphy_trt_flags=("--strongly-typed", "--tf32") if precision == "tf32" else ("--strongly-typed",),
+        on_exists=on_exists, copy_onnx=True,
+    )
 
 
 def plan_legs(

@@ -68,6 +68,10 @@ class MissingFile(HarnessError, FileNotFoundError):
     """A file or folder the user pointed at does not exist."""
 
 
+class OutputExists(HarnessError, FileExistsError):
+    """A file or folder the harness would write is already there; it is never overwritten."""
+
+
 class CheckpointError(HarnessError, ValueError):
     """A checkpoint cannot be loaded into MVSNet."""
 

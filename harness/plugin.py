@@ -16,7 +16,7 @@ import pytest
 
 # Hypothesis reads --hypothesis-profile at configure time: register the harness's profiles first
 import harness.properties  # noqa: F401  (registers Hypothesis profiles before --hypothesis-profile is read)
-from harness.chain import CANDIDATES, VARIANTS, Chain, ChainConfig, Leg, plan_legs, run_leg
+from harness.chain import CANDIDATES, VARIANTS, Chain, ChainConfig, Leg, LegResult, plan_legs, run_leg
 from harness.convert.onnx_export import EXPORTERS
 from harness.convert.workarounds import EXPORTABLE, EXPORTERS_FOR, get_workaround
 from harness.data.cases import CASES, get_case
@@ -53,6 +53,7 @@ class HarnessOptions:
     tolerances: Path | None
     report_dir: Path | None  # None: no report
     localize: bool = False
+    save_polygraphy: Path | None = None  # every leg's replay under DIR/<leg id>/ (--harness-save-polygraphy)
 
 
 @dataclass
@@ -106,6 +107,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "(--dist each runs every test on every GPU, --dist load spreads them). Default: off")
     add("--harness-trt-cuda-graph", action="store_true", default=False,
         help="replay TensorRT's enqueue from a CUDA graph (trtexec 11's default). Default: off")
+    add("--harness-save-polygraphy", default=None, metavar="DIR",
+        help="save every parity leg's inputs and torch reference for Polygraphy and trtexec, with ready "
+             "commands (commands.sh), under DIR/<leg id>/; a failing leg always saves its replay, under "
+             "<report dir>/replays/<leg id>/ without this option. Default: off (failing legs only)")
     add("--harness-trt-buffers", choices=("torch", "pycuda"), default="torch",
         help="TensorRT I/O buffers: torch CUDA tensors, or pycuda pinned host + device copies. Default: torch")
 
@@ -143,6 +148,7 @@ def _options(config: pytest.Config) -> HarnessOptions:
         tolerances=Path(opt("--harness-tolerances")) if opt("--harness-tolerances") else None,
         report_dir=None if opt("--harness-no-report") else Path(opt("--harness-report-dir")),
         localize=opt("--harness-localize"),
+        save_polygraphy=Path(opt("--harness-save-polygraphy")) if opt("--harness-save-polygraphy") else None,
     )
     if not plan_legs(built.cases, built.workarounds, built.exporters, built.variants, built.candidates):
         raise pytest.UsageError(
@@ -341,10 +347,31 @@ def parity(chain: Chain, tolerances: Tolerances, harness_options: HarnessOptions
             record_property("harness_localisation", table)
         row = {**result.row(), ROW_FIELD: physical_gpu(),
                "gpu": _gpu_name(chain.device)}
+        replays = harness_options.save_polygraphy
+        if replays is None and not result.passed and harness_options.report_dir is not None:
+            replays = harness_options.report_dir / "replays"
+        if replays is not None:
+            row.update(_save_replay(chain, leg, result, replays))
+            if not result.passed and "replay" in row:
+                from dataclasses import replace
+
+                note = f"Polygraphy / trtexec replay: {row['replay']}"
+                result = replace(result, localisation=f"{result.localisation}\n{note}" if result.localisation else note)
         record_property("harness_parity", json.dumps(row, default=float))
         return result
 
     return run
+
+
+def _save_replay(chain: Chain, leg: Leg, result: LegResult, root: Path) -> dict[str, str]:
+    """``{"replay": <commands.sh>}``, or ``{"replay_error": ...}`` when it could not be written (a
+    replay must not turn a parity verdict into an error)."""
+    from harness.chain import replay_leg
+
+    try:
+        return {"replay": str(replay_leg(chain, leg, result, root / leg.id).commands)}
+    except HarnessError as exc:
+        return {"replay_error": str(exc)}
 
 
 # -- session end: one record per run, one summary table ---------------------------------------
@@ -444,6 +471,9 @@ class SessionReporter:
                 gates = "   ".join(f"{name}: {OutputDiff(name, m, row.get('tolerance', {}).get(name, {})).gate_text()}"
                                    for name, m in row["metrics"].items())
                 tr.write_line(f"{row['id']:<72} {gates}   {'ok' if row['passed'] else 'FAIL'}")
+        for row in self.results.parity:
+            if not row["passed"] and (row.get("replay") or row.get("replay_error")):
+                tr.write_line(f"replay of {row['id']}: {row.get('replay') or row.get('replay_error')}")
         if self.config.stash.get(GPUS_KEY, ()) and self.results.timing:
             tr.section("harness per GPU (median ms)")
             for row in merge_by_gpu(self.results.timing):

@@ -116,6 +116,10 @@ def render_report(record: RunRecord, frames: dict[str, pd.DataFrame] | None = No
                   to_markdown(frames["parity"])]
         parts += [f"![{name.removesuffix('.png')}]({name})\n" for name in figures or [] if name.startswith("depth-")
                   and frames["timing"].empty]
+        replays = [f"- {r['id']}{'' if r.get('passed') else ' (failed)'}: [commands.sh](<{r['replay']}>)"
+                   for r in record.parity if r.get("replay")]
+        if replays:  # harness.report.replay: inputs, torch reference and commands for Polygraphy / trtexec
+            parts += ["### Replays for Polygraphy and trtexec\n", "\n".join(replays) + "\n"]
     if not frames["accuracy"].empty:
         parts += ["## Accuracy against ground truth\n", to_markdown(frames["accuracy"])]
     if not frames["timing"].empty:

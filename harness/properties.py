@@ -2,9 +2,10 @@
 that draw valid synthetic rigs, metamorphic transforms of a rig, and the dynamic-shape graphs
 and runners that the property suite (``suites/test_properties.py``) runs them on.
 
-Profiles (registered on import): ``quick`` (CI: 6 derandomized examples, so a CI run is
-reproducible) and ``full`` (40 random examples). ``settings_for`` picks the one matching the
-harness profile unless ``--hypothesis-profile`` named one. Units: lengths in mm, angles in degrees.
+Profiles (registered on import, namespaced so they never replace a user's own ``quick`` or
+``full``): ``harness-quick`` (CI: 6 derandomized examples, so a CI run is reproducible) and
+``harness-full`` (40 random examples). ``settings_for`` picks the one matching the harness
+profile unless ``--hypothesis-profile`` named one. Units: lengths in mm, angles in degrees.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from harness.model.inputs import DEPTH_MULTIPLE, SIZE_MULTIPLE
 
 # quick skips shrinking: CI reports the first falsifying example it drew (derandomized, so the
 # same one on every run); full shrinks it to a minimal rig and prints a @reproduce_failure blob.
-settings.register_profile("quick", max_examples=6, deadline=None, derandomize=True, database=None,
+#: Hypothesis profile names: ``harness-<harness profile>``.
+PROFILE_PREFIX = "harness-"
+settings.register_profile(f"{PROFILE_PREFIX}quick", max_examples=6, deadline=None, derandomize=True, database=None,
                           phases=(Phase.explicit, Phase.reuse, Phase.generate),
                           suppress_health_check=[HealthCheck.too_slow])
 # explicit derandomize=False: under CI=... Hypothesis's own defaults turn derandomisation on
-settings.register_profile("full", max_examples=40, deadline=None, print_blob=True, derandomize=False,
+settings.register_profile(f"{PROFILE_PREFIX}full", max_examples=40, deadline=None, print_blob=True, derandomize=False,
                           phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
                           suppress_health_check=[HealthCheck.too_slow])
 
@@ -53,7 +56,7 @@ def settings_for(harness_profile: str, explicit: str | None = None) -> settings:
     plugin has loaded it as the default), else the profile named like the harness profile."""
     if explicit:
         return settings()
-    return settings(settings.get_profile(harness_profile), verbosity=settings().verbosity)
+    return settings(settings.get_profile(f"{PROFILE_PREFIX}{harness_profile}"), verbosity=settings().verbosity)
 
 
 @dataclass(frozen=True)

@@ -222,3 +222,13 @@ def test_export_feed_has_the_view_count_and_the_chains_export_shape(runners):
     assert tuple(feed["imgs"].shape) == (1, 2, 3, 128, 160)
     assert tuple(feed["depth_values"].shape) == (1, 48)
     assert tuple(feed["inverse_proj_matrices"].shape) == (1, 2, 4, 4)
+
+
+def test_hypothesis_profiles_are_namespaced_and_leave_a_users_own_alone():
+    settings.register_profile("quick", max_examples=1234)  # a user's own profile of the generic name
+    try:
+        assert settings.get_profile("quick").max_examples == 1234
+        assert settings_for("quick").max_examples == 6  # the harness uses harness-quick
+        assert settings.get_profile("harness-full").max_examples == 40
+    finally:
+        settings.register_profile("quick")

@@ -105,7 +105,12 @@ class BackendUnavailable(HarnessError, RuntimeError):
 
 
 class EngineBuildError(HarnessError, RuntimeError):
-    """TensorRT could not parse or build the ONNX model."""
+    """TensorRT could not parse or build the ONNX model (or load the plan it built)."""
+
+
+class RunError(HarnessError, RuntimeError):
+    """A prepared backend failed while running (e.g. TensorRT's enqueue returned false): the
+    artifact was built and loaded, so this is not a build error."""
 
 
 class ArtifactError(HarnessError, RuntimeError):

@@ -76,7 +76,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.model.sanity import degenerate_reasons
     from harness.preflight import CLI_FLAGS, preflight
     from harness.report.plots import depth_difference_maps
-    from harness.report.record import RunRecord, write_run
+    from harness.report.record import RunRecord
+    from harness.report.write import write_run
     from harness.tolerances import Tolerances
 
     cases = _choices("--cases", args.cases, tuple(CASES))
@@ -191,7 +192,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness.data.cases import CASES
     from harness.preflight import CLI_FLAGS, preflight
     from harness.report.plots import depth_difference_maps, latency_plot
-    from harness.report.record import RunRecord, write_run
+    from harness.report.record import RunRecord
+    from harness.report.write import write_run
     from harness.timing import PROFILES
     from harness.tolerances import Tolerances
 
@@ -298,7 +300,8 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     from harness.chain import ChainConfig
     from harness.data.cases import CASES, get_case
     from harness.preflight import CLI_FLAGS, preflight
-    from harness.report.record import RunRecord, write_run
+    from harness.report.record import RunRecord
+    from harness.report.write import write_run
     from harness.train import HELD_OUT_SEEDS
 
     cases = _choices("--cases", args.cases, tuple(CASES))

@@ -439,7 +439,8 @@ class SessionReporter:
         if gpus:  # one worker per GPU: a row per GPU and how far the GPUs disagree
             for (case, backend), value in sorted(spread(self.results.timing).items()):
                 self.results.notes.append(f"{case} {backend}: median spread {value:.1%} across GPUs {list(gpus)}")
-        from harness.report.record import RunRecord, write_run
+        from harness.report.record import RunRecord
+        from harness.report.write import write_run
 
         record = RunRecord(
             kind="pytest", profile=opts.profile, parity=self.results.parity, notes=list(self.results.notes),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 
@@ -140,8 +141,6 @@ def render_report(record: RunRecord, frames: dict[str, pd.DataFrame] | None = No
     if not frames["artifacts"].empty:
         parts += ["## Artifacts\n", to_markdown(frames["artifacts"])]
     if record.attribution:
-        from harness.localize import attribution_table
-
         parts.append("## Error attribution along the chain (depth, mm)\n")
         for case in dict.fromkeys(str(r["case"]) for r in record.attribution):
             rows = [r for r in record.attribution if r["case"] == case]
@@ -157,3 +156,18 @@ def render_report(record: RunRecord, frames: dict[str, pd.DataFrame] | None = No
         parts += ["## Notes\n", *[f"- {n}\n" for n in record.notes]]
     parts += ["## Configuration\n", "```\n" + "\n".join(f"{k}: {v}" for k, v in record.config.items()) + "\n```\n"]
     return "\n".join(parts)
+
+
+def attribution_table(rows: list[dict[str, Any]]) -> str:
+    """The attribution rows of one case (``harness.localize.attribution``) as a fixed-width table."""
+    lines = [f"{'hop':<12} {'adds (max / p99 mm)':>22} {'total vs torch FP32 (max / p99 mm)':>36}"]
+    for row in rows:
+        if "skipped" in row:
+            lines.append(f"{row['hop']:<12} skipped: {row['skipped']}")
+        elif "hop_max_abs_mm" not in row:
+            lines.append(f"{row['hop']:<12} {'reference':>22}")
+        else:
+            verdict = {True: "  within gate", False: "  EXCEEDS gate", None: ""}[row.get("within_gate")]
+            lines.append(f"{row['hop']:<12} {row['hop_max_abs_mm']:>10.3g} / {row['hop_p99_abs_mm']:<9.3g} "
+                         f"{row['total_max_abs_mm']:>22.3g} / {row['total_p99_abs_mm']:<9.3g}{verdict}")
+    return "\n".join(lines)

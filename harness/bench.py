@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,6 +27,9 @@ from harness.model.mvsnet import OUTPUT_NAMES
 from harness.report.machine import clock_warnings, gpu_clocks
 from harness.timing import TimingConfig, measure, measure_host_round_trip
 from harness.tolerances import Tolerances
+
+if TYPE_CHECKING:
+    from harness.convert.engine import EngineArtifact
 
 CUDA_BACKENDS = ("torch-fp32", "torch-tf32", "torch-fp16", "torch-fast-fp16", "ort-cuda-raw", "ort-cuda-simplified",
                  "ort-cuda-default", "ort-cuda-fp16", "trt-fp32", "trt-tf32", "trt-fp16")
@@ -58,6 +61,21 @@ def default_backends(device: torch.device) -> tuple[str, ...]:
     return CUDA_BACKENDS if device.type == "cuda" else CPU_BACKENDS
 
 
+def is_dynamic(chain: Chain, spec: BenchSpec) -> bool:
+    """Whether the spec's graph and engine use a dynamic-shape profile: always above the seed
+    shape (tracing a DTU-sized forward on the CPU costs minutes), and when the chain asks
+    (--harness-trt-dynamic / --trt-dynamic). One place decides, so the engine timed by the
+    harness and the one handed to trtexec are the same."""
+    case = get_case(spec.case)
+    return chain.config.trt_dynamic or case.height * case.width > SEED_PIXELS
+
+
+def spec_engine(chain: Chain, spec: BenchSpec) -> EngineArtifact:
+    """The engine a TensorRT benchmark spec times (simplified graph)."""
+    return chain.engine(spec.case, spec.workaround, spec.exporter, "simplified", spec.backend.split("-", 1)[1],
+                        is_dynamic(chain, spec))
+
+
 def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.Tensor]]:
     """A fresh runner (closed by the caller) and the feed it takes, on the chain's device."""
     from harness.backends.onnxruntime_runner import CudaOptions, OrtRunner, ensure_available
@@ -67,8 +85,7 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
         raise InvalidArgument("benchmark backend", "unknown backend", spec.backend,
                               f"one of {', '.join(dict.fromkeys(CUDA_BACKENDS + CPU_BACKENDS))}")
     device = chain.device
-    case = get_case(spec.case)
-    dynamic = case.height * case.width > SEED_PIXELS
+    dynamic = is_dynamic(chain, spec)
     family, _, rest = spec.backend.partition("-")
     if family == "torch":
         feed = chain.reference_feed(spec.case)
@@ -89,9 +106,10 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
     if family == "trt" and rest in ("fp32", "tf32", "fp16"):
         from harness.backends.tensorrt_runner import TrtRunner
 
-        engine = chain.engine(spec.case, spec.workaround, spec.exporter, "simplified", rest, dynamic)
+        engine = spec_engine(chain, spec)
         return TrtRunner(engine.path, label=rest, flavour=chain.config.trt_flavour, validate_values=False,
-                         cuda_graph=chain.config.trt_cuda_graph), feed
+                         cuda_graph=chain.config.trt_cuda_graph, buffers=chain.config.trt_buffers,  # type: ignore[arg-type]
+                         runtime_cache=chain.cache.root / "trt-runtime" / f"{engine.sha256[:16]}.cache"), feed
     raise AssertionError(f"unhandled benchmark backend {spec.backend}")  # the table above lists only handled ones
 
 
@@ -107,10 +125,9 @@ def engine_info(chain: Chain, spec: BenchSpec) -> dict[str, Any]:
     """Build facts of a TensorRT leg's engine and the equivalent trtexec command."""
     from harness.convert.trtexec import trtexec_command
 
-    case = get_case(spec.case)
-    dynamic = case.height * case.width > SEED_PIXELS
+    dynamic = is_dynamic(chain, spec)
     precision = spec.backend.split("-", 1)[1]
-    engine = chain.engine(spec.case, spec.workaround, spec.exporter, "simplified", precision, dynamic)
+    engine = spec_engine(chain, spec)
     onnx = chain.onnx(spec.case, spec.workaround, spec.exporter, "simplified",
                       "fp16" if precision == "fp16" else "fp32", dynamic)
     timing_cache = engine.meta.get("timing_cache")
@@ -187,8 +204,7 @@ def bench_one(chain: Chain, spec: BenchSpec, timing: TimingConfig, tolerances: T
         if spec.backend.startswith("trt-"):  # trtexec's figure for the same engine, beside ours
             from harness.convert.trtexec import run_trtexec
 
-            engine = chain.engine(spec.case, spec.workaround, spec.exporter, "simplified", spec.backend.split("-")[1],
-                                  get_case(spec.case).height * get_case(spec.case).width > SEED_PIXELS)
+            engine = spec_engine(chain, spec)
             row["trtexec_gpu_compute"] = run_trtexec(engine.path, engine.profile, trtexec_major(),
                                                      chain.config.trt_cuda_graph)
         row["_outputs"] = outputs  # kept in memory for heat maps; never serialised

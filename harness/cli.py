@@ -94,7 +94,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     tolerances = Tolerances.load(args.tolerances)
     chain = preflight(ChainConfig(weights=args.weights, scene=args.scene, cache_dir=args.cache_dir,
                                   device=args.device, opset=args.opset, trt_flavour=args.trt,
-                                  trt_dynamic=args.trt_dynamic),
+                                  trt_workspace_mib=args.trt_workspace, trt_opt_level=args.trt_opt_level,
+                                  trt_dynamic=args.trt_dynamic, trt_buffers=args.trt_buffers,
+                                  trt_cuda_graph=args.trt_cuda_graph),
                       cases, args.report_dir, CLI_FLAGS)
     record = RunRecord(kind="run", profile="run", config={
         "cases": args.cases, "backends": args.backends, "workarounds": args.workarounds, "exporters": args.exporters,
@@ -394,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trt", default="auto", choices=("auto", "tensorrt", "tensorrt_rtx"),
                      help="TensorRT module (default: auto: tensorrt, else tensorrt_rtx)")
     run.add_argument("--trt-dynamic", action="store_true", help="engines with a dynamic H/W/D profile (default: static)")
+    run.add_argument("--trt-workspace", type=int, default=4096, help="builder workspace limit in MiB (default: 4096)")
+    run.add_argument("--trt-opt-level", type=int, default=3, help="builder optimisation level 0-5 (default: 3)")
+    run.add_argument("--trt-buffers", choices=("torch", "pycuda"), default="torch",
+                     help="TensorRT I/O buffers: torch CUDA tensors or pycuda (default: torch)")
+    run.add_argument("--trt-cuda-graph", action="store_true",
+                     help="replay TensorRT's enqueue from a CUDA graph (default: off)")
     run.set_defaults(func=cmd_run)
 
     bench = sub.add_parser("bench", help="time every backend and write a report")

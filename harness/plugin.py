@@ -63,6 +63,7 @@ class SessionResults:
     timing: list[dict[str, Any]] = field(default_factory=list)
     localisation: list[str] = field(default_factory=list)
     attribution: list[dict[str, Any]] = field(default_factory=list)
+    accuracy: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -426,13 +427,18 @@ class SessionReporter:
                 self.results.localisation.append(str(value))
             elif key == "harness_attribution":
                 self.results.attribution.extend(json.loads(str(value)))
+            elif key == "harness_accuracy":  # suites/test_accuracy.py: the reference's row and a backend's
+                pair = json.loads(str(value))
+                for row in (pair["reference"], pair["candidate"]):
+                    if row not in self.results.accuracy:
+                        self.results.accuracy.append(row)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):  # xdist worker: the controller writes the record
             return
         opts = options(self.config)
         if opts.report_dir is None or not (self.results.parity or self.results.engines or self.results.timing
-                                           or self.results.attribution):
+                                           or self.results.attribution or self.results.accuracy):
             return
         _add_speedups(self.results.timing)
         gpus = self.config.stash.get(GPUS_KEY, ())
@@ -445,6 +451,7 @@ class SessionReporter:
         record = RunRecord(
             kind="pytest", profile=opts.profile, parity=self.results.parity, notes=list(self.results.notes),
             artifacts=self.results.engines, timing=self.results.timing, attribution=self.results.attribution,
+            accuracy=self.results.accuracy,
             localisation=self.results.localisation, session=self.session_block(),
             config={"cases": opts.cases, "exporters": opts.exporters, "workarounds": opts.workarounds,
                     "variants": opts.variants, "backends": opts.candidates, "device": opts.chain.device,

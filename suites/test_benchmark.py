@@ -85,11 +85,11 @@ def test_benchmark(benchmark, request, chain, case, backend, tolerances, harness
                "depth_max_abs_mm": diffs["depth"].metrics["max_abs"],
                "warnings": stats.warnings(timing) + clock_warnings(before, after), "clocks": {"before": before, "after": after}}
         if backend.startswith("trt-"):  # trtexec on PATH: its GPU compute time for the same engine
-            from harness.bench import engine_info, trtexec_major
+            from harness.bench import engine_info, spec_engine, trtexec_major
             from harness.convert.trtexec import run_trtexec
 
             row.update(engine_info(chain, spec))
-            engine = chain.engine(case.name, spec.workaround, spec.exporter, "simplified", spec.precision)
+            engine = spec_engine(chain, spec)  # the engine the harness timed, dynamic or not
             row["trtexec_gpu_compute"] = run_trtexec(engine.path, engine.profile, trtexec_major(),
                                                      chain.config.trt_cuda_graph)
         benchmark.extra_info.update({k: v for k, v in row.items() if k != "clocks"})

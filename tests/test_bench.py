@@ -6,6 +6,7 @@ missing piece as the reason."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -334,3 +335,33 @@ def test_gpu_clocks_are_empty_without_nvml_or_nvidia_smi(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)
     monkeypatch.setattr(machine, "run_command", lambda cmd, cwd=None: None)
     assert gpu_clocks(0) == {}
+
+
+class _EngineRecorder:
+    """A chain stand-in that records the engines asked for (no build)."""
+
+    def __init__(self, trt_dynamic: bool) -> None:
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(trt_dynamic=trt_dynamic)
+        self.asked: list[tuple] = []
+
+    def engine(self, *args):
+        self.asked.append(args)
+        return args
+
+
+@pytest.mark.parametrize(("case_name", "trt_dynamic", "dynamic"), [
+    ("seed", False, False), ("dtu", False, True), ("seed", True, True), ("small", True, True),
+])
+def test_the_benchmark_and_trtexec_time_the_same_engine(case_name, trt_dynamic, dynamic):
+    """One function picks the engine (suites/test_benchmark.py used to ask for the static one while
+    the bench timed a dynamic one for dtu or --harness-trt-dynamic)."""
+    from harness.bench import is_dynamic, spec_engine
+
+    chain = _EngineRecorder(trt_dynamic)
+    spec = BenchSpec("trt-fp16", case_name)
+    assert is_dynamic(chain, spec) is dynamic  # type: ignore[arg-type]
+    assert spec_engine(chain, spec) == (case_name, "precomputed", "torchscript", "simplified", "fp16", dynamic)  # type: ignore[arg-type]
+    suite = (Path(__file__).resolve().parents[1] / "suites" / "test_benchmark.py").read_text()
+    assert "spec_engine(chain, spec)" in suite and "chain.engine(" not in suite

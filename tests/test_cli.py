@@ -151,3 +151,42 @@ def test_a_command_is_required(capsys):
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+def test_the_main_job_offers_every_tensorrt_setting_the_gate_offers(monkeypatch, tmp_path):
+    """cmd_run used to build its ChainConfig without workspace, optimisation level, buffers or CUDA
+    graph: the gate and the main job could not be configured alike."""
+    from harness import preflight as preflight_module
+    from harness.plugin import pytest_addoption
+
+    class Group:
+        def __init__(self):
+            self.flags = []
+
+        def addoption(self, flag, **kwargs):
+            self.flags.append(flag)
+
+    class Parser:
+        group = Group()
+
+        def getgroup(self, *args, **kwargs):
+            return self.group
+
+    parser = Parser()
+    pytest_addoption(parser)  # type: ignore[arg-type]
+    gate = {f.removeprefix("--harness-") for f in parser.group.flags if f.startswith("--harness-trt")}
+    run = next(a for a in build_parser()._actions if getattr(a, "choices", None) and "run" in a.choices).choices["run"]
+    cli = {f.removeprefix("--") for a in run._actions for f in a.option_strings if f.startswith("--trt")}
+    assert gate == cli
+    seen = {}
+
+    def capture(config, cases, report_dir, flags):
+        seen["config"] = config
+        raise preflight_module.PreflightError("stop", "captured")
+
+    monkeypatch.setattr(preflight_module, "preflight", capture)
+    main(["run", "--cases", "small", "--trt-workspace", "1024", "--trt-opt-level", "1", "--trt-buffers", "pycuda",
+          "--trt-cuda-graph", "--report-dir", str(tmp_path)])
+    config = seen["config"]
+    assert (config.trt_workspace_mib, config.trt_opt_level, config.trt_buffers, config.trt_cuda_graph) == (
+        1024, 1, "pycuda", True)

@@ -294,3 +294,22 @@ def test_a_failing_leg_always_saves_its_replay_into_the_reports_folder(pytester,
     (run,) = [p for p in reports.iterdir() if p.name != "replays"]
     assert load_record(run).parity[0]["replay"] == str(commands)
     assert f"- {leg} (failed): [commands.sh](<{commands}>)" in (run / "report.md").read_text()
+
+
+ACCURACY = """
+import json
+
+
+def test_accuracy(record_property):
+    record_property("harness_accuracy", json.dumps({"reference": {"backend": "torch-fp32", "thres2mm": 0.08},
+                                                     "candidate": {"backend": "ort-cpu", "thres2mm": 0.081}}))
+"""
+
+
+def test_accuracy_rows_from_pytest_reach_the_run_record(pytester, cache_dir, tmp_path):
+    pytester.makepyfile(test_acc=ACCURACY)
+    reports = tmp_path / "reports"
+    result = _run(pytester, "--harness-cache-dir", cache_dir, "--harness-report-dir", str(reports))
+    result.assert_outcomes(passed=1)
+    (folder,) = list(reports.iterdir())
+    assert [row["backend"] for row in load_record(folder).accuracy] == ["torch-fp32", "ort-cpu"]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from harness.backends import registry
 from harness.backends.base import Runner
 from harness.chain import Chain
 from harness.compare import compare
@@ -77,10 +78,10 @@ def spec_engine(chain: Chain, spec: BenchSpec) -> EngineArtifact:
 
 
 def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.Tensor]]:
-    """A fresh runner (closed by the caller) and the feed it takes, on the chain's device."""
-    from harness.backends.onnxruntime_runner import CudaOptions, OrtRunner, ensure_available
-    from harness.backends.torch_runner import TorchFastRunner, TorchRunner
-
+    """A fresh runner (closed by the caller) and the feed it takes, on the chain's device; made by
+    the registry's factory. Bench names map onto registry backends: ``ort-<target>-<graph>`` is the
+    ONNX Runtime backend on the raw, simplified or FP16 (simplified) graph, ``ort-cuda-default``
+    ONNX Runtime as shipped on the simplified graph."""
     if spec.backend not in CUDA_BACKENDS + CPU_BACKENDS:
         raise InvalidArgument("benchmark backend", "unknown backend", spec.backend,
                               f"one of {', '.join(dict.fromkeys(CUDA_BACKENDS + CPU_BACKENDS))}")
@@ -88,28 +89,21 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
     dynamic = is_dynamic(chain, spec)
     family, _, rest = spec.backend.partition("-")
     if family == "torch":
-        feed = chain.reference_feed(spec.case)
-        if rest == "fast-fp16":
-            return TorchFastRunner(chain.model, device, half=True, validate_values=False), feed
-        if rest in ("fp32", "tf32", "fp16"):
-            return TorchRunner(chain.model, device, rest, validate_values=False), feed  # type: ignore[arg-type]
+        return registry.make_runner(spec.backend, chain.model, device=device, validate_values=False), \
+            chain.reference_feed(spec.case)
     feed = chain.workaround_feed(spec.case, spec.workaround)
     if family == "ort":
         target, _, graph = rest.partition("-")
-        ensure_available(torch.device(target), f"ort-{target}")
+        name = {"fp16": f"ort-{target}-fp16", "default": "ort-cuda-default"}.get(graph, f"ort-{target}")
+        registry.require(f"ort-{target}")  # what is missing is the runtime on that device
         precision = "fp16" if graph == "fp16" else "fp32"
         variant = "simplified" if graph in ("simplified", "fp16", "default") else "raw"
         artifact = chain.onnx(spec.case, spec.workaround, spec.exporter, variant, precision, dynamic)
-        options: CudaOptions = "default" if graph == "default" else "strict"  # default: ORT as shipped
-        return OrtRunner(artifact.path, device=target, label=graph, validate_values=False, tuned=True,
-                         cuda_options=options), feed
+        return registry.make_runner(name, artifact.path, label=graph, validate_values=False, tuned=True), feed
     if family == "trt" and rest in ("fp32", "tf32", "fp16"):
-        from harness.backends.tensorrt_runner import TrtRunner
-
         engine = spec_engine(chain, spec)
-        return TrtRunner(engine.path, label=rest, flavour=chain.config.trt_flavour, validate_values=False,
-                         cuda_graph=chain.config.trt_cuda_graph, buffers=chain.config.trt_buffers,  # type: ignore[arg-type]
-                         runtime_cache=chain.cache.root / "trt-runtime" / f"{engine.sha256[:16]}.cache"), feed
+        return registry.make_runner(spec.backend, engine.path, validate_values=False,
+                                    **chain.trt_settings(engine)), feed
     raise AssertionError(f"unhandled benchmark backend {spec.backend}")  # the table above lists only handled ones
 
 

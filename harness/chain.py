@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from harness.backends import registry
 from harness.backends.base import Runner
 from harness.convert.cache import ArtifactCache
 from harness.convert.onnx_export import ExportConfig, OnnxArtifact, OnnxFromTorch, SimplifiedOnnxFromOnnx
@@ -34,14 +35,14 @@ from harness.tolerances import Tolerances
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_WEIGHTS = PROJECT_ROOT / "fixtures" / "weights" / "mvsnet-default.ckpt"
 VARIANTS = ("raw", "simplified")
-#: Candidates compared with torch strict FP32. ``-fp16`` ORT legs run the mixed-precision graph
-#: that the TensorRT fp16 engine is built from (a cross-check of that graph on another runtime).
-#: ``ort-cuda-default`` is ONNX Runtime as shipped (its default CUDA options: TF32 allowed), gated
-#: like the other TF32 legs, so users see what the defaults do to depth.
-CANDIDATES = ("ort-cpu", "ort-cuda", "ort-cuda-default", "ort-cpu-fp16", "ort-cuda-fp16", "trt-fp32", "trt-tf32",
-              "trt-fp16")
-#: Candidates whose arithmetic allows TF32 (10-bit mantissa) where the graph is FP32.
-TF32_CANDIDATES = frozenset({"trt-tf32", "ort-cuda-default"})
+#: Candidates compared with torch strict FP32: every backend the registry (harness.backends)
+#: declares as one. ``-fp16`` ORT legs run the mixed-precision graph that the TensorRT fp16 engine
+#: is built from (a cross-check of that graph on another runtime); ``ort-cuda-default`` is ONNX
+#: Runtime as shipped (its default CUDA options: TF32 allowed); ``torch-fast-fp16`` is the fast
+#: torch path (it consumes the model, so it is not crossed with graph variants).
+CANDIDATES = registry.names(candidates_only=True)
+#: The variant, workaround and exporter of a leg whose backend consumes the torch model.
+MODEL_LEG = ("model", "none", "none")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -83,14 +84,25 @@ class Leg:
 
     @property
     def id(self) -> str:
+        if self.consumes == "model":
+            return f"{self.candidate}-vs-{self.reference}-{self.case}"
         return f"{self.candidate}-{self.variant}-vs-{self.reference}-{self.workaround}-{self.exporter}-{self.case}"
 
     @property
+    def consumes(self) -> str:
+        """What the candidate's runner is made from: model, onnx or engine (the registry says)."""
+        try:
+            return registry.get(self.candidate).consumes
+        except BackendUnavailable:
+            return "onnx"
+
+    @property
     def precision(self) -> str:
-        """Tolerance precision: fp16 for FP16 graphs, tf32 for trt-tf32, else fp32."""
-        if self.candidate.endswith("-fp16"):
-            return "fp16"
-        return "tf32" if self.candidate in TF32_CANDIDATES else "fp32"
+        """Tolerance precision, as the candidate's backend declares it (fp32, tf32 or fp16)."""
+        try:
+            return registry.get(self.candidate).precision
+        except BackendUnavailable:
+            return "fp16" if self.candidate.endswith("-fp16") else "fp32"
 
     @property
     def graph_precision(self) -> str:
@@ -199,65 +211,66 @@ class Chain:
 
         return self._once(("engine", case, workaround, exporter, variant, precision, dynamic), build)
 
+    def trt_settings(self, engine: EngineArtifact, **extra: Any) -> dict[str, Any]:
+        """The chain's TensorRT run settings for ``engine`` (every front runs engines alike)."""
+        return {"flavour": self.config.trt_flavour, "buffers": self.config.trt_buffers,
+                "cuda_graph": self.config.trt_cuda_graph,
+                "runtime_cache": self.cache.root / "trt-runtime" / f"{engine.sha256[:16]}.cache", **extra}
+
     def trt_runner(self, case: str, workaround: str, exporter: str, variant: str, precision: str,
                    dynamic: bool | None = None) -> Runner:
-        from harness.backends.tensorrt_runner import TrtRunner
-
         dynamic = self.config.trt_dynamic if dynamic is None else dynamic
 
         def make() -> Runner:
             engine = self.engine(case, workaround, exporter, variant, precision, dynamic)
-            runner = TrtRunner(engine.path, label=precision, flavour=self.config.trt_flavour,
-                               buffers=self.config.trt_buffers, cuda_graph=self.config.trt_cuda_graph,  # type: ignore[arg-type]
-                               runtime_cache=self.cache.root / "trt-runtime" / f"{engine.sha256[:16]}.cache")
-            return runner.prepare()
+            return registry.make_runner(f"trt-{precision}", engine.path, **self.trt_settings(engine)).prepare()
 
         return self._once(("trt", case, workaround, exporter, variant, precision, dynamic), make)
 
     # -- runners -----------------------------------------------------------------------------
     def torch_runner(self, precision: str = "fp32", with_inverse: bool = False, device: torch.device | None = None) -> Runner:
-        from harness.backends.torch_runner import TorchRunner
-
         dev = device or self.device
         return self._once(("torch", precision, with_inverse, str(dev)),
-                          lambda: TorchRunner(self.model, dev, precision, with_inverse).prepare())  # type: ignore[arg-type]
+                          lambda: registry.make_runner(f"torch-{precision}", self.model, device=dev,
+                                                       with_inverse=with_inverse).prepare())
+
+    def model_runner(self, name: str, **settings: Any) -> Runner:
+        """A backend that consumes the torch model (e.g. ``torch-fast-fp16``), on the chain's device."""
+        return self._once(("model", name, tuple(sorted(settings.items()))),
+                          lambda: registry.make_runner(name, self.model, device=self.device, **settings).prepare())
 
     def ort_runner(self, case: str, workaround: str, exporter: str, variant: str, device: str,
                    precision: str = "fp32", cuda_options: str = "strict") -> Runner:
-        from harness.backends.onnxruntime_runner import OrtRunner, ensure_available
+        name = f"ort-{device}" + ("-default" if cuda_options == "default" else "") + (
+            "-fp16" if precision == "fp16" else "")
 
         def make() -> Runner:
-            ensure_available(torch.device(device), f"ort-{device}")  # before any export work
+            registry.require(name)  # before any export work
             artifact = self.onnx(case, workaround, exporter, variant, precision)
             label = variant if precision == "fp32" else f"{precision}-{variant}"
             if cuda_options != "strict":
                 label = f"{cuda_options}-{label}"
-            return OrtRunner(artifact.path, device=device, label=label,
-                             cuda_options=cuda_options).prepare()  # type: ignore[arg-type]
+            return registry.make_runner(name, artifact.path, label=label).prepare()
 
         return self._once(("ort", case, workaround, exporter, variant, device, precision, cuda_options), make)
 
     def ort_runner_for_file(self, onnx_path: Path, device: str = "cpu", label: str = "file") -> Runner:
         """ONNX Runtime on a graph file that no builder made (a user's graph, a mutated copy); closed
         with the chain."""
-        from harness.backends.onnxruntime_runner import OrtRunner, ensure_available
-
         def make() -> Runner:
-            ensure_available(torch.device(device), f"ort-{device}")
-            return OrtRunner(Path(onnx_path), device=device, label=label).prepare()
+            return registry.make_runner(f"ort-{device}", Path(onnx_path), label=label).prepare()
 
         return self._once(("ort-file", str(Path(onnx_path).resolve()), device), make)
 
     def candidate_runner(self, leg: Leg) -> Runner:
-        family, _, rest = leg.candidate.partition("-")
-        if family == "ort" and rest.split("-")[0] in ("cpu", "cuda"):
-            options = "default" if rest == "cuda-default" else "strict"
-            return self.ort_runner(leg.case, leg.workaround, leg.exporter, leg.variant, rest.split("-")[0],
-                                   leg.graph_precision, options)
-        if family == "trt" and rest in ("fp32", "tf32", "fp16"):
-            return self.trt_runner(leg.case, leg.workaround, leg.exporter, leg.variant, rest)
-        raise BackendUnavailable(leg.candidate, f"no backend named {leg.candidate} in this harness version",
-                                 f"pick from {', '.join(CANDIDATES)}")
+        spec = registry.get(leg.candidate)  # an unknown name: BackendUnavailable naming the known ones
+        if spec.consumes == "model":
+            return self.model_runner(spec.name)
+        if spec.consumes == "engine":
+            return self.trt_runner(leg.case, leg.workaround, leg.exporter, leg.variant, spec.precision)
+        options = "default" if spec.name.endswith("-default") else "strict"
+        return self.ort_runner(leg.case, leg.workaround, leg.exporter, leg.variant, spec.device,
+                               leg.graph_precision, options)
 
     def reference_outputs(self, case: str) -> dict[str, torch.Tensor]:
         """torch strict FP32, the original three-input call, on the chain's device."""
@@ -313,6 +326,8 @@ def run_leg(chain: Chain, leg: Leg, tolerances: Tolerances) -> LegResult:
     reference = chain.reference_outputs(leg.case)
     tolerance = tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES)
     diffs = compare(reference, candidate, tolerance, depth_values=chain.feed(leg.case)["depth_values"])
+    if leg.consumes == "model":
+        return LegResult(leg, diffs, {"runner": runner.describe()}, candidate)
     artifact = chain.onnx(leg.case, leg.workaround, leg.exporter, leg.variant, leg.graph_precision,
                           chain.config.trt_dynamic and leg.candidate.startswith("trt-"))
     info = {
@@ -364,20 +379,22 @@ def plan_legs(
 ) -> list[Leg]:
     """Every combination, less those that cannot exist: a workaround with an exporter it does not
     support (custom_op: torchscript only), and TensorRT legs of a graph TensorRT refuses
-    (custom_op; the export suite proves the refusal)."""
+    (custom_op; the export suite proves the refusal). A candidate that consumes the torch model
+    gets one leg per case (``MODEL_LEG``)."""
     from harness.convert.onnx_export import EXPORTERS
     from harness.convert.workarounds import EXPORTERS_FOR, TRT_EXPORTABLE
 
-    return [
-        Leg(candidate, variant, workaround, exporter, case)
-        for case in cases
-        for candidate in candidates
-        for variant in variants
-        for workaround in workarounds
-        for exporter in exporters
-        if exporter in EXPORTERS_FOR.get(workaround, EXPORTERS)
-        and (workaround in TRT_EXPORTABLE or not candidate.startswith("trt-"))
-    ]
+    legs = []
+    for case in cases:
+        for candidate in candidates:
+            if Leg(candidate, *MODEL_LEG, case).consumes == "model":  # not crossed with graph axes
+                legs.append(Leg(candidate, *MODEL_LEG, case))
+                continue
+            legs += [Leg(candidate, variant, workaround, exporter, case)
+                     for variant in variants for workaround in workarounds for exporter in exporters
+                     if exporter in EXPORTERS_FOR.get(workaround, EXPORTERS)
+                     and (workaround in TRT_EXPORTABLE or not candidate.startswith("trt-"))]
+    return legs
 
 
 def _bound_case(case: Case, name: str) -> Case:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from harness.backends import registry
 from harness.chain import Chain, Leg
 from harness.compare import compare
 from harness.errors import BackendUnavailable, HarnessError
@@ -55,21 +56,19 @@ def torch_stages(chain: Chain, case: str) -> dict[str, torch.Tensor]:
 
 def candidate_stages(chain: Chain, leg: Leg) -> dict[str, torch.Tensor]:
     """The same stages from a probe build of the candidate's graph (ONNX Runtime legs)."""
-    from harness.backends.onnxruntime_runner import OrtRunner, ensure_available
-
     family, _, rest = leg.candidate.partition("-")
     if family != "ort":
         raise BackendUnavailable(leg.candidate, "stage probes run on ONNX Runtime here (a TensorRT probe engine "
                                  "needs a GPU it can run on)", "localise on an ort-* leg of the same graph")
-    device = rest.split("-")[0]
-    ensure_available(torch.device(device), f"ort-{device}")
+    backend = f"ort-{rest.split('-')[0]}"  # the strict FP32 session runs either graph precision's probe build
+    registry.require(backend)
     artifact = chain.onnx(leg.case, leg.workaround, leg.exporter, leg.variant, leg.graph_precision, probes=True)
-    runner = OrtRunner(artifact.path, device=device, label=f"{leg.variant}-probes", validate_values=False)
+    runner = registry.make_runner(backend, artifact.path, label=f"{leg.variant}-probes", validate_values=False)
     runner.prepare()
     try:
         # probe volumes are large and their count varies: a plain run on host arrays, every output
         feed = chain.workaround_feed(leg.case, leg.workaround)
-        values = runner.run_all({k: v.cpu() for k, v in feed.items()})
+        values = runner.run_all({k: v.cpu() for k, v in feed.items()})  # type: ignore[attr-defined]
     finally:
         runner.close()
     return {name.removeprefix("probe_"): value.float() for name, value in values.items()}

@@ -18,6 +18,7 @@ import torch
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
+from harness.backends import registry
 from harness.backends.base import Runner
 from harness.chain import Chain, Leg, plan_legs
 from harness.convert.onnx_export import ExportConfig, OnnxArtifact, OnnxFromTorch, SimplifiedOnnxFromOnnx
@@ -302,27 +303,22 @@ class RigRunners:
         return self._once(("runner", leg, views), lambda: self._make_runner(leg, views))
 
     def _make_runner(self, leg: Leg, views: int) -> Runner:
-        from harness.backends.onnxruntime_runner import CudaOptions, OrtRunner
+        from harness.convert.engine import BuildSettings, EngineFromOnnx, Profile
 
         self.require(leg)
         family, _, target = leg.candidate.partition("-")
         artifact = self.onnx(views, leg.workaround, leg.exporter, leg.variant, leg.graph_precision)
         if family == "ort":
             label = leg.variant if leg.graph_precision == "fp32" else f"fp16-{leg.variant}"
-            options: CudaOptions = "default" if target == "cuda-default" else "strict"
-            return OrtRunner(artifact.path, device=target.split("-")[0], label=label,
-                             cuda_options=options).prepare()
-        from harness.backends.tensorrt_runner import TrtRunner
-        from harness.convert.engine import BuildSettings, EngineFromOnnx, Profile
-
+            return registry.make_runner(leg.candidate, artifact.path, label=label).prepare()
         names = get_workaround(leg.workaround).input_names
         low, opt, high = (self.bounds.case(f"rigs-{i}", views, i) for i in range(3))
         config = self.chain.config
         build = BuildSettings(precision=target, workspace_mib=config.trt_workspace_mib,  # type: ignore[arg-type]
                               optimization_level=config.trt_opt_level, flavour=config.trt_flavour)
         engine = EngineFromOnnx(artifact, build, Profile.around(opt, names, low, high), self.chain.cache)()
-        return TrtRunner(engine.path, label=target, flavour=config.trt_flavour, buffers=config.trt_buffers,  # type: ignore[arg-type]
-                         runtime_cache=self.chain.cache.root / "trt-runtime" / f"{engine.sha256[:16]}.cache").prepare()
+        # the chain's run settings: buffers, CUDA graph and runtime cache as every other front
+        return registry.make_runner(leg.candidate, engine.path, **self.chain.trt_settings(engine)).prepare()
 
     def close(self) -> None:
         for value in self._memo.values():

@@ -84,3 +84,44 @@ def test_low_layers_import_nothing_above_them():
     offending = {m: sorted(t for t in targets if not low(t) and t != "harness")
                  for m, targets in harness_imports().items() if low(m)}
     assert {m: t for m, t in offending.items() if t} == {}
+
+
+def runner_classes() -> set[str]:
+    """Classes in harness/backends/ that derive (directly or not) from Runner."""
+    bases: dict[str, set[str]] = {}
+    for path in (HARNESS / "backends").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases[node.name] = {b.id for b in node.bases if isinstance(b, ast.Name)}
+    found = {"Runner"}
+    while True:
+        more = {name for name, parents in bases.items() if parents & found} - found
+        if not more:
+            return found - {"Runner"}
+        found |= more
+
+
+def test_only_the_backends_construct_runners():
+    """One factory (harness.backends.registry.make_runner) makes every runner: no module outside
+    harness/backends/ calls a runner class."""
+    classes = runner_classes()
+    assert {"OrtRunner", "TrtRunner", "TorchRunner", "TorchFastRunner"} <= classes
+    calls = []
+    for path in HARNESS.rglob("*.py"):
+        if path.parent.name == "backends":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+                if name in classes:
+                    calls.append(f"{path.relative_to(HARNESS.parent)}:{node.lineno} {name}")
+    assert calls == []
+
+
+def test_every_declared_backend_has_a_tolerance_table():
+    from harness.backends import registry
+    from harness.tolerances import Tolerances
+
+    tolerances = Tolerances.load()
+    for name, spec in registry.specs().items():
+        tolerances.lookup("torch-fp32", name, spec.precision, ("depth", "photometric_confidence"))

@@ -185,3 +185,20 @@ def test_ort_as_shipped_is_a_tf32_leg_of_the_fp32_graph():
     assert "ort-cuda-default" in CANDIDATES
     assert leg.precision == "tf32" and leg.graph_precision == "fp32"
     assert Leg("ort-cuda", "raw", "precomputed", "torchscript", "small").precision == "fp32"
+
+
+def test_a_backend_that_consumes_the_model_is_not_crossed_with_graph_axes():
+    legs = plan_legs(("small", "seed"), ("precomputed", "closed_form"), ("torchscript", "dynamo"), ("raw", "simplified"),
+                     ("torch-fast-fp16", "ort-cpu"))
+    fast = [leg for leg in legs if leg.candidate == "torch-fast-fp16"]
+    assert [leg.id for leg in fast] == ["torch-fast-fp16-vs-torch-fp32-small", "torch-fast-fp16-vs-torch-fp32-seed"]
+    assert all(leg.consumes == "model" and leg.precision == "fp16" for leg in fast)
+    assert len(legs) - len(fast) == 2 * 2 * 2 * 2  # ort-cpu: cases x workarounds x exporters x variants
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only skip")
+def test_the_fast_torch_leg_skips_without_a_gpu_naming_it(small_chain):
+    leg = plan_legs(("small",), ("precomputed",), ("torchscript",), ("raw",), ("torch-fast-fp16",))[0]
+    with pytest.raises(BackendUnavailable, match="no CUDA device") as info:
+        run_leg(small_chain, leg, Tolerances.load())
+    assert info.value.backend == "torch-fast-fp16"

@@ -8,8 +8,10 @@ name. Runners never time themselves (``harness.timing`` does) and never import e
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -100,3 +102,37 @@ class Runner(ABC):
     def describe(self) -> dict[str, Any]:
         """Provenance of this runner for reports (runtime versions, providers, precision)."""
         return {"name": self.name, "device": str(self.device)}
+
+
+Consumes = Literal["model", "onnx", "engine"]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One backend as its module declares it (``BACKENDS`` there; ``harness.backends.registry``
+    collects them and is the one factory).
+
+    Attributes:
+        name: the name users pass (``--harness-backends``) and tolerances key by family (its first word).
+        consumes: what its runner is made from: the torch ``model``, an ``onnx`` graph file or an
+            ``engine`` plan file. Backends that consume the model are never crossed with graph
+            variants, workarounds or exporters.
+        precision: the precision its parity gate is looked up with (``fp32``, ``tf32``, ``fp16``).
+        device: ``cpu`` or ``cuda``.
+        graph: for ``onnx``/``engine`` consumers, the graph precision it needs (``fp32`` or ``fp16``).
+        make: ``make(artifact, **settings) -> Runner`` (the artifact: the model or a file path).
+        available: ``() -> None`` when it can run here, else the missing piece (a skip reason).
+        candidate: compared with the reference in the parity gate and the main job.
+        fix: what to do when ``available()`` names a missing piece.
+    """
+
+    name: str
+    consumes: Consumes
+    precision: str
+    device: str
+    make: Callable[..., Runner] = field(repr=False, compare=False)
+    available: Callable[[], str | None] = field(repr=False, compare=False)
+    graph: str | None = None
+    candidate: bool = True
+    settings: Mapping[str, Any] = field(default_factory=dict)  # fixed constructor settings
+    fix: str | None = None

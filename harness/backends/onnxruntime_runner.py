@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from harness.backends.base import Runner
+from harness.backends.base import BackendSpec, Runner
 from harness.errors import ArtifactError, BackendUnavailable, InvalidInput
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -229,3 +229,36 @@ class OrtRunner(Runner):
             info["log"] = self.log[:MAX_LOG_LINES] + (
                 [f"... {len(self.log) - MAX_LOG_LINES} more lines"] if len(self.log) > MAX_LOG_LINES else [])
         return info
+
+
+# -- the backends this module declares (harness.backends.registry collects them) ---------------
+
+def _missing(device: str):  # type: ignore[no-untyped-def]
+    def check() -> str | None:
+        try:
+            ensure_available(torch.device(device))
+        except BackendUnavailable as exc:
+            return exc.missing
+        return None
+    return check
+
+
+def _ort(device: str, cuda_options: CudaOptions = "strict"):  # type: ignore[no-untyped-def]
+    def make(onnx_path: str | Path, **settings: Any) -> OrtRunner:
+        return OrtRunner(onnx_path, settings.pop("device", device), cuda_options=cuda_options, **settings)
+    return make
+
+
+CPU_FIX = "pip install onnxruntime"
+CUDA_FIX = "run on a machine with an NVIDIA GPU and pip install onnxruntime-gpu (a build matching your CUDA)"
+BACKENDS = (
+    BackendSpec("ort-cpu", "onnx", "fp32", "cpu", _ort("cpu"), _missing("cpu"), graph="fp32", fix=CPU_FIX),
+    BackendSpec("ort-cuda", "onnx", "fp32", "cuda", _ort("cuda"), _missing("cuda"), graph="fp32", fix=CUDA_FIX),
+    # ONNX Runtime as shipped: its default CUDA options (TF32 allowed)
+    BackendSpec("ort-cuda-default", "onnx", "tf32", "cuda", _ort("cuda", "default"), _missing("cuda"), graph="fp32",
+                fix=CUDA_FIX),
+    # the mixed-precision graph the TensorRT fp16 engine is built from, on another runtime
+    BackendSpec("ort-cpu-fp16", "onnx", "fp16", "cpu", _ort("cpu"), _missing("cpu"), graph="fp16", fix=CPU_FIX),
+    BackendSpec("ort-cuda-fp16", "onnx", "fp16", "cuda", _ort("cuda"), _missing("cuda"), graph="fp16",
+                fix=CUDA_FIX),
+)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from harness.backends import trt_api
-from harness.backends.base import Runner
+from harness.backends.base import BackendSpec, Runner
 from harness.errors import BackendUnavailable, EngineBuildError, InvalidArgument, InvalidInput, RunError, ShapeError
 
 Buffers = Literal["torch", "pycuda"]
@@ -276,3 +276,27 @@ class _PycudaBuffers:
             return {name: torch.from_numpy(host.copy()).float().to(runner.device) for name, host in outs.items()}
         finally:
             self.context.pop()
+
+
+# -- the backends this module declares (harness.backends.registry collects them) ---------------
+
+def _missing() -> str | None:
+    try:
+        trt_api.bind("auto")
+        trt_api.require_cuda()
+    except BackendUnavailable as exc:
+        return exc.missing
+    return None
+
+
+def _trt(precision: str):  # type: ignore[no-untyped-def]
+    def make(engine_path: str | Path, **settings: Any) -> TrtRunner:
+        return TrtRunner(engine_path, label=settings.pop("label", precision), **settings)
+    return make
+
+
+BACKENDS = (
+    BackendSpec("trt-fp32", "engine", "fp32", "cuda", _trt("fp32"), _missing, graph="fp32"),  # TF32 cleared
+    BackendSpec("trt-tf32", "engine", "tf32", "cuda", _trt("tf32"), _missing, graph="fp32"),
+    BackendSpec("trt-fp16", "engine", "fp16", "cuda", _trt("fp16"), _missing, graph="fp16"),  # the mixed graph
+)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-from harness.backends.base import Runner
+from harness.backends.base import BackendSpec, Runner
 from harness.convert.workarounds import INPUTS_WITH_INVERSE, INPUTS_WITHOUT_INVERSE
 from harness.errors import BackendUnavailable, InvalidArgument
 from harness.model.mvsnet import MVSNet
@@ -162,3 +162,29 @@ class TorchFastRunner(Runner):
         return {**super().describe(), "runtime": "torch", "torch": torch.__version__, "precision": self.precision,
                 "compile_mode": self.compile_mode, "cuda_graph": self.cuda_graph, "batch_norm": "folded",
                 "memory_format": "channels_last(_3d)"}
+
+
+# -- the backends this module declares (harness.backends.registry collects them) ---------------
+
+def _cuda_missing() -> str | None:
+    return None if torch.cuda.is_available() else "no CUDA device"
+
+
+def _eager(precision: Precision):  # type: ignore[no-untyped-def]
+    def make(model: MVSNet, **settings: Any) -> TorchRunner:
+        return TorchRunner(model, settings.pop("device", "cpu"), precision, **settings)
+    return make
+
+
+def _fast(model: MVSNet, **settings: Any) -> TorchFastRunner:
+    return TorchFastRunner(model, settings.pop("device", "cuda"), half=True, **settings)
+
+
+BACKENDS = (
+    # the reference, and PyTorch's own reduced-precision modes (bench and attribution hops)
+    BackendSpec("torch-fp32", "model", "fp32", "cpu", _eager("fp32"), lambda: None, candidate=False),
+    BackendSpec("torch-tf32", "model", "tf32", "cuda", _eager("tf32"), _cuda_missing, candidate=False),
+    BackendSpec("torch-fp16", "model", "fp16", "cuda", _eager("fp16"), _cuda_missing, candidate=False),
+    # the fast deployment path (folded batch norm, FP16 convolutions, torch.compile, CUDA graph)
+    BackendSpec("torch-fast-fp16", "model", "fp16", "cuda", _fast, _cuda_missing),
+)

@@ -1,0 +1,73 @@
+"""The backend registry and the one runner factory.
+
+Every backend module declares its backends (``BACKENDS``: name, what it consumes, precision,
+device, availability, how to make its runner); this module collects them. Every front (the
+chain, and through it the pytest gate, the main job, bench, the property suite, localisation,
+the bring-your-own check) gets its runners from ``make_runner``; no other module outside
+``harness/backends/`` constructs a runner. Adding a backend is one module with a ``BACKENDS``
+table (listed in ``MODULES`` below) plus its tolerance table in fixtures/tolerances.toml.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from harness.backends.base import BackendSpec, Consumes, Runner
+from harness.errors import BackendUnavailable
+
+#: The modules that declare backends, in the order their backends are listed.
+MODULES = ("harness.backends.torch_runner", "harness.backends.onnxruntime_runner", "harness.backends.tensorrt_runner")
+
+_SPECS: dict[str, BackendSpec] | None = None
+
+
+def specs() -> dict[str, BackendSpec]:
+    """``{name: BackendSpec}`` of every declared backend (modules imported once, in order)."""
+    global _SPECS
+    if _SPECS is None:
+        found: dict[str, BackendSpec] = {}
+        for module in MODULES:
+            for spec in importlib.import_module(module).BACKENDS:
+                if spec.name in found:
+                    raise AssertionError(f"backend {spec.name} declared twice ({module})")
+                found[spec.name] = spec
+        _SPECS = found
+    return _SPECS
+
+
+def names(consumes: Consumes | None = None, candidates_only: bool = False) -> tuple[str, ...]:
+    return tuple(name for name, spec in specs().items()
+                 if (consumes is None or spec.consumes == consumes) and (spec.candidate or not candidates_only))
+
+
+def get(name: str) -> BackendSpec:
+    """The spec of ``name``; an unknown name is ``BackendUnavailable`` naming the known ones."""
+    try:
+        return specs()[name]
+    except KeyError:
+        raise BackendUnavailable(name, f"no backend named {name} in this harness version",
+                                 f"pick from {', '.join(specs())}") from None
+
+
+def available(name: str) -> str | None:
+    """None when backend ``name`` can run here, else the missing piece."""
+    return get(name).available()
+
+
+def require(name: str) -> None:
+    """Raise ``BackendUnavailable`` (the missing piece as reason, the spec's fix) unless backend
+    ``name`` can run here; cheap, so callers check before any export or build work."""
+    spec = get(name)
+    reason = spec.available()
+    if reason is not None:
+        raise BackendUnavailable(name, reason, spec.fix)
+
+
+def make_runner(name: str, artifact: Any, **settings: Any) -> Runner:
+    """The runner of backend ``name`` on ``artifact`` (the torch model, or the ONNX / engine file
+    path), not yet prepared. ``settings`` go to the runner (label, device, validate_values,
+    TensorRT buffers ...) over the spec's fixed settings. A backend that cannot run here raises
+    ``BackendUnavailable`` naming what is missing."""
+    spec = get(name)
+    return spec.make(artifact, **{**spec.settings, **settings})

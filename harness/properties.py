@@ -202,8 +202,10 @@ def property_legs(profile: str, candidates: Sequence[str], variants: Sequence[st
     them at the fixed cases): every candidate runs every graph variant of the first
     workaround/exporter pair; the first candidate also runs the other workarounds (raw graph),
     and in the full profile the other exporters (every variant). Each leg keeps the profile's
-    full example count."""
-    candidates, variants = tuple(candidates), tuple(variants)
+    full example count. Backends that consume the torch model itself (the fast path: torch.compile
+    and a CUDA graph per shape) are gated at the fixed cases only: every random rig would recompile."""
+    candidates = tuple(c for c in candidates if Leg(c, "raw", "precomputed", "torchscript", "rigs").consumes != "model")
+    variants = tuple(variants)
     first_exporter = tuple(exporters)[:1]
     legs: list[Leg] = []
     for candidate in candidates:

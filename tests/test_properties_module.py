@@ -232,3 +232,8 @@ def test_hypothesis_profiles_are_namespaced_and_leave_a_users_own_alone():
         assert settings.get_profile("harness-full").max_examples == 40
     finally:
         settings.register_profile("quick")
+
+
+def test_property_legs_leave_backends_that_consume_the_model_to_the_fixed_cases():
+    legs = property_legs("full", ("torch-fast-fp16", "ort-cpu"), ("raw",), ("precomputed",), ("torchscript",))
+    assert [leg.candidate for leg in legs] == ["ort-cpu"]

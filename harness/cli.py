@@ -153,8 +153,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     def figures(folder: Path) -> list[Path]:
         drawn = []
         for case in cases:
-            others = {r.leg.id.removesuffix(f"-{case}"): r.outputs["depth"] for r in results
-                      if r.leg.case == case and "depth" in r.outputs}
+            others = {f"{r.leg.candidate} {r.leg.variant}\n{r.leg.workaround}, {r.leg.exporter}": r.outputs["depth"]
+                      for r in results if r.leg.case == case and "depth" in r.outputs}
             if others:
                 drawn.append(depth_difference_maps(chain.reference_outputs(case)["depth"], others,
                                                    folder / f"depth-diff-{case}.png",

@@ -94,13 +94,17 @@ def preflight(config: ChainConfig, cases: Iterable[str], report_dir: Path | None
             case = get_case(name)
         except InvalidArgument as exc:
             raise _stop("unknown case", exc, f"pass {flags.cases} with names from small, seed, dtu", flags) from None
-        _check_memory(case.name, chain, flags, memory_gib if memory_gib is not None else available_memory_gib())
+        memory = memory_gib if memory_gib is not None else available_memory_gib()
+        if config.scene is None:  # the bundled scene is rendered at large cases: check memory first
+            _check_memory(case.name, chain, flags, memory)
         try:
             chain.views(case.name)
         except HarnessError as exc:
             raise _stop(f"the scene does not read at case {case.name}", exc,
                         f"pass {flags.scene} with a DTU-format folder (images/, cams/, pair.txt), or leave it out "
                         "for the bundled scene", flags) from None
+        if config.scene is not None:  # a user's scene: its own problems first, then whether the case fits
+            _check_memory(case.name, chain, flags, memory)
     try:
         check_writable(chain.cache.root)
     except HarnessError as exc:

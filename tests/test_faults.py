@@ -28,7 +28,7 @@ from harness.backends.onnxruntime_runner import OrtRunner
 from harness.chain import Chain, ChainConfig
 from harness.convert.cache import ArtifactCache, canonical_key, sha256_file
 from harness.errors import HarnessError
-from harness.report import record as record_module
+from harness.report import write as write_module
 from harness.report.record import RunRecord, load_record
 from harness.report.write import write_run
 
@@ -313,7 +313,7 @@ def _record(note: str) -> RunRecord:
 
 
 def test_write_run_twice_in_the_same_second_gives_two_folders(tmp_path, monkeypatch):
-    monkeypatch.setattr(record_module, "utc_stamp", lambda now=None: "20260101T000000Z")
+    monkeypatch.setattr(write_module, "utc_stamp", lambda now=None: "20260101T000000Z")
     first = write_run(_record("first"), tmp_path)
     second = write_run(_record("second"), tmp_path)
     assert (first.name, second.name) == ("20260101T000000Z", "20260101T000000Z-2")
@@ -321,7 +321,7 @@ def test_write_run_twice_in_the_same_second_gives_two_folders(tmp_path, monkeypa
 
 
 def test_concurrent_write_runs_in_the_same_second_never_share_a_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(record_module, "utc_stamp", lambda now=None: "20260101T000000Z")
+    monkeypatch.setattr(write_module, "utc_stamp", lambda now=None: "20260101T000000Z")
     folders: list[Path] = []
     errors: list[BaseException] = []
 
@@ -342,7 +342,7 @@ def test_concurrent_write_runs_in_the_same_second_never_share_a_folder(tmp_path,
 
 
 def test_write_run_never_touches_an_existing_folder_of_the_same_stamp(tmp_path, monkeypatch):
-    monkeypatch.setattr(record_module, "utc_stamp", lambda now=None: "20260101T000000Z")
+    monkeypatch.setattr(write_module, "utc_stamp", lambda now=None: "20260101T000000Z")
     earlier = tmp_path / "20260101T000000Z"
     earlier.mkdir()
     (earlier / "report.md").write_text("an earlier report\n")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.fileio import atomic_write_json, atomic_write_text, new_run_dir, utc_stamp
-from harness.report.markdown import render_report, tables
+from harness.report import markdown
 from harness.report.record import RunRecord
 
 
@@ -27,12 +27,12 @@ def write_run(
     """
     folder = new_run_dir(Path(root), utc_stamp())
     atomic_write_json(folder / "run.json", record.to_dict())
-    frames = tables(record)
+    frames = markdown.tables(record)
     for name, frame in frames.items():
         if not frame.empty:
             atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
     drawn = [p.name for p in (figures(folder) if figures else []) if p is not None]
-    atomic_write_text(folder / "report.md", render_report(record, frames, drawn))
+    atomic_write_text(folder / "report.md", markdown.render_report(record, frames, drawn))
     for name, text in (extra_files or {}).items():
         atomic_write_text(folder / name, text)
     return folder

@@ -1,0 +1,50 @@
+"""A runner over a graph whose tensors have other names than the harness's roles.
+
+The feed comes in by role (``imgs``, ``proj_matrices`` ...) and goes through the base checks
+under those names; it is renamed to the graph's names for the wrapped runner, and the outputs are
+renamed back to roles. Constructed in ``harness.chain`` only, like every runner.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from harness.backends.base import Runner
+
+
+class RenamedRunner(Runner):
+    """Args:
+        inner: a runner over the graph (its ``input_names`` are the graph's).
+        inputs: ``{role: graph input name}``.
+        outputs: ``{graph output name: role}``.
+    """
+
+    def __init__(self, inner: Runner, inputs: dict[str, str], outputs: dict[str, str], name: str) -> None:
+        super().__init__(inner.validate_values)
+        self.inner = inner
+        self.roles_to_graph = dict(inputs)
+        self.graph_to_roles = dict(outputs)
+        self.name = name
+        self.device = inner.device
+
+    def _prepare(self) -> None:
+        self.inner.prepare()
+        graph_inputs = self.inner.input_names
+        by_graph = {g: r for r, g in self.roles_to_graph.items()}
+        self.input_names = tuple(by_graph[g] for g in graph_inputs)
+
+    def _close(self) -> None:
+        self.inner.close()
+
+    def _infer(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # the roles were checked by ``infer``; the wrapped runner's own name check would look for
+        # the harness's names, so its ``_infer`` is called with the graph's
+        renamed = {self.roles_to_graph[role]: tensor for role, tensor in feed.items()}
+        out = self.inner._infer(renamed)
+        return {self.graph_to_roles[name]: value for name, value in out.items() if name in self.graph_to_roles}
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.inner.describe(), "name": self.name, "io": dict(self.roles_to_graph),
+                "outputs": dict(self.graph_to_roles)}

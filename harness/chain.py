@@ -363,8 +363,12 @@ class Chain:
 
         def make() -> Runner:
             header = read_plan_header(path)  # a foreign or truncated file is refused even without TensorRT
-            info = trt_api.bind(self.config.trt_flavour)
-            trt_api.require_cuda(name)
+            try:
+                info = trt_api.bind(self.config.trt_flavour)
+                trt_api.require_cuda(name)
+            except BackendUnavailable as exc:
+                raise BackendUnavailable(exc.backend, f"{exc.missing} (the engine's plan header: built with "
+                                         f"TensorRT {header.version_text})", exc.fix) from None
             require_runtime_match(header, info.label, info.version)
             inner = TrtRunner(path, label=f"user-{Path(path).stem}", flavour=self.config.trt_flavour,
                               buffers=self.config.trt_buffers)  # type: ignore[arg-type]

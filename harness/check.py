@@ -158,7 +158,7 @@ def prepare_onnx(path: Path, io_map: str | None = None, case: str | None = None)
     facts = inspect_onnx(path)
     binding = bind_io(facts.inputs, facts.outputs, parse_io_map(io_map), str(path))
     static = static_case_shape(binding, facts.inputs)
-    notes = [f"inputs and outputs bound by {binding.how}: {binding.io_map()}"]
+    notes = [f"tensors bound ({binding.how}): {binding.io_map()}"]
     if case is not None:
         this = get_case(case)
     elif static is not None:

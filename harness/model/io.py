@@ -214,7 +214,7 @@ def bind_io(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], io_map:
         if len(specs[name].shape) != RANKS[role]:
             raise _refuse(subject, f"'{name}' cannot be {role} ({in_how if role in INPUT_ROLES else out_how})",
                           f"rank {len(specs[name].shape)}, while {role} is {LAYOUTS[role]}", inputs, outputs)
-    how = in_how if in_how == out_how else f"inputs by {in_how}, outputs by {out_how}"
+    how = f"by {in_how}" if in_how == out_how else f"inputs by {in_how}, outputs by {out_how}"
     return IoBinding(tuple((s.name, in_bound[s.name]) for s in inputs),
                      tuple((s.name, out_bound[s.name]) for s in outputs if s.name in out_bound), how)
 

@@ -116,8 +116,9 @@ def test_nearest_sampling_fails_and_names_the_gridsample_nodes(walkthrough, work
 
 
 def test_flipped_align_corners_fails_naming_the_convention_and_passes_with_its_flag(walkthrough, work, capsys):
-    example = walkthrough[0]
-    graph = example.export(work / "ac0.onnx", "small", align_corners=False)
+    # align_corners is only GridSample's attribute in the exported graph: the same bytes as an export
+    # with MVSNet(align_corners=False) (examples/export_article.py --align-corners false)
+    graph = edited(work / "mvsnet.onnx", work / "ac0.onnx", set_grid_attr("align_corners", 0))
     assert check(work, "--onnx", str(graph)) == 1
     text = capsys.readouterr().out
     assert "passes against the reference with align_corners=False" in text
@@ -127,9 +128,9 @@ def test_flipped_align_corners_fails_naming_the_convention_and_passes_with_its_f
 
 
 def test_inputs_in_the_wrong_order_fail_with_the_io_map_that_gates_them(walkthrough, work, capsys):
-    example = walkthrough[0]
-    names = ["in_imgs", "in_inverse_proj_matrices", "in_proj_matrices", "in_depth_values"]
-    graph = example.export(work / "swapped.onnx", "small", input_names=names)
+    # input_names=[in_imgs, in_inverse_proj_matrices, in_proj_matrices, in_depth_values] at export
+    swap = {"in_proj_matrices": "in_inverse_proj_matrices", "in_inverse_proj_matrices": "in_proj_matrices"}
+    graph = edited(work / "mvsnet.onnx", work / "swapped.onnx", rename_tensors(swap))
     assert check(work, "--onnx", str(graph)) == 1
     text = capsys.readouterr().out
     assert "inputs in the wrong order: the graph's 'in_proj_matrices' takes the inverse projections" in text
@@ -214,3 +215,24 @@ def test_pytest_front_runs_user_legs_into_the_session_record(walkthrough, work):
     assert sorted(r["id"] for r in record["parity"]) == ["user-onnx-mvsnet-ort-cpu-vs-torch-fp32-small",
                                                          "user-onnx-nearest-ort-cpu-vs-torch-fp32-small"]
     assert {a["path"] for a in record["artifacts"]} == {str(work / "mvsnet.onnx"), str(nearest)}
+
+
+def test_user_model_code_is_the_reference(walkthrough, work, capsys, monkeypatch):
+    package = work / "mymodels"
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text("")
+    (package / "mvsnet.py").write_text(
+        "from harness.model.mvsnet import MVSNet\n\n\n"
+        "class Patched(MVSNet):  # the article's patch: the inverse fed, a (depth, confidence) tuple\n"
+        "    def forward(self, imgs, proj_matrices, inverse_proj_matrices, depth_values):\n"
+        "        out = super().forward(imgs, proj_matrices, depth_values, inverse_proj_matrices)\n"
+        "        return out['depth'], out['photometric_confidence']\n\n\n"
+        "def old_default():  # MVSNet_pytorch's code on torch >= 1.3\n"
+        "    return MVSNet(align_corners=False)\n")
+    monkeypatch.syspath_prepend(str(work))
+    graph = str(work / "mvsnet.onnx")
+    assert check(work, "--onnx", graph, "--model", "mymodels.mvsnet:Patched") == 0
+    assert "reference torch-fp32 (--model mymodels.mvsnet:Patched)" in capsys.readouterr().out
+    assert check(work, "--onnx", graph, "--model", "mymodels.mvsnet:old_default") == 1
+    assert check(work, "--onnx", graph, "--model", "mymodels.nothere:X") == 2
+    assert "--model | cannot import the module" in capsys.readouterr().err

@@ -395,12 +395,13 @@ class Chain:
                              audit: dict[str, Any], name: str) -> Runner:
         """A TensorRT FP32 engine built from the user's ONNX (static shapes of ``case``); the
         operator audit refuses known parser failures (GridSample at opset >= 20) first."""
+        import hashlib
+
         from harness.backends import trt_api
         from harness.backends.renamed import RenamedRunner
         from harness.backends.tensorrt_runner import TrtRunner
         from harness.convert.engine import BuildSettings, EngineFromOnnx, Profile
         from harness.convert.onnx_export import OnnxArtifact
-        import hashlib
 
         def make() -> Runner:
             trt_api.bind(self.config.trt_flavour)

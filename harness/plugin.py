@@ -320,7 +320,7 @@ def _user_legs(opts: HarnessOptions) -> list[Any]:
     explicit = opts.cases if opts.cases != PROFILES[opts.profile]["cases"] else (None,)
     params: list[Any] = []
     for case in explicit:
-        targets = []
+        targets: list[Any] = []
         for kind, paths in (("onnx", user.onnx), ("engine", user.engine)):
             for path in paths:
                 try:

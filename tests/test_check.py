@@ -236,3 +236,23 @@ def test_user_model_code_is_the_reference(walkthrough, work, capsys, monkeypatch
     assert check(work, "--onnx", graph, "--model", "mymodels.mvsnet:old_default") == 1
     assert check(work, "--onnx", graph, "--model", "mymodels.nothere:X") == 2
     assert "--model | cannot import the module" in capsys.readouterr().err
+
+
+def test_pytest_planning_keeps_a_refused_graph_as_a_failing_leg(walkthrough, work):
+    from harness.chain import ChainConfig
+    from harness.errors import HarnessError
+    from harness.plugin import NO_USER_ARTIFACT, HarnessOptions, RefusedArtifact, UserArtifacts, _user_legs
+
+    odd = work / "odd.onnx"
+    if not odd.exists():
+        edited(work / "mvsnet.onnx", odd, rename_tensors({"in_imgs": "images", "in_depth_values": "planes"}))
+    base = dict(profile="quick", cases=("small",), exporters=(), workarounds=(), variants=(), candidates=(),
+                chain=ChainConfig(), tolerances=None, report_dir=None)
+    (none,) = _user_legs(HarnessOptions(**base))
+    assert none.marks[0].kwargs["reason"] == NO_USER_ARTIFACT
+    legs = _user_legs(HarnessOptions(**base, user=UserArtifacts(onnx=(odd, work / "mvsnet.onnx"))))
+    assert [leg.id for leg in legs] == [
+        "user-onnx-odd-refused", "user-onnx-mvsnet-ort-cpu-vs-torch-fp32-small",
+        "user-onnx-mvsnet-ort-cuda-vs-torch-fp32-small", "user-onnx-mvsnet-trt-fp32-vs-torch-fp32-small"]
+    assert isinstance(legs[0], RefusedArtifact) and isinstance(legs[0].error, HarnessError)
+    assert "unresolved images, planes" in str(legs[0].error)

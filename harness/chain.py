@@ -136,6 +136,12 @@ class Chain:
     def weights_digest(self) -> str:
         return self._once(("digest",), lambda: state_dict_digest(self.model))
 
+    @property
+    def export_digest(self) -> str:
+        """What identifies the exported function besides the export settings: the weights and,
+        when it is not the default, the sampling convention (not a weight, but it changes the graph)."""
+        return self.weights_digest if self.config.align_corners else f"{self.weights_digest}-align_corners=0"
+
     def _once(self, key: tuple, make: Callable[[], object]):
         if key not in self._memo:
             self._memo[key] = make()
@@ -178,9 +184,7 @@ class Chain:
         def build_raw() -> OnnxArtifact:
             config = ExportConfig(exporter=exporter, opset=self.config.opset, workaround=workaround,  # type: ignore[arg-type]
                                   precision=precision, dynamic=dynamic, probes=probes)  # type: ignore[arg-type]
-            # the sampling convention is not a weight: a non-default one keys its own exports
-            digest = self.weights_digest if self.config.align_corners else f"{self.weights_digest}-align_corners=0"
-            return OnnxFromTorch(self.model, digest, self.export_feed(case, dynamic), config,
+            return OnnxFromTorch(self.model, self.export_digest, self.export_feed(case, dynamic), config,
                                  get_workaround(workaround), self.cache)()
 
         key = (case, workaround, exporter, precision, dynamic, probes)
@@ -400,10 +404,13 @@ class Chain:
         from harness.backends import trt_api
         from harness.backends.renamed import RenamedRunner
         from harness.backends.tensorrt_runner import TrtRunner
+        from harness.convert.audit import Audit
         from harness.convert.engine import BuildSettings, EngineFromOnnx, Profile
         from harness.convert.onnx_export import OnnxArtifact
 
         def make() -> Runner:
+            # a property of the graph, not of this machine: refused here even where TensorRT is missing
+            Audit.from_dict(audit).require_trt_ready(str(path))
             trt_api.bind(self.config.trt_flavour)
             trt_api.require_cuda(name)
             shapes = case.input_shapes(any(r == "inverse_proj_matrices" for r in inputs))

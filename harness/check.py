@@ -32,7 +32,15 @@ from harness.compare import OutputDiff, compare
 from harness.convert.audit import audit_model
 from harness.convert.plan_header import PlanHeader, read_plan_header
 from harness.data.cases import CASES, Case, get_case
-from harness.errors import BackendUnavailable, HarnessError, InvalidArgument, MissingFile
+from harness.errors import (
+    BackendUnavailable,
+    GraphRuntimeError,
+    HarnessError,
+    InvalidArgument,
+    MissingFile,
+    ParityError,
+    UnsupportedOperator,
+)
 from harness.model.inputs import check_image_size, check_num_depth
 from harness.model.io import IoBinding, TensorSpec, bind_io, check_against, parse_io_map, static_case_shape
 from harness.model.mvsnet import OUTPUT_NAMES
@@ -354,6 +362,15 @@ def run(args: argparse.Namespace) -> int:
         except BackendUnavailable as exc:
             print(f"skipped {leg.id}: {exc.missing}")
             record.notes.append(f"skipped {leg.id}: {exc.missing}")
+            continue
+        except (UnsupportedOperator, ParityError, GraphRuntimeError) as exc:  # the graph itself is at fault
+            failed += 1
+            print(f"{leg.id:<72} {'-':>10} {'-':>10} {'FAIL':>7}")
+            failures.append(f"FAIL {leg.id}:\n  -> {exc}")
+            record.parity.append({"id": leg.id, "case": leg.target.case.name, "candidate": leg.backend,
+                                  "reference": leg.reference, "variant": f"user-{leg.target.kind}", "passed": False,
+                                  "metrics": {}, "tolerance": {}, "artifact": leg.target.artifact(),
+                                  "diagnosis": [str(exc)]})
             continue
         record.parity.append(result.row())
         failed += not result.passed

@@ -256,3 +256,46 @@ def test_pytest_planning_keeps_a_refused_graph_as_a_failing_leg(walkthrough, wor
         "user-onnx-mvsnet-ort-cuda-vs-torch-fp32-small", "user-onnx-mvsnet-trt-fp32-vs-torch-fp32-small"]
     assert isinstance(legs[0], RefusedArtifact) and isinstance(legs[0].error, HarnessError)
     assert "unresolved images, planes" in str(legs[0].error)
+
+
+def test_dynamic_axes_over_constants_baked_for_another_shape_fail_naming_the_node(walkthrough, work, capsys):
+    def declare_dynamic(model):  # what dynamic_axes= at export declares; the constants stay traced
+        for value in model.graph.input:
+            dims = value.type.tensor_type.shape.dim
+            if value.name == "in_imgs":
+                dims[3].dim_param, dims[4].dim_param = "H", "W"
+            elif value.name == "in_depth_values":
+                dims[1].dim_param = "D"
+        for value in model.graph.output:
+            dims = value.type.tensor_type.shape.dim
+            dims[1].dim_param, dims[2].dim_param = "h", "w"
+
+    graph = edited(work / "mvsnet.onnx", work / "dynamic.onnx", declare_dynamic)
+    assert check(work, "--onnx", str(graph)) == 2  # no static shapes: a case is needed
+    assert "the graph's input shapes are dynamic and no case was given" in capsys.readouterr().err
+    assert check(work, "--onnx", str(graph), "--case", "seed") == 1
+    text = capsys.readouterr().out
+    assert "FAIL user-onnx-dynamic-ort-cpu-vs-torch-fp32-seed" in text
+    assert "the runtime failed on the graph" in text and "Reshape node" in text
+
+
+def test_opset_20_graph_fails_the_tensorrt_leg_before_any_build(walkthrough, work, capsys):
+    graph = work / "opset20.onnx"
+    if not graph.exists():
+        test_opset_20_gridsample_trap_is_reported_on_a_user_graph(walkthrough, work)
+    assert check(work, "--onnx", str(graph), "--backends", "trt-fp32") == 1
+    text = capsys.readouterr().out
+    assert "FAIL user-onnx-opset20-trt-fp32-vs-torch-fp32-small" in text
+    assert "TensorRT's ONNX parser cannot take this graph" in text and "NVIDIA/TensorRT#4646" in text
+
+
+def test_a_raw_runner_over_a_user_graph_names_the_binding_instead_of_a_key_error(walkthrough, work):
+    from harness.backends.onnxruntime_runner import OrtRunner
+    from harness.chain import Chain, ChainConfig
+    from harness.errors import InvalidInput
+
+    feed = Chain(ChainConfig(device="cpu")).feed("small")
+    article = dict(zip(["in_imgs", "in_proj_matrices", "in_inverse_proj_matrices", "in_depth_values"],
+                       [feed[k] for k in ("imgs", "proj_matrices", "inverse_proj_matrices", "depth_values")]))
+    with OrtRunner(work / "mvsnet.onnx") as runner, pytest.raises(InvalidInput, match="user_onnx_runner"):
+        runner.infer(article)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from harness.backends.base import Runner
+from harness.errors import GraphRuntimeError, HarnessError
 
 
 class RenamedRunner(Runner):
@@ -42,7 +43,16 @@ class RenamedRunner(Runner):
         # the roles were checked by ``infer``; the wrapped runner's own name check would look for
         # the harness's names, so its ``_infer`` is called with the graph's
         renamed = {self.roles_to_graph[role]: tensor for role, tensor in feed.items()}
-        out = self.inner._infer(renamed)
+        try:
+            out = self.inner._infer(renamed)
+        except HarnessError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a runtime's own error on the user's graph: reported, not swallowed
+            raise GraphRuntimeError(
+                self.name, "the runtime failed on the graph", f"{type(exc).__name__}: {str(exc)[:300]}",
+                f"a graph that runs at these input shapes ({', '.join(f'{k} {tuple(v.shape)}' for k, v in feed.items())})",
+                "run it at the shape it was exported for (harness check without --case), or re-export it",
+            ) from exc
         return {self.graph_to_roles[name]: value for name, value in out.items() if name in self.graph_to_roles}
 
     def describe(self) -> dict[str, Any]:

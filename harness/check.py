@@ -198,6 +198,8 @@ def prepare_engine(path: Path, case: str | None = None, onnx_target: UserTarget 
         this = get_case("small")
         notes.append("engine shapes are known only after deserialising it: case small assumed (pass --case)")
     binding = onnx_target.binding if onnx_target is not None else None
+    if onnx_target is not None:
+        notes.append(f"tensors bound like {onnx_target.path.name} (pass the ONNX the engine was built from)")
     return UserTarget("engine", Path(path), this, binding, None, header, tuple(notes))
 
 

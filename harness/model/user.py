@@ -86,7 +86,13 @@ class UserModel(nn.Module):
             inverse_proj_matrices = inverse_precomputed(proj_matrices).to(proj_matrices.device)
         given = {"imgs": imgs, "proj_matrices": proj_matrices, "depth_values": depth_values,
                  "inverse_proj_matrices": inverse_proj_matrices}
-        out = self.network(*(given[role] for role in self.order))
+        try:
+            out = self.network(*(given[role] for role in self.order))
+        except Exception as exc:  # noqa: BLE001 - the user's forward: reported with its call, not as a traceback
+            raise InvalidArgument(f"--model {self.spec}", "forward() raised",
+                                  f"{type(exc).__name__}: {str(exc)[:300]}",
+                                  f"forward({', '.join(self.order)}) running on MVSNet's inputs",
+                                  "fix the model code (it is called with the harness's tensors in that order)") from exc
         if isinstance(out, dict):
             found = {_ROLE_OF[k]: v for k, v in out.items() if k in _ROLE_OF and _ROLE_OF[k] in OUTPUT_ROLES}
             missing = [r for r in OUTPUT_ROLES if r not in found]

@@ -101,3 +101,13 @@ def test_bad_specs_and_checkpoints_are_refused(user_package):
         import_factory(f"{user_package}:Missing")
     with pytest.raises(CheckpointError, match="missing extra.bias, extra.weight"):
         load_user_model(f"{user_package}:NotMVSNet", BUNDLED_WEIGHTS)
+
+
+def test_a_forward_that_raises_is_reported_with_its_call(user_package, chain, tmp_path):
+    (tmp_path / "usercode" / "broken.py").write_text(
+        "from harness.model.mvsnet import MVSNet\n\n\n"
+        "class Broken(MVSNet):\n"
+        "    def forward(self, imgs, proj_matrices, depth_values):\n"
+        "        raise RuntimeError('homo_warping: shape mismatch')\n")
+    with pytest.raises(InvalidArgument, match="forward\\(\\) raised: RuntimeError: homo_warping: shape mismatch"):
+        chain.user_reference_outputs(get_case("small"), "usercode.broken:Broken")

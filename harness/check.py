@@ -333,9 +333,19 @@ def run(args: argparse.Namespace) -> int:
     if not args.onnx and not args.engine:
         raise InvalidArgument("check", "nothing to check", "no --onnx and no --engine", "one or both",
                               "python -m harness check --onnx mvsnet.onnx [--engine mvsnet.trt]")
-    chain = Chain(ChainConfig(weights=args.weights, scene=args.scene, cache_dir=args.cache_dir, device=args.device,
-                              trt_flavour=args.trt, align_corners=args.align_corners == "true"))
+    from harness.preflight import Flags, preflight
+
+    backends = tuple(v.strip() for v in args.backends.split(",") if v.strip())
+    unknown = [b for b in backends if b not in ONNX_BACKENDS]
+    if unknown or not backends:
+        raise InvalidArgument("--backends", "unknown or no backend", ", ".join(unknown) or "empty list",
+                              f"a comma list of {', '.join(ONNX_BACKENDS)}", f"--backends {','.join(ONNX_BACKENDS)}")
     tolerances = Tolerances.load(args.tolerances)
+    # the same start-of-session checks as the main job (device, weights, cache and reports writable)
+    chain = preflight(ChainConfig(weights=args.weights, scene=args.scene, cache_dir=args.cache_dir, device=args.device,
+                                  trt_flavour=args.trt, align_corners=args.align_corners == "true"),
+                      (), args.report_dir, Flags("--weights", "--scene", "--device", "--cache-dir", "--report-dir",
+                                                 "--case"))
     targets = [prepare_onnx(Path(p), args.io_map, args.case) for p in args.onnx or []]
     first_onnx = targets[0] if targets else None
     targets += [prepare_engine(Path(p), args.case, first_onnx) for p in args.engine or []]
@@ -358,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'leg':<72} {'depth mm^2':>10} {'conf':>10} {'result':>7}")
     failed = 0
     failures: list[str] = []
-    for leg in plan_user_legs(targets, tuple(v.strip() for v in args.backends.split(",") if v.strip())):
+    for leg in plan_user_legs(targets, backends):
         try:
             result = run_user_leg(chain, leg, tolerances, args.model, args.io_map)
         except BackendUnavailable as exc:

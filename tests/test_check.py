@@ -299,3 +299,12 @@ def test_a_raw_runner_over_a_user_graph_names_the_binding_instead_of_a_key_error
                        [feed[k] for k in ("imgs", "proj_matrices", "inverse_proj_matrices", "depth_values")]))
     with OrtRunner(work / "mvsnet.onnx") as runner, pytest.raises(InvalidInput, match="user_onnx_runner"):
         runner.infer(article)
+
+
+def test_usage_errors_exit_2_before_any_work(work, capsys):
+    assert main(["check", "--report-dir", str(work / "reports")]) == 2
+    assert "check | nothing to check" in capsys.readouterr().err
+    assert check(work, "--onnx", str(work / "absent.onnx"), "--backends", "ort-cpu,trt-fp16") == 2
+    assert "--backends | unknown or no backend: trt-fp16" in capsys.readouterr().err
+    assert check(work, "--onnx", str(work / "absent.onnx")) == 2
+    assert "absent.onnx | ONNX file not found" in capsys.readouterr().err

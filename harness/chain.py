@@ -339,6 +339,37 @@ class Chain:
 
         return self._once(("user-ref", case, model, convention, str(self.device)), run)
 
+    def user_reference_stages(self, case: Case, align_corners: bool | None = None) -> dict[str, torch.Tensor]:
+        """The harness MVSNet's intermediate stages (``harness.model.mvsnet.probing``) on ``case``,
+        strict FP32 on the CPU, for localising a user graph."""
+        from harness.backends.torch_runner import TorchRunner
+        from harness.model.mvsnet import probing
+
+        net = self.convention_model(self.config.align_corners if align_corners is None else align_corners)
+        feed = {k: v for k, v in self.case_feed(case).items() if k != "inverse_proj_matrices"}
+
+        def run() -> dict[str, torch.Tensor]:
+            runner = TorchRunner(net, torch.device("cpu"), "fp32", False)  # type: ignore[arg-type]
+            try:
+                with probing(runner.prepare().model) as probes:  # type: ignore[attr-defined]
+                    runner.infer(feed)
+                return {k: v.cpu() for k, v in probes.items()}
+            finally:
+                runner.close()
+
+        return self._once(("user-ref-stages", case, align_corners), run)
+
+    def user_onnx_all_outputs(self, path: Path, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every output of a (probe) graph by its own name, from host tensors keyed by the graph's
+        input names (diagnostics, not timed)."""
+        from harness.backends.onnxruntime_runner import OrtRunner
+
+        runner = OrtRunner(path, device="cpu", label=f"user-{Path(path).stem}", validate_values=False)
+        try:
+            return runner.run_all(feed)
+        finally:
+            runner.close()
+
     def user_onnx_runner(self, path: Path, inputs: dict[str, str], outputs: dict[str, str], device: str,
                          name: str) -> Runner:
         """ONNX Runtime over the user's graph, fed and read by role (``inputs``: role -> graph

@@ -42,7 +42,15 @@ from harness.errors import (
     UnsupportedOperator,
 )
 from harness.model.inputs import check_image_size, check_num_depth
-from harness.model.io import IoBinding, TensorSpec, bind_io, check_against, parse_io_map, static_case_shape
+from harness.model.io import (
+    STAGE_OPERATORS,
+    IoBinding,
+    TensorSpec,
+    bind_io,
+    check_against,
+    parse_io_map,
+    static_case_shape,
+)
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.tolerances import Tolerances
 
@@ -318,11 +326,65 @@ def diagnose(chain: Chain, leg: UserLeg, runner, feed: dict[str, torch.Tensor], 
             notes.append(f"inputs in the wrong order: the graph's '{proj}' takes the inverse projections and '{inv}' "
                          f"the projections (it passes with the two swapped). Fix the export's input_names, or gate "
                          f"it as exported with --io-map {fixed}")
+    if model is None and target.facts is not None and target.binding is not None:  # probes: the harness's MVSNet
+        table = localise_graph(chain, target, feed)
+        if table:
+            notes.append(table)
     if not notes:
         notes.append("no known conversion bug (sampling mode, align_corners, swapped 4x4 inputs) explains the "
                      "difference; compare the graph stage by stage with the harness's probe build "
                      "(python -m harness run --cases <case>, which localises per stage)")
     return notes
+
+
+def probe_graph(path: Path, out: Path) -> dict[str, str]:
+    """A copy of the user's graph at ``out`` whose GridSample and (last) Softmax outputs are graph
+    outputs too; returns ``{graph tensor: stage}`` (``warped_<v>``, ``prob``)."""
+    model = onnx.load(str(path))
+    stages: dict[str, str] = {}
+    for stage, op in STAGE_OPERATORS:
+        nodes = [n for n in model.graph.node if n.op_type == op]
+        if stage == "prob":
+            nodes = nodes[-1:]
+        for index, node in enumerate(nodes, 1):
+            stages[node.output[0]] = f"{stage}_{index}" if stage == "warped" else stage
+    present = {o.name for o in model.graph.output}
+    for name in stages:
+        if name not in present:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    return stages
+
+
+def localise_graph(chain: Chain, target: UserTarget, feed: dict[str, torch.Tensor]) -> str:
+    """Stage table of the user's graph against the harness MVSNet's probes (ONNX Runtime CPU):
+    the first of warped source volumes / probability volume whose error exceeds [stages].fp32."""
+    import tempfile
+
+    from harness.localize import localisation_table, stage_errors
+
+    assert target.binding is not None
+    with tempfile.TemporaryDirectory(prefix="harness-probe-") as folder:
+        probe = Path(folder) / f"{target.stem}-probes.onnx"
+        stages = probe_graph(target.path, probe)
+        if not stages:
+            return ""
+        roles = target.binding.input_roles()
+        values = chain.user_onnx_all_outputs(probe, {roles[r]: t.cpu() for r, t in feed.items()})
+    reference = chain.user_reference_stages(target.case)
+    candidate = {}
+    for name, stage in stages.items():
+        ref = reference.get(stage)
+        if ref is not None and name in values and values[name].numel() == ref.numel():
+            candidate[stage] = values[name].float().reshape(ref.shape)  # GridSample's [B, C, D*h, w] view
+    wanted = {k: v for k, v in reference.items() if k in candidate}
+    if not wanted:
+        return ""
+    limit = Tolerances.load().stage_limit("fp32")
+    nodes = ", ".join(f"{stage} = {name}" for name, stage in stages.items() if stage in candidate)
+    return localisation_table(stage_errors(wanted, candidate, limit),
+                              f"stage errors of {target.path.name} ({nodes}; relative max |error|):")
 
 
 # -- the command -----------------------------------------------------------------------------------

@@ -113,6 +113,9 @@ def test_nearest_sampling_fails_and_names_the_gridsample_nodes(walkthrough, work
     text = capsys.readouterr().out
     assert "user-onnx-nearest-ort-cpu-vs-torch-fp32-small" in text and "FAIL" in text
     assert "GridSample node /model/GridSample samples with mode 'nearest'" in text
+    # the graph's own stages against the harness MVSNet's: the warped volumes are where it starts
+    assert "stage errors of nearest.onnx (warped_1 = /model/GridSample_output_0" in text
+    assert "-> first stage over its tolerance: warped_1" in text
 
 
 def test_flipped_align_corners_fails_naming_the_convention_and_passes_with_its_flag(walkthrough, work, capsys):
@@ -308,3 +311,12 @@ def test_usage_errors_exit_2_before_any_work(work, capsys):
     assert "--backends | unknown or no backend: trt-fp16" in capsys.readouterr().err
     assert check(work, "--onnx", str(work / "absent.onnx")) == 2
     assert "absent.onnx | ONNX file not found" in capsys.readouterr().err
+
+
+def test_probe_copy_exposes_the_warped_volumes_and_the_probability(walkthrough, work):
+    from harness.check import probe_graph
+
+    stages = probe_graph(work / "mvsnet.onnx", work / "probe" / "mvsnet-probes.onnx")
+    assert sorted(stages.values()) == ["prob", "warped_1", "warped_2"]  # 3 views: 2 source volumes
+    outputs = [o.name for o in onnx.load(str(work / "probe" / "mvsnet-probes.onnx")).graph.output]
+    assert outputs[:2] == ["out_depth", "out_confidence"] and set(stages) <= set(outputs)

@@ -50,6 +50,10 @@ RANKS = {"imgs": 5, "proj_matrices": 4, "inverse_proj_matrices": 4, "depth_value
 LAYOUTS = {"imgs": "[B, N, 3, H, W]", "proj_matrices": "[B, N, 4, 4]", "inverse_proj_matrices": "[B, N, 4, 4]",
            "depth_values": "[B, D]", "depth": "[B, H/4, W/4]", "photometric_confidence": "[B, H/4, W/4]"}
 _BY_NAME = {alias: role for role, names in ALIASES.items() for alias in names}
+#: Stages of MVSNet that are visible in any export of it, by the operator that computes them: the
+#: GridSample nodes in graph order are the warped source volumes of views 1..N-1 (``warped_<v>``),
+#: the last Softmax is the probability volume over D (``prob``). Used to localise a user graph.
+STAGE_OPERATORS = (("warped", "GridSample"), ("prob", "Softmax"))
 
 Dim = int | str  # a static size, or a symbolic dimension's name
 

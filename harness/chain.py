@@ -324,14 +324,12 @@ class Chain:
                                align_corners: bool | None = None) -> dict[str, torch.Tensor]:
         """torch strict FP32 on ``case``: the user's model when given, else the harness's MVSNet
         with ``align_corners`` (default: the chain's convention), original three-input call."""
-        from harness.backends.torch_runner import TorchRunner
-
         convention = self.config.align_corners if align_corners is None else align_corners
         net = self.user_model(model) if model else self.convention_model(convention)
         feed = {k: v for k, v in self.case_feed(case).items() if k != "inverse_proj_matrices"}
 
         def run() -> dict[str, torch.Tensor]:
-            runner = TorchRunner(net, self.device, "fp32", False)  # type: ignore[arg-type]
+            runner = registry.make_runner("torch-fp32", net, device=self.device, with_inverse=False)
             try:
                 return runner.prepare().infer(feed)
             finally:
@@ -342,14 +340,13 @@ class Chain:
     def user_reference_stages(self, case: Case, align_corners: bool | None = None) -> dict[str, torch.Tensor]:
         """The harness MVSNet's intermediate stages (``harness.model.mvsnet.probing``) on ``case``,
         strict FP32 on the CPU, for localising a user graph."""
-        from harness.backends.torch_runner import TorchRunner
         from harness.model.mvsnet import probing
 
         net = self.convention_model(self.config.align_corners if align_corners is None else align_corners)
         feed = {k: v for k, v in self.case_feed(case).items() if k != "inverse_proj_matrices"}
 
         def run() -> dict[str, torch.Tensor]:
-            runner = TorchRunner(net, torch.device("cpu"), "fp32", False)  # type: ignore[arg-type]
+            runner = registry.make_runner("torch-fp32", net, device=torch.device("cpu"), with_inverse=False)
             try:
                 with probing(runner.prepare().model) as probes:  # type: ignore[attr-defined]
                     runner.infer(feed)
@@ -362,11 +359,9 @@ class Chain:
     def user_onnx_all_outputs(self, path: Path, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every output of a (probe) graph by its own name, from host tensors keyed by the graph's
         input names (diagnostics, not timed)."""
-        from harness.backends.onnxruntime_runner import OrtRunner
-
-        runner = OrtRunner(path, device="cpu", label=f"user-{Path(path).stem}", validate_values=False)
+        runner = registry.make_runner("ort-cpu", Path(path), label=f"user-{Path(path).stem}", validate_values=False)
         try:
-            return runner.run_all(feed)
+            return runner.run_all(feed)  # type: ignore[attr-defined]  # OrtRunner: every output by name
         finally:
             runner.close()
 
@@ -374,13 +369,12 @@ class Chain:
                          name: str) -> Runner:
         """ONNX Runtime over the user's graph, fed and read by role (``inputs``: role -> graph
         name, ``outputs``: graph name -> role)."""
-        from harness.backends.onnxruntime_runner import OrtRunner, ensure_available
-        from harness.backends.renamed import RenamedRunner
+        from harness.backends.renamed import renamed
 
         def make() -> Runner:
-            ensure_available(torch.device(device), f"ort-{device}")
-            inner = OrtRunner(path, device=device, label=f"user-{Path(path).stem}")
-            return RenamedRunner(inner, inputs, outputs, name).prepare()
+            registry.require(f"ort-{device}")
+            inner = registry.make_runner(f"ort-{device}", Path(path), label=f"user-{Path(path).stem}")
+            return renamed(inner, inputs, outputs, name).prepare()
 
         return self._once(("user-ort", str(path), device, tuple(sorted(inputs.items()))), make)
 
@@ -391,8 +385,7 @@ class Chain:
         (role -> name, name -> role) the engine's tensors are bound after deserialisation, by
         ``harness.model.io.bind_io`` (and ``io_map``)."""
         from harness.backends import trt_api
-        from harness.backends.renamed import RenamedRunner
-        from harness.backends.tensorrt_runner import TrtRunner
+        from harness.backends.renamed import renamed
         from harness.convert.plan_header import read_plan_header, require_runtime_match
         from harness.model.io import TensorSpec, bind_io
 
@@ -405,12 +398,12 @@ class Chain:
                 raise BackendUnavailable(exc.backend, f"{exc.missing} (the engine's plan header: built with "
                                          f"TensorRT {header.version_text})", exc.fix) from None
             require_runtime_match(header, info.label, info.version)
-            inner = TrtRunner(path, label=f"user-{Path(path).stem}", flavour=self.config.trt_flavour,
-                              buffers=self.config.trt_buffers)  # type: ignore[arg-type]
+            inner = registry.make_runner("trt-fp32", Path(path), label=f"user-{Path(path).stem}",
+                                         flavour=self.config.trt_flavour, buffers=self.config.trt_buffers)
             ins, outs = inputs, outputs
             if ins is None or outs is None:
                 inner.prepare()
-                engine = inner._engine
+                engine = inner._engine  # type: ignore[attr-defined]
                 assert engine is not None
 
                 def spec(n: str) -> TensorSpec:
@@ -422,7 +415,7 @@ class Chain:
                 binding = bind_io([spec(n) for n in inner.input_names],
                                   [spec(n) for n in inner.output_names], io_map, str(path))  # type: ignore[attr-defined]
                 ins, outs = binding.input_roles(), binding.output_roles()
-            return RenamedRunner(inner, ins, outs, name).prepare()
+            return renamed(inner, ins, outs, name).prepare()
 
         return self._once(("user-trt", str(path)), make)
 
@@ -433,8 +426,7 @@ class Chain:
         import hashlib
 
         from harness.backends import trt_api
-        from harness.backends.renamed import RenamedRunner
-        from harness.backends.tensorrt_runner import TrtRunner
+        from harness.backends.renamed import renamed
         from harness.convert.audit import Audit
         from harness.convert.engine import BuildSettings, EngineFromOnnx, Profile
         from harness.convert.onnx_export import OnnxArtifact
@@ -451,9 +443,8 @@ class Chain:
             settings = BuildSettings(precision="fp32", workspace_mib=self.config.trt_workspace_mib,
                                      optimization_level=self.config.trt_opt_level, flavour=self.config.trt_flavour)
             engine = EngineFromOnnx(artifact, settings, profile, self.cache)()
-            inner = TrtRunner(engine.path, label=f"user-{Path(path).stem}", flavour=self.config.trt_flavour,
-                              buffers=self.config.trt_buffers)  # type: ignore[arg-type]
-            return RenamedRunner(inner, inputs, outputs, name).prepare()
+            inner = registry.make_runner("trt-fp32", engine.path, **self.trt_settings(engine, label=f"user-{Path(path).stem}"))
+            return renamed(inner, inputs, outputs, name).prepare()
 
         return self._once(("user-onnx-trt", str(path), case), make)
 

@@ -301,7 +301,8 @@ def localise_graph(chain: Chain, target: UserTarget, feed: dict[str, torch.Tenso
 # -- the command -----------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
-    from harness.report.record import RunRecord, write_run
+    from harness.report.record import RunRecord
+    from harness.report.write import write_run
 
     if not args.onnx and not args.engine:
         raise InvalidArgument("check", "nothing to check", "no --onnx and no --engine", "one or both",

@@ -2,7 +2,8 @@
 
 The feed comes in by role (``imgs``, ``proj_matrices`` ...) and goes through the base checks
 under those names; it is renamed to the graph's names for the wrapped runner, and the outputs are
-renamed back to roles. Constructed in ``harness.chain`` only, like every runner.
+renamed back to roles. Made by ``renamed()`` (the chain's user-artifact runners wrap a runner
+from ``harness.backends.registry.make_runner`` in it).
 """
 
 from __future__ import annotations
@@ -58,3 +59,9 @@ class RenamedRunner(Runner):
     def describe(self) -> dict[str, Any]:
         return {**self.inner.describe(), "name": self.name, "io": dict(self.roles_to_graph),
                 "outputs": dict(self.graph_to_roles)}
+
+
+def renamed(inner: Runner, inputs: dict[str, str], outputs: dict[str, str], name: str) -> Runner:
+    """``inner`` fed and read by role (the one way a front gets a ``RenamedRunner``, beside
+    ``harness.backends.registry.make_runner`` for every other runner)."""
+    return RenamedRunner(inner, inputs, outputs, name)

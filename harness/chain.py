@@ -69,6 +69,7 @@ class ChainConfig:
     trt_dynamic: bool = False  # one optimisation profile over H, W and D instead of static shapes
     trt_buffers: str = "torch"  # or pycuda
     trt_cuda_graph: bool = False  # replay the enqueue from a CUDA graph
+    align_corners: bool = True  # the reference's sampling convention (harness.model.geometry)
 
 
 @dataclass(frozen=True)
@@ -127,12 +128,19 @@ class Chain:
     @property
     def model(self) -> MVSNet:
         if self._model is None:
-            self._model = load_checkpoint(self.weights_path, map_location="cpu")
+            self._model = load_checkpoint(self.weights_path, map_location="cpu",
+                                          align_corners=self.config.align_corners)
         return self._model
 
     @property
     def weights_digest(self) -> str:
         return self._once(("digest",), lambda: state_dict_digest(self.model))
+
+    @property
+    def export_digest(self) -> str:
+        """What identifies the exported function besides the export settings: the weights and,
+        when it is not the default, the sampling convention (not a weight, but it changes the graph)."""
+        return self.weights_digest if self.config.align_corners else f"{self.weights_digest}-align_corners=0"
 
     def _once(self, key: tuple, make: Callable[[], object]):
         if key not in self._memo:
@@ -176,7 +184,7 @@ class Chain:
         def build_raw() -> OnnxArtifact:
             config = ExportConfig(exporter=exporter, opset=self.config.opset, workaround=workaround,  # type: ignore[arg-type]
                                   precision=precision, dynamic=dynamic, probes=probes)  # type: ignore[arg-type]
-            return OnnxFromTorch(self.model, self.weights_digest, self.export_feed(case, dynamic), config,
+            return OnnxFromTorch(self.model, self.export_digest, self.export_feed(case, dynamic), config,
                                  get_workaround(workaround), self.cache)()
 
         key = (case, workaround, exporter, precision, dynamic, probes)
@@ -284,6 +292,161 @@ class Chain:
             runner = self._memo.pop(key)
             assert isinstance(runner, Runner)
             runner.close()
+
+    # -- user artifacts (python -m harness check, --harness-onnx/-engine/-model) ---------------
+    def case_feed(self, case: Case) -> dict[str, torch.Tensor]:
+        """The feed of any case (a named one or one read off a user graph's static shapes), with
+        the precomputed inverse included."""
+        key = ("case-feed", case.views, case.height, case.width, case.num_depth)
+        return self._once(key, lambda: case_feed(case, case_views(case, self.config.scene), with_inverse=True))
+
+    def convention_model(self, align_corners: bool) -> torch.nn.Module:
+        """The harness's MVSNet with the given sampling convention (a copy when it is not the chain's)."""
+        if align_corners == self.config.align_corners:
+            return self.model
+
+        def flipped() -> torch.nn.Module:
+            import copy
+
+            other = copy.deepcopy(self.model)
+            other.align_corners = align_corners
+            return other
+
+        return self._once(("convention-model", align_corners), flipped)
+
+    def user_model(self, spec: str) -> torch.nn.Module:
+        """The user's ``MODULE:CALLABLE`` with the chain's checkpoint, through the safe loader."""
+        from harness.model.user import load_user_model
+
+        return self._once(("user-model", spec), lambda: load_user_model(spec, self.weights_path))
+
+    def user_reference_outputs(self, case: Case, model: str | None = None,
+                               align_corners: bool | None = None) -> dict[str, torch.Tensor]:
+        """torch strict FP32 on ``case``: the user's model when given, else the harness's MVSNet
+        with ``align_corners`` (default: the chain's convention), original three-input call."""
+        convention = self.config.align_corners if align_corners is None else align_corners
+        net = self.user_model(model) if model else self.convention_model(convention)
+        feed = {k: v for k, v in self.case_feed(case).items() if k != "inverse_proj_matrices"}
+
+        def run() -> dict[str, torch.Tensor]:
+            runner = registry.make_runner("torch-fp32", net, device=self.device, with_inverse=False)
+            try:
+                return runner.prepare().infer(feed)
+            finally:
+                runner.close()
+
+        return self._once(("user-ref", case, model, convention, str(self.device)), run)
+
+    def user_reference_stages(self, case: Case, align_corners: bool | None = None) -> dict[str, torch.Tensor]:
+        """The harness MVSNet's intermediate stages (``harness.model.mvsnet.probing``) on ``case``,
+        strict FP32 on the CPU, for localising a user graph."""
+        from harness.model.mvsnet import probing
+
+        net = self.convention_model(self.config.align_corners if align_corners is None else align_corners)
+        feed = {k: v for k, v in self.case_feed(case).items() if k != "inverse_proj_matrices"}
+
+        def run() -> dict[str, torch.Tensor]:
+            runner = registry.make_runner("torch-fp32", net, device=torch.device("cpu"), with_inverse=False)
+            try:
+                with probing(runner.prepare().model) as probes:  # type: ignore[attr-defined]
+                    runner.infer(feed)
+                return {k: v.cpu() for k, v in probes.items()}
+            finally:
+                runner.close()
+
+        return self._once(("user-ref-stages", case, align_corners), run)
+
+    def user_onnx_all_outputs(self, path: Path, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every output of a (probe) graph by its own name, from host tensors keyed by the graph's
+        input names (diagnostics, not timed)."""
+        runner = registry.make_runner("ort-cpu", Path(path), label=f"user-{Path(path).stem}", validate_values=False)
+        try:
+            return runner.run_all(feed)  # type: ignore[attr-defined]  # OrtRunner: every output by name
+        finally:
+            runner.close()
+
+    def user_onnx_runner(self, path: Path, inputs: dict[str, str], outputs: dict[str, str], device: str,
+                         name: str) -> Runner:
+        """ONNX Runtime over the user's graph, fed and read by role (``inputs``: role -> graph
+        name, ``outputs``: graph name -> role)."""
+        from harness.backends.renamed import renamed
+
+        def make() -> Runner:
+            registry.require(f"ort-{device}")
+            inner = registry.make_runner(f"ort-{device}", Path(path), label=f"user-{Path(path).stem}")
+            return renamed(inner, inputs, outputs, name).prepare()
+
+        return self._once(("user-ort", str(path), device, tuple(sorted(inputs.items()))), make)
+
+    def user_engine_runner(self, path: Path, name: str, inputs: dict[str, str] | None = None,
+                           outputs: dict[str, str] | None = None, io_map: dict[str, str] | None = None) -> Runner:
+        """TensorRT over the user's serialized engine: the plan header is read and checked
+        against this TensorRT before anything is deserialised. Without ``inputs``/``outputs``
+        (role -> name, name -> role) the engine's tensors are bound after deserialisation, by
+        ``harness.model.io.bind_io`` (and ``io_map``)."""
+        from harness.backends import trt_api
+        from harness.backends.renamed import renamed
+        from harness.convert.plan_header import read_plan_header, require_runtime_match
+        from harness.model.io import TensorSpec, bind_io
+
+        def make() -> Runner:
+            header = read_plan_header(path)  # a foreign or truncated file is refused even without TensorRT
+            try:
+                info = trt_api.bind(self.config.trt_flavour)
+                trt_api.require_cuda(name)
+            except BackendUnavailable as exc:
+                raise BackendUnavailable(exc.backend, f"{exc.missing} (the engine's plan header: built with "
+                                         f"TensorRT {header.version_text})", exc.fix) from None
+            require_runtime_match(header, info.label, info.version)
+            inner = registry.make_runner("trt-fp32", Path(path), label=f"user-{Path(path).stem}",
+                                         flavour=self.config.trt_flavour, buffers=self.config.trt_buffers)
+            ins, outs = inputs, outputs
+            if ins is None or outs is None:
+                inner.prepare()
+                engine = inner._engine  # type: ignore[attr-defined]
+                assert engine is not None
+
+                def spec(n: str) -> TensorSpec:
+                    dtype = "float32" if engine.get_tensor_dtype(n) == trt_api.trt.DataType.FLOAT else \
+                        str(engine.get_tensor_dtype(n))
+                    return TensorSpec(n, tuple(int(d) if int(d) >= 0 else "?" for d in engine.get_tensor_shape(n)),
+                                      dtype)
+
+                binding = bind_io([spec(n) for n in inner.input_names],
+                                  [spec(n) for n in inner.output_names], io_map, str(path))  # type: ignore[attr-defined]
+                ins, outs = binding.input_roles(), binding.output_roles()
+            return renamed(inner, ins, outs, name).prepare()
+
+        return self._once(("user-trt", str(path)), make)
+
+    def user_onnx_trt_runner(self, path: Path, inputs: dict[str, str], outputs: dict[str, str], case: Case,
+                             audit: dict[str, Any], name: str) -> Runner:
+        """A TensorRT FP32 engine built from the user's ONNX (static shapes of ``case``); the
+        operator audit refuses known parser failures (GridSample at opset >= 20) first."""
+        import hashlib
+
+        from harness.backends import trt_api
+        from harness.backends.renamed import renamed
+        from harness.convert.audit import Audit
+        from harness.convert.engine import BuildSettings, EngineFromOnnx, Profile
+        from harness.convert.onnx_export import OnnxArtifact
+
+        def make() -> Runner:
+            # a property of the graph, not of this machine: refused here even where TensorRT is missing
+            Audit.from_dict(audit).require_trt_ready(str(path))
+            trt_api.bind(self.config.trt_flavour)
+            trt_api.require_cuda(name)
+            shapes = case.input_shapes(any(r == "inverse_proj_matrices" for r in inputs))
+            artifact = OnnxArtifact(Path(path), hashlib.sha256(Path(path).read_bytes()).hexdigest(), ExportConfig(), False,
+                                    int(audit.get("node_count", 0)), audit, 0.0, "user", {"source": "user"})
+            profile = Profile.static({inputs[role]: shape for role, shape in shapes.items()})
+            settings = BuildSettings(precision="fp32", workspace_mib=self.config.trt_workspace_mib,
+                                     optimization_level=self.config.trt_opt_level, flavour=self.config.trt_flavour)
+            engine = EngineFromOnnx(artifact, settings, profile, self.cache)()
+            inner = registry.make_runner("trt-fp32", engine.path, **self.trt_settings(engine, label=f"user-{Path(path).stem}"))
+            return renamed(inner, inputs, outputs, name).prepare()
+
+        return self._once(("user-onnx-trt", str(path), case), make)
 
     def close(self) -> None:
         for value in self._memo.values():

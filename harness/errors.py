@@ -117,6 +117,11 @@ class ArtifactError(HarnessError, RuntimeError):
     """A built artifact (ONNX graph, engine) cannot be loaded: truncated, corrupt or foreign."""
 
 
+class GraphRuntimeError(ArtifactError):
+    """A user's graph loaded but failed inside its runtime at the case's shapes (e.g. dynamic axes
+    declared over constants baked for the traced shape)."""
+
+
 class CacheError(HarnessError, RuntimeError):
     """An artifact cache entry is unusable and could not be rebuilt."""
 

@@ -54,6 +54,17 @@ class HarnessOptions:
     report_dir: Path | None  # None: no report
     localize: bool = False
     save_polygraphy: Path | None = None  # every leg's replay under DIR/<leg id>/ (--harness-save-polygraphy)
+    user: UserArtifacts = field(default_factory=lambda: UserArtifacts())
+
+
+@dataclass(frozen=True)
+class UserArtifacts:
+    """The user's own conversion to gate (``--harness-onnx/-engine/-model/-io-map``)."""
+
+    onnx: tuple[Path, ...] = ()
+    engine: tuple[Path, ...] = ()
+    model: str | None = None
+    io_map: str | None = None
 
 
 @dataclass
@@ -65,6 +76,7 @@ class SessionResults:
     attribution: list[dict[str, Any]] = field(default_factory=list)
     accuracy: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    user_artifacts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
@@ -114,6 +126,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "<report dir>/replays/<leg id>/ without this option. Default: off (failing legs only)")
     add("--harness-trt-buffers", choices=("torch", "pycuda"), default="torch",
         help="TensorRT I/O buffers: torch CUDA tensors, or pycuda pinned host + device copies. Default: torch")
+    add("--harness-onnx", action="append", default=None, metavar="FILE",
+        help="your ONNX graph to gate against the torch reference (repeatable; suites/test_user_artifacts.py). "
+             "Default: none")
+    add("--harness-engine", action="append", default=None, metavar="FILE",
+        help="your serialized TensorRT engine to gate (repeatable). Default: none")
+    add("--harness-model", default=None, metavar="MODULE:CALLABLE",
+        help="your model code as the torch reference for user artifacts, e.g. models.mvsnet:MVSNet. "
+             "Default: the harness's MVSNet")
+    add("--harness-io-map", default=None, metavar="NAME=ROLE,...",
+        help="bind user graph tensors to MVSNet's roles. Default: by name, the article's names, or position")
+    add("--harness-align-corners", choices=("true", "false"), default="true",
+        help="the torch reference's sampling convention (the checkpoints were trained with true). Default: true")
 
 
 def _validated(config: pytest.Config, flag: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> tuple[str, ...]:
@@ -145,11 +169,15 @@ def _options(config: pytest.Config) -> HarnessOptions:
             trt_flavour=opt("--harness-trt"), trt_workspace_mib=opt("--harness-trt-workspace"),
             trt_opt_level=opt("--harness-trt-opt-level"), trt_dynamic=opt("--harness-trt-dynamic"),
             trt_buffers=opt("--harness-trt-buffers"), trt_cuda_graph=opt("--harness-trt-cuda-graph"),
+            align_corners=opt("--harness-align-corners") == "true",
         ),
         tolerances=Path(opt("--harness-tolerances")) if opt("--harness-tolerances") else None,
         report_dir=None if opt("--harness-no-report") else Path(opt("--harness-report-dir")),
         localize=opt("--harness-localize"),
         save_polygraphy=Path(opt("--harness-save-polygraphy")) if opt("--harness-save-polygraphy") else None,
+        user=UserArtifacts(tuple(Path(p) for p in opt("--harness-onnx") or ()),
+                           tuple(Path(p) for p in opt("--harness-engine") or ()),
+                           opt("--harness-model"), opt("--harness-io-map")),
     )
     if not plan_legs(built.cases, built.workarounds, built.exporters, built.variants, built.candidates):
         raise pytest.UsageError(
@@ -247,6 +275,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize the harness's axes from the options, with readable ids."""
     opts = options(metafunc.config)
     names = metafunc.fixturenames
+    if "user_leg" in names:
+        params = _user_legs(opts)
+        metafunc.parametrize("user_leg", params, ids=[p.id if hasattr(p, "id") else str(p) for p in params])
+        return
     if "parity_leg" in names:
         legs = plan_legs(opts.cases, opts.workarounds, opts.exporters, opts.variants, opts.candidates)
         metafunc.parametrize("parity_leg", legs, ids=[leg.id for leg in legs])
@@ -261,6 +293,44 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("exporter", opts.exporters, indirect=True, scope="session")
     if "case" in names:
         metafunc.parametrize("case", opts.cases, indirect=True, scope="session")
+
+
+@dataclass(frozen=True)
+class RefusedArtifact:
+    """A user artifact refused while planning (unmappable, wrong shape ...): its test raises ``error``."""
+
+    kind: str
+    path: Path
+    error: HarnessError
+
+    @property
+    def id(self) -> str:
+        return f"user-{self.kind}-{self.path.stem}-refused"
+
+
+NO_USER_ARTIFACT = "no user artifact to gate: pass --harness-onnx FILE and/or --harness-engine FILE"
+
+
+def _user_legs(opts: HarnessOptions) -> list[Any]:
+    from harness.check import plan_user_legs, prepare_engine, prepare_onnx
+
+    user = opts.user
+    if not user.onnx and not user.engine:
+        return [pytest.param(None, id="no-user-artifact", marks=pytest.mark.skip(reason=NO_USER_ARTIFACT))]
+    explicit = opts.cases if opts.cases != PROFILES[opts.profile]["cases"] else (None,)
+    params: list[Any] = []
+    for case in explicit:
+        targets: list[Any] = []
+        for kind, paths in (("onnx", user.onnx), ("engine", user.engine)):
+            for path in paths:
+                try:
+                    onnx_target = next((t for t in targets if t.kind == "onnx"), None)
+                    targets.append(prepare_onnx(path, user.io_map, case) if kind == "onnx"
+                                   else prepare_engine(path, case, onnx_target))
+                except HarnessError as exc:
+                    params.append(RefusedArtifact(kind, path, exc))
+        params += plan_user_legs(targets)
+    return params
 
 
 # -- session fixtures ------------------------------------------------------------------------
@@ -375,6 +445,26 @@ def _save_replay(chain: Chain, leg: Leg, result: LegResult, root: Path) -> dict[
         return {"replay_error": str(exc)}
 
 
+@pytest.fixture
+def user_parity(chain: Chain, tolerances: Tolerances, harness_options: HarnessOptions, record_property):
+    """``user_parity(leg)`` runs one leg of the user's artifacts (``harness.check``), records its
+    row (and the artifact's facts, also when it skips) for the report, and returns the result."""
+    from harness.check import run_user_leg
+
+    def run(leg: Any):
+        if isinstance(leg, RefusedArtifact):
+            raise leg.error
+        record_property("harness_user_artifact", json.dumps(leg.target.artifact(), default=str))
+        try:
+            result = run_user_leg(chain, leg, tolerances, harness_options.user.model, harness_options.user.io_map)
+        except BackendUnavailable as exc:
+            pytest.skip(f"{exc.backend}: {exc.missing}")
+        record_property("harness_parity", json.dumps(result.row(), default=float))
+        return result
+
+    return run
+
+
 # -- session end: one record per run, one summary table ---------------------------------------
 
 class SessionReporter:
@@ -432,13 +522,16 @@ class SessionReporter:
                 for row in (pair["reference"], pair["candidate"]):
                     if row not in self.results.accuracy:
                         self.results.accuracy.append(row)
+            elif key == "harness_user_artifact" and json.loads(str(value)) not in self.results.user_artifacts:
+                self.results.user_artifacts.append(json.loads(str(value)))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if hasattr(self.config, "workerinput"):  # xdist worker: the controller writes the record
             return
         opts = options(self.config)
         if opts.report_dir is None or not (self.results.parity or self.results.engines or self.results.timing
-                                           or self.results.attribution or self.results.accuracy):
+                                           or self.results.attribution or self.results.accuracy
+                                           or self.results.user_artifacts):
             return
         _add_speedups(self.results.timing)
         gpus = self.config.stash.get(GPUS_KEY, ())
@@ -459,6 +552,7 @@ class SessionReporter:
                     "scene": str(opts.chain.scene or "bundled"), "exit_status": int(exitstatus),
                     "gpus": list(gpus)},
         )
+        record.artifacts = record.artifacts + self.results.user_artifacts  # --harness-onnx/-engine facts
         if int(exitstatus) == int(pytest.ExitCode.INTERRUPTED):
             record.config["incomplete"] = True
             record.notes.append(f"incomplete: the session was interrupted after {sum(self.outcomes.values())} "

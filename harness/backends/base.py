@@ -78,6 +78,13 @@ class Runner(ABC):
             if tensor.dtype != torch.float32:
                 raise InvalidInput(f"{self.name}: {name}", "wrong dtype", str(tensor.dtype), "torch.float32",
                                    "cast with .float()")
+        roles = [n for n in ("imgs", "proj_matrices", "depth_values") if n not in feed]
+        if roles:  # a graph with other names than the harness's: bind it instead of a bare KeyError
+            raise InvalidInput(
+                self.name, "the model's inputs are not named by MVSNet's roles", f"inputs {list(self.input_names)}",
+                "imgs, proj_matrices, depth_values (and optionally inverse_proj_matrices)",
+                "run a user graph through chain.user_onnx_runner() / `python -m harness check`, which bind its names",
+            )
         check_shapes(feed["imgs"], feed["proj_matrices"], feed["depth_values"], feed.get("inverse_proj_matrices"))
         if self.validate_values:
             check_values(feed["imgs"], feed["proj_matrices"], feed["depth_values"], feed.get("inverse_proj_matrices"))

@@ -91,7 +91,7 @@ def extract_state_dict(obj: object, source: str = "checkpoint") -> dict[str, tor
     return state
 
 
-def load_state_dict(model: MVSNet, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+def load_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Copy ``state`` into ``model``; every missing, unexpected or mis-shaped key is named."""
     ignored = sorted(k for k in state if k.startswith(_IGNORED_PREFIXES))
     if ignored:
@@ -133,6 +133,7 @@ def load_checkpoint(
     path: str | os.PathLike[str],
     map_location: str | torch.device = "cpu",
     inverse: InverseMethod = "torch",
+    align_corners: bool = True,
 ) -> MVSNet:
     """An MVSNet in eval mode with the checkpoint's weights.
 
@@ -142,10 +143,17 @@ def load_checkpoint(
         CheckpointError: unreadable file, or keys that do not match (named in the message).
     """
     path = Path(path)
-    state = extract_state_dict(_read(path, map_location), str(path))
-    model = MVSNet(inverse=inverse)
+    state = read_state_dict(path, map_location)
+    model = MVSNet(inverse=inverse, align_corners=align_corners)
     load_state_dict(model, state, str(path))
     return model.to(map_location).eval()
+
+
+def read_state_dict(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The checkpoint's state dict (``module.`` prefixes removed), read with ``weights_only=True``;
+    for loading into a model other than the harness's own (``--model``) with ``load_state_dict``."""
+    path = Path(path)
+    return extract_state_dict(_read(path, map_location), str(path))
 
 
 def save_checkpoint(

@@ -75,6 +75,7 @@ def warp_source_volume(
     src_proj: torch.Tensor,
     inv_ref_proj: torch.Tensor,
     depth_values: torch.Tensor,
+    align_corners: bool = True,
 ) -> torch.Tensor:
     """Sample a source view's features on the reference view's depth planes.
 
@@ -83,6 +84,10 @@ def warp_source_volume(
         src_proj: ``[B, 4, 4]`` projection of that view.
         inv_ref_proj: ``[B, 4, 4]`` inverse of the reference projection.
         depth_values: ``[B, D]`` hypotheses of the reference view (scene units, mm on DTU).
+        align_corners: the sampling convention. ``True`` (default): the published MVSNet_pytorch
+            checkpoints were trained with it (the code predates PyTorch 1.3's default change).
+            ``False``: what that same code computes on torch >= 1.3, where ``grid_sample``'s
+            default became ``False`` (half a pixel off the convention it was trained with).
 
     Returns:
         ``[B, C, D, H, W]``: bilinear samples, zero outside the source image.
@@ -115,6 +120,6 @@ def warp_source_volume(
         grid.view(batch, num_depth * height, width, 2),
         mode="bilinear",
         padding_mode="zeros",
-        align_corners=True,  # the original predates PyTorch's default change
+        align_corners=align_corners,
     )
     return warped.view(batch, channels, num_depth, height, width)

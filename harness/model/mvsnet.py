@@ -57,10 +57,14 @@ class MVSNet(nn.Module):
         inverse: how the reference projection is inverted when ``forward`` gets no
             ``inverse_proj_matrices``: ``"torch"`` (``torch.inverse``, as the original; does not
             export to ONNX) or ``"closed_form"`` (elementwise cofactors; exports).
+        align_corners: the bilinear sampling convention of the homography warp (see
+            ``harness.model.geometry.warp_source_volume``); ``True`` is what the published
+            checkpoints were trained with. Not a weight: the state dict is the same either way.
     """
 
-    def __init__(self, inverse: InverseMethod = "torch") -> None:
+    def __init__(self, inverse: InverseMethod = "torch", align_corners: bool = True) -> None:
         super().__init__()
+        self.align_corners = align_corners
         self.feature = FeatureNet()
         self.cost_regularization = CostRegNet()
         self.inverse: InverseMethod = inverse
@@ -129,7 +133,8 @@ class MVSNet(nn.Module):
         inplace = not torch.is_grad_enabled()
         volume_sum = volume_sq_sum = None
         for view in range(1, num_views):
-            warped = warp_source_volume(features[:, view], proj_matrices[:, view], inv_ref_proj, depth_values)
+            warped = warp_source_volume(features[:, view], proj_matrices[:, view], inv_ref_proj, depth_values,
+                                        self.align_corners)
             self._probe(f"warped_{view}", warped)
             if volume_sum is None or volume_sq_sum is None:
                 volume_sum = ref_feature + warped

@@ -1,0 +1,411 @@
+"""``python -m harness check``: gate the conversion the user already has.
+
+The user's ONNX graph (``--onnx``, on ONNX Runtime CPU/CUDA and, where TensorRT can run, as a
+TensorRT FP32 engine built from it) and/or serialized engine (``--engine``) run on the same
+inputs as the torch reference (the harness's MVSNet, or the user's model code with ``--model``),
+at the graph's static input shapes unless ``--case`` names one, with the gates of
+fixtures/tolerances.toml. The graph's tensors are bound to MVSNet's roles by
+``harness.model.io`` (never by a silent guess), its opset, producer and TensorRT operator audit
+are reported, and an engine's plan header is read before anything deserialises it.
+
+When a leg fails, the known conversion bugs are tried as explanations and named: the other
+sampling convention (``align_corners``), the two 4x4 inputs swapped, GridSample nodes whose mode
+is not bilinear. Exit status: 0 every leg within its gates, 1 a parity failure, 2 bad input.
+
+The pytest front (``--harness-onnx`` ...) runs the same legs through ``plan_user_legs`` and
+``run_user_leg`` (suites/test_user_artifacts.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.chain import Chain, ChainConfig
+from harness.compare import OutputDiff, compare
+from harness.convert.plan_header import PlanHeader, read_plan_header
+from harness.convert.user_graph import GraphFacts, inspect_onnx, probe_graph
+from harness.data.cases import CASES, Case, get_case
+from harness.errors import (
+    BackendUnavailable,
+    GraphRuntimeError,
+    HarnessError,
+    InvalidArgument,
+    ParityError,
+    UnsupportedOperator,
+)
+from harness.model.inputs import check_image_size, check_num_depth
+from harness.model.io import (
+    IoBinding,
+    bind_io,
+    check_against,
+    parse_io_map,
+    static_case_shape,
+)
+from harness.model.mvsnet import OUTPUT_NAMES
+from harness.tolerances import Tolerances
+
+ONNX_BACKENDS = ("ort-cpu", "ort-cuda", "trt-fp32")
+ENGINE_BACKEND = "trt"
+BILINEAR = ("bilinear", "linear")  # GridSample's mode before and after opset 20's rename
+
+
+@dataclass(frozen=True)
+class UserTarget:
+    """One user artifact, bound and checked against its case."""
+
+    kind: str  # onnx or engine
+    path: Path
+    case: Case
+    binding: IoBinding | None  # None: an engine whose tensors are only known after deserialising it
+    facts: GraphFacts | None = None
+    header: PlanHeader | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+    def artifact(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"kind": f"user-{self.kind}", "path": str(self.path), "case": self.case.shape_id}
+        if self.binding is not None:
+            info["io"] = self.binding.io_map()
+            info["io_bound_by"] = self.binding.how
+            info["inverse"] = "input (precomputed)" if self.binding.with_inverse else "in the graph"
+        if self.facts is not None:
+            info.update({"opset": self.facts.opset, "producer": self.facts.producer, "nodes": self.facts.node_count,
+                         "trt_findings": len(self.facts.audit.get("trt_findings", [])),
+                         "grid_sample": "; ".join(f"{g['node']} mode={g['mode']} align_corners={g['align_corners']}"
+                                                  for g in self.facts.grid_samples)})
+        if self.header is not None:
+            header = self.header.as_dict()
+            info.update({"built_with_tensorrt": header["built_with_tensorrt"], "plan_bytes": header["size_bytes"],
+                         "plan_serialization": header["serialization"],
+                         "plan_unconfirmed": ", ".join(header["unconfirmed"])})
+        return info
+
+
+def _case_from(shape: tuple[int, int, int, int]) -> Case:
+    views, height, width, depth = shape
+    for case in CASES.values():
+        if (case.views, case.height, case.width, case.num_depth) == shape:
+            return case
+    check_image_size(height, width, "graph input imgs")
+    check_num_depth(depth, "graph input depth_values")
+    return Case(f"graph{views}x{height}x{width}xD{depth}", views, height, width, depth)
+
+
+def prepare_onnx(path: Path, io_map: str | None = None, case: str | None = None) -> UserTarget:
+    """Read, bind and shape-check the user's graph; the case is ``case`` or the graph's static shapes."""
+    facts = inspect_onnx(path)
+    binding = bind_io(facts.inputs, facts.outputs, parse_io_map(io_map), str(path))
+    static = static_case_shape(binding, facts.inputs)
+    notes = [f"tensors bound ({binding.how}): {binding.io_map()}"]
+    if case is not None:
+        this = get_case(case)
+    elif static is not None:
+        this = _case_from(static)
+        notes.append(f"case {this.name} ({this.shape_id}) from the graph's static input shapes")
+    else:
+        raise InvalidArgument(str(path), "the graph's input shapes are dynamic and no case was given",
+                              "; ".join(s.describe() for s in facts.inputs), "a case to run it at",
+                              f"pass --case (one of {', '.join(CASES)})")
+    check_against(binding, facts.inputs, facts.outputs, this.input_shapes(binding.with_inverse), str(path), this.name,
+                  f"run it at the shape it was exported for (leave out --case: the graph's static shapes are used) "
+                  f"or re-export it for case {this.name} ({this.shape_id})")
+    if facts.opset < 16:
+        notes.append(f"opset {facts.opset}: ONNX has GridSample only from opset 16")
+    return UserTarget("onnx", Path(path), this, binding, facts, None, tuple(notes))
+
+
+def prepare_engine(path: Path, case: str | None = None, onnx_target: UserTarget | None = None) -> UserTarget:
+    """Read the plan header (TensorRT version, serialization); the tensors are bound after
+    deserialisation, or like the ONNX given beside it (the engine built from it)."""
+    header = read_plan_header(path)
+    notes = [f"plan header: built with TensorRT {header.version_text} (serialization {header.serialization}); "
+             "hardware compatibility and profile shapes are not in the confirmed header layout"]
+    if case is not None:
+        this = get_case(case)
+    elif onnx_target is not None:
+        this = onnx_target.case
+    else:
+        this = get_case("small")
+        notes.append("engine shapes are known only after deserialising it: case small assumed (pass --case)")
+    binding = onnx_target.binding if onnx_target is not None else None
+    if onnx_target is not None:
+        notes.append(f"tensors bound like {onnx_target.path.name} (pass the ONNX the engine was built from)")
+    return UserTarget("engine", Path(path), this, binding, None, header, tuple(notes))
+
+
+@dataclass(frozen=True)
+class UserLeg:
+    target: UserTarget
+    backend: str  # ort-cpu, ort-cuda, trt-fp32 (ONNX) or trt (engine)
+    reference: str = "torch-fp32"
+
+    @property
+    def id(self) -> str:
+        return f"user-{self.target.kind}-{self.target.stem}-{self.backend}-vs-{self.reference}-{self.target.case.name}"
+
+
+def plan_user_legs(targets: list[UserTarget], backends: tuple[str, ...] = ONNX_BACKENDS) -> list[UserLeg]:
+    legs = []
+    for target in targets:
+        if target.kind == "onnx":
+            legs += [UserLeg(target, b) for b in backends if b in ONNX_BACKENDS]
+        else:
+            legs.append(UserLeg(target, ENGINE_BACKEND))
+    return legs
+
+
+@dataclass(frozen=True)
+class UserResult:
+    leg: UserLeg
+    diffs: dict[str, OutputDiff]
+    diagnosis: tuple[str, ...] = ()
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(self.diffs.values())
+
+    def row(self) -> dict[str, Any]:
+        target = self.leg.target
+        return {
+            "id": self.leg.id, "case": target.case.name, "candidate": self.leg.backend, "reference": self.leg.reference,
+            "workaround": "precomputed" if target.binding and target.binding.with_inverse else "user",
+            "exporter": target.facts.producer if target.facts else "user", "variant": f"user-{target.kind}",
+            "precision": "fp32", "passed": self.passed, "seconds": round(self.seconds, 2),
+            "metrics": {n: dict(d.metrics) for n, d in self.diffs.items()},
+            "tolerance": {n: dict(d.tolerance) for n, d in self.diffs.items()},
+            "artifact": target.artifact(), "diagnosis": list(self.diagnosis), **self.extra,
+        }
+
+
+def _runner(chain: Chain, leg: UserLeg, io_map: str | None = None):  # type: ignore[no-untyped-def]
+    target = leg.target
+    binding = target.binding
+    if target.kind == "engine":
+        if binding is None:  # bound by the engine's own tensor names once deserialised
+            return chain.user_engine_runner(target.path, leg.id, io_map=parse_io_map(io_map))
+        return chain.user_engine_runner(target.path, leg.id, binding.input_roles(), binding.output_roles())
+    assert binding is not None
+    inputs, outputs = binding.input_roles(), binding.output_roles()
+    if leg.backend.startswith("ort-"):
+        return chain.user_onnx_runner(target.path, inputs, outputs, leg.backend.split("-")[1], leg.id)
+    assert target.facts is not None
+    return chain.user_onnx_trt_runner(target.path, inputs, outputs, target.case, target.facts.audit, leg.id)
+
+
+def run_user_leg(chain: Chain, leg: UserLeg, tolerances: Tolerances, model: str | None = None,
+                 io_map: str | None = None) -> UserResult:
+    """Run one leg; a failing one gets its diagnosis. Raises BackendUnavailable when it cannot run here."""
+    started = time.perf_counter()
+    runner = _runner(chain, leg, io_map)
+    target = leg.target
+    feed_all = chain.case_feed(target.case)
+    feed = {role: feed_all[role] for role in runner.input_names}
+    candidate = runner.infer(feed)
+    reference = chain.user_reference_outputs(target.case, model)
+    tolerance = tolerances.lookup(leg.reference, leg.backend, "fp32", OUTPUT_NAMES)
+    depth_values = feed_all["depth_values"]
+    diffs = compare(reference, candidate, tolerance, depth_values=depth_values)
+    diagnosis: tuple[str, ...] = ()
+    if not all(diffs.values()):
+        diagnosis = tuple(diagnose(chain, leg, runner, feed, tolerance, model))
+    return UserResult(leg, diffs, diagnosis, time.perf_counter() - started)
+
+
+def diagnose(chain: Chain, leg: UserLeg, runner, feed: dict[str, torch.Tensor],  # type: ignore[no-untyped-def]
+             tolerance: dict[str, dict[str, float]], model: str | None) -> list[str]:
+    """Known conversion bugs that explain a failure, each checked by running it, never assumed."""
+    target = leg.target
+    depth_values = feed["depth_values"]
+    notes = []
+    if target.facts is not None:
+        for g in target.facts.grid_samples:
+            if g["mode"] not in BILINEAR:
+                notes.append(f"GridSample node {g['node']} samples with mode '{g['mode']}': MVSNet's homography warp "
+                             "samples bilinearly (TensorRT reads opset-20 'linear' as NEAREST: NVIDIA/TensorRT#4646)")
+    if model is None:
+        ours = chain.config.align_corners
+        other = chain.user_reference_outputs(target.case, None, not ours)
+        if all(compare(other, runner.infer(feed), tolerance, depth_values=depth_values).values()):
+            flag = "true" if not ours else "false"
+            where = "; ".join(f"{g['node']} align_corners={g['align_corners']}" for g in target.facts.grid_samples) \
+                if target.facts is not None else "the engine"
+            notes.append(f"the graph passes against the reference with align_corners={not ours} and fails with "
+                         f"align_corners={ours}: it samples with the other convention ({where}). MVSNet_pytorch's "
+                         "code on torch >= 1.3 samples with False, the published checkpoints were trained with True. "
+                         f"To gate the graph as exported: --align-corners {flag} (pytest: --harness-align-corners "
+                         f"{flag}); to fix it, export with align_corners={ours}")
+    if target.binding is not None and target.binding.with_inverse:
+        swapped = dict(feed)
+        swapped["proj_matrices"], swapped["inverse_proj_matrices"] = feed["inverse_proj_matrices"], feed["proj_matrices"]
+        reference = chain.user_reference_outputs(target.case, model)
+        if all(compare(reference, runner.infer(swapped), tolerance, depth_values=depth_values).values()):
+            proj = target.binding.graph_name("proj_matrices")
+            inv = target.binding.graph_name("inverse_proj_matrices")
+            fixed = target.binding.io_map().replace(f"{proj}=proj_matrices", "\0").replace(
+                f"{inv}=inverse_proj_matrices", f"{inv}=proj_matrices").replace("\0", f"{proj}=inverse_proj_matrices")
+            notes.append(f"inputs in the wrong order: the graph's '{proj}' takes the inverse projections and '{inv}' "
+                         f"the projections (it passes with the two swapped). Fix the export's input_names, or gate "
+                         f"it as exported with --io-map {fixed}")
+    if model is None and target.facts is not None and target.binding is not None:  # probes: the harness's MVSNet
+        table = localise_graph(chain, target, feed)
+        if table:
+            notes.append(table)
+    if not notes:
+        notes.append("no known conversion bug (sampling mode, align_corners, swapped 4x4 inputs) explains the "
+                     "difference; compare the graph stage by stage with the harness's probe build "
+                     "(python -m harness run --cases <case>, which localises per stage)")
+    return notes
+
+
+def localise_graph(chain: Chain, target: UserTarget, feed: dict[str, torch.Tensor]) -> str:
+    """Stage table of the user's graph against the harness MVSNet's probes (ONNX Runtime CPU):
+    the first of warped source volumes / probability volume whose error exceeds [stages].fp32."""
+    import tempfile
+
+    from harness.localize import localisation_table, stage_errors
+
+    assert target.binding is not None
+    with tempfile.TemporaryDirectory(prefix="harness-probe-") as folder:
+        probe = Path(folder) / f"{target.stem}-probes.onnx"
+        stages = probe_graph(target.path, probe)
+        if not stages:
+            return ""
+        roles = target.binding.input_roles()
+        values = chain.user_onnx_all_outputs(probe, {roles[r]: t.cpu() for r, t in feed.items()})
+    reference = chain.user_reference_stages(target.case)
+    candidate = {}
+    for name, stage in stages.items():
+        ref = reference.get(stage)
+        if ref is not None and name in values and values[name].numel() == ref.numel():
+            candidate[stage] = values[name].float().reshape(ref.shape)  # GridSample's [B, C, D*h, w] view
+    wanted = {k: v for k, v in reference.items() if k in candidate}
+    if not wanted:
+        return ""
+    limit = Tolerances.load().stage_limit("fp32")
+    nodes = ", ".join(f"{stage} = {name}" for name, stage in stages.items() if stage in candidate)
+    return localisation_table(stage_errors(wanted, candidate, limit),
+                              f"stage errors of {target.path.name} ({nodes}; relative max |error|):")
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace) -> int:
+    from harness.report.record import RunRecord
+    from harness.report.write import write_run
+
+    if not args.onnx and not args.engine:
+        raise InvalidArgument("check", "nothing to check", "no --onnx and no --engine", "one or both",
+                              "python -m harness check --onnx mvsnet.onnx [--engine mvsnet.trt]")
+    from harness.preflight import Flags, preflight
+
+    backends = tuple(v.strip() for v in args.backends.split(",") if v.strip())
+    unknown = [b for b in backends if b not in ONNX_BACKENDS]
+    if unknown or not backends:
+        raise InvalidArgument("--backends", "unknown or no backend", ", ".join(unknown) or "empty list",
+                              f"a comma list of {', '.join(ONNX_BACKENDS)}", f"--backends {','.join(ONNX_BACKENDS)}")
+    tolerances = Tolerances.load(args.tolerances)
+    # the same start-of-session checks as the main job (device, weights, cache and reports writable)
+    chain = preflight(ChainConfig(weights=args.weights, scene=args.scene, cache_dir=args.cache_dir, device=args.device,
+                                  trt_flavour=args.trt, align_corners=args.align_corners == "true"),
+                      (), args.report_dir, Flags("--weights", "--scene", "--device", "--cache-dir", "--report-dir",
+                                                 "--case"))
+    targets = [prepare_onnx(Path(p), args.io_map, args.case) for p in args.onnx or []]
+    first_onnx = targets[0] if targets else None
+    targets += [prepare_engine(Path(p), args.case, first_onnx) for p in args.engine or []]
+    if args.model:
+        chain.user_model(args.model)  # import and load now: a bad --model is a usage error (exit 2)
+    reference = f"--model {args.model}" if args.model else f"harness MVSNet, align_corners={args.align_corners}"
+    record = RunRecord(kind="check", profile="check", config={
+        "onnx": [str(p) for p in args.onnx or []], "engine": [str(p) for p in args.engine or []],
+        "weights": str(chain.weights_path), "model": args.model, "scene": str(args.scene or "bundled"),
+        "case": args.case, "io_map": args.io_map, "align_corners": args.align_corners, "device": str(chain.device)})
+    print(f"weights {chain.weights_path.name}  scene {args.scene or 'bundled synthetic-000'}  device {chain.device}  "
+          f"reference torch-fp32 ({reference})")
+    for target in targets:
+        facts = f": {target.facts.summary()}" if target.facts else ""
+        print(f"{target.kind} {target.path}{facts}")
+        for note in target.notes:
+            print(f"  {note}")
+        record.artifacts.append(target.artifact())
+        record.notes += [f"{target.path.name}: {n}" for n in target.notes]
+    print(f"{'leg':<72} {'depth mm^2':>10} {'conf':>10} {'result':>7}")
+    failed = 0
+    failures: list[str] = []
+    for leg in plan_user_legs(targets, backends):
+        try:
+            result = run_user_leg(chain, leg, tolerances, args.model, args.io_map)
+        except BackendUnavailable as exc:
+            print(f"skipped {leg.id}: {exc.missing}")
+            record.notes.append(f"skipped {leg.id}: {exc.missing}")
+            continue
+        except (UnsupportedOperator, ParityError, GraphRuntimeError) as exc:  # the graph itself is at fault
+            failed += 1
+            print(f"{leg.id:<72} {'-':>10} {'-':>10} {'FAIL':>7}")
+            failures.append(f"FAIL {leg.id}:\n  -> {exc}")
+            record.parity.append({"id": leg.id, "case": leg.target.case.name, "candidate": leg.backend,
+                                  "reference": leg.reference, "variant": f"user-{leg.target.kind}", "passed": False,
+                                  "metrics": {}, "tolerance": {}, "artifact": leg.target.artifact(),
+                                  "diagnosis": [str(exc)]})
+            continue
+        record.parity.append(result.row())
+        failed += not result.passed
+        print(f"{leg.id:<72} {result.diffs['depth'].metrics['max_sq_err']:>10.3g} "
+              f"{result.diffs['photometric_confidence'].metrics['max_sq_err']:>10.3g} "
+              f"{'ok' if result.passed else 'FAIL':>7}")
+        if not result.passed:
+            failures.append("\n".join([f"FAIL {leg.id}:", *("  " + d.row() for d in result.diffs.values()),
+                                       *("  -> " + n for n in result.diagnosis)]))
+    for text in failures:
+        print(text)
+        record.localisation.append(text)
+    folder = write_run(record, args.report_dir)
+    print(f"report: {folder / 'report.md'}")
+    chain.close()
+    return 1 if failed else 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``check`` on the ``add_subparsers()`` object of ``python -m harness``."""
+    root = Path(__file__).resolve().parents[1]
+    check = subparsers.add_parser("check", help="gate your own ONNX graph / TensorRT engine / model code against "
+                                  "the torch reference")
+    check.add_argument("--onnx", action="append", type=Path, default=None, metavar="FILE",
+                       help="your ONNX graph (repeatable) (default: none)")
+    check.add_argument("--engine", action="append", type=Path, default=None, metavar="FILE",
+                       help="your serialized TensorRT engine (repeatable) (default: none)")
+    check.add_argument("--weights", type=Path, default=None, help="checkpoint (default: bundled weights)")
+    check.add_argument("--model", default=None, metavar="MODULE:CALLABLE",
+                       help="your model code as the torch reference, e.g. models.mvsnet:MVSNet (default: the "
+                            "harness's MVSNet)")
+    check.add_argument("--scene", type=Path, default=None, help="DTU-format scene folder (default: bundled scene)")
+    check.add_argument("--case", default=None, help=f"one of {', '.join(CASES)} (default: the graph's static shapes)")
+    check.add_argument("--io-map", default=None, metavar="NAME=ROLE,...",
+                       help="bind graph tensors to roles (default: by name, the article's names, or position)")
+    check.add_argument("--align-corners", choices=("true", "false"), default="true",
+                       help="the reference's sampling convention (default: true, what the checkpoints were "
+                            "trained with)")
+    check.add_argument("--backends", default=",".join(ONNX_BACKENDS),
+                       help=f"for --onnx: comma list of {','.join(ONNX_BACKENDS)} (default: all; unavailable "
+                            "ones are skipped with the reason)")
+    check.add_argument("--device", default="auto", help="torch reference device (default: auto)")
+    check.add_argument("--trt", default="auto", choices=("auto", "tensorrt", "tensorrt_rtx"), help="(default: auto)")
+    check.add_argument("--cache-dir", type=Path, default=None, help="(default: ~/.cache/mvsnet-trt-harness)")
+    check.add_argument("--tolerances", type=Path, default=None, help="(default: fixtures/tolerances.toml)")
+    check.add_argument("--report-dir", type=Path, default=root / "reports", help="(default: reports/)")
+    check.set_defaults(func=run)
+    return check
+
+
+__all__ = ["GraphFacts", "HarnessError", "UserLeg", "UserResult", "UserTarget", "add_parser", "diagnose",
+           "inspect_onnx", "plan_user_legs", "prepare_engine", "prepare_onnx", "run", "run_user_leg"]

@@ -1,0 +1,124 @@
+"""The user's own model code as the torch reference (``--model pkg.module:factory``).
+
+``factory()`` must return an ``nn.Module`` with MVSNet's state-dict keys (e.g. MVSNet_pytorch's
+``models.mvsnet.MVSNet``, possibly patched the source article's way to take the precomputed
+inverse). The checkpoint goes in through the harness's safe loader (``weights_only=True``; keys
+checked by name). ``UserModel`` gives it the harness's call and output convention:
+
+* ``forward`` with three parameters is called ``(imgs, proj_matrices, depth_values)``
+  (MVSNet_pytorch); with four, by parameter name where the names are known (the harness's or the
+  article's), else in the article's order ``(imgs, proj_matrices, inverse_proj_matrices,
+  depth_values)``; the inverse is computed in data preparation (float64) when not fed;
+* a dict output is read by name (``depth``/``out_depth``, ``photometric_confidence``/
+  ``out_confidence``), a tuple as ``(depth, confidence)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from harness.errors import InvalidArgument
+from harness.model.checkpoint import load_state_dict, read_state_dict
+from harness.model.geometry import inverse_precomputed
+from harness.model.io import ALIASES, OUTPUT_ROLES, POSITIONAL
+
+_ROLE_OF = {alias: role for role, names in ALIASES.items() for alias in names}
+
+
+def import_factory(spec: str) -> object:
+    """``pkg.module:callable`` -> the callable; the working directory is importable (as for
+    ``python -m``), so a checkout of MVSNet_pytorch is used from its root."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise InvalidArgument("--model", "not MODULE:CALLABLE", spec, "e.g. models.mvsnet:MVSNet",
+                              "name the module (dotted, importable from here) and the factory after ':'")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidArgument("--model", "cannot import the module", f"{module_name}: {exc}",
+                              "a module importable from the working directory or PYTHONPATH",
+                              "run from the repository root of your model code, or set PYTHONPATH") from None
+    target: object = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise InvalidArgument("--model", "no such callable in the module", f"{module_name} has no {attr}",
+                                  "a class or function returning the network", "check the name after ':'")
+        target = getattr(target, part)
+    if not callable(target):
+        raise InvalidArgument("--model", "not callable", f"{spec} is a {type(target).__name__}",
+                              "a class or factory function", "point at the class (e.g. models.mvsnet:MVSNet)")
+    return target
+
+
+class UserModel(nn.Module):
+    """The user's network behind the harness's ``forward(imgs, proj, depth, inverse=None) -> dict``."""
+
+    def __init__(self, network: nn.Module, spec: str) -> None:
+        super().__init__()
+        self.network = network
+        self.spec = spec
+        params = [p for p in inspect.signature(network.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+        if len(params) not in POSITIONAL:
+            raise InvalidArgument(f"--model {spec}", "forward() does not take MVSNet's inputs",
+                                  f"{len(params)} required parameters ({', '.join(p.name for p in params)})",
+                                  "forward(imgs, proj_matrices, depth_values) or the article's four inputs",
+                                  "wrap your network so that forward takes those tensors")
+        by_name = [_ROLE_OF.get(p.name) for p in params]
+        if all(by_name) and len(set(by_name)) == len(by_name):
+            self.order = tuple(str(r) for r in by_name)
+        else:
+            self.order = POSITIONAL[len(params)]
+
+    def forward(self, imgs: torch.Tensor, proj_matrices: torch.Tensor, depth_values: torch.Tensor,
+                inverse_proj_matrices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if "inverse_proj_matrices" in self.order and inverse_proj_matrices is None:
+            inverse_proj_matrices = inverse_precomputed(proj_matrices).to(proj_matrices.device)
+        given = {"imgs": imgs, "proj_matrices": proj_matrices, "depth_values": depth_values,
+                 "inverse_proj_matrices": inverse_proj_matrices}
+        try:
+            out = self.network(*(given[role] for role in self.order))
+        except Exception as exc:  # noqa: BLE001 - the user's forward: reported with its call, not as a traceback
+            raise InvalidArgument(f"--model {self.spec}", "forward() raised",
+                                  f"{type(exc).__name__}: {str(exc)[:300]}",
+                                  f"forward({', '.join(self.order)}) running on MVSNet's inputs",
+                                  "fix the model code (it is called with the harness's tensors in that order)") from exc
+        if isinstance(out, dict):
+            found = {_ROLE_OF[k]: v for k, v in out.items() if k in _ROLE_OF and _ROLE_OF[k] in OUTPUT_ROLES}
+            missing = [r for r in OUTPUT_ROLES if r not in found]
+            if missing:
+                raise InvalidArgument(f"--model {self.spec}", "output dict lacks MVSNet's outputs",
+                                      f"keys {sorted(out)}", "depth and photometric_confidence (or out_depth, "
+                                      "out_confidence)", "return those keys")
+            return {r: found[r] for r in OUTPUT_ROLES}
+        if isinstance(out, (tuple, list)) and len(out) >= 2:
+            return {"depth": out[0], "photometric_confidence": out[1]}
+        raise InvalidArgument(f"--model {self.spec}", "unrecognised output", type(out).__name__,
+                              "a dict with depth and photometric_confidence, or a (depth, confidence) tuple",
+                              "return one of those")
+
+
+def load_user_model(spec: str, weights: str | Path) -> UserModel:
+    """Import ``spec``, build the network, load ``weights`` with the safe loader, eval mode."""
+    factory = import_factory(spec)
+    try:
+        network = factory()  # type: ignore[operator]
+    except Exception as exc:  # noqa: BLE001 - the user's constructor: report what it raised
+        raise InvalidArgument("--model", "the factory raised", f"{spec}(): {type(exc).__name__}: {exc}",
+                              "a factory callable without arguments", "wrap it: def make(): return MVSNet(refine=False)"
+                              ) from None
+    if not isinstance(network, nn.Module):
+        raise InvalidArgument("--model", "the factory did not return a torch module", type(network).__name__,
+                              "an nn.Module", "return the network instance")
+    load_state_dict(network, read_state_dict(weights), str(weights))
+    return UserModel(network.eval(), spec).eval()

@@ -1,0 +1,322 @@
+"""``python -m harness check`` on real small graphs, exported the source article's way by
+examples/export_article.py (the README's walkthrough): the faithful graph and benign rewrites
+pass (exit 0); nearest sampling, the other align_corners, swapped inputs and a graph exported for
+another shape fail and say where (exit 1, or 2 for the refused shape)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from harness.check import inspect_onnx
+from harness.cli import main
+from harness.report.record import load_record
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _example():
+    spec = importlib.util.spec_from_file_location("export_article", ROOT / "examples" / "export_article.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("check")
+
+
+@pytest.fixture(scope="module")
+def walkthrough(work, capsys_module=None):
+    """The README walkthrough, as CI runs it: export the article's way, print trtexec, check."""
+    example = _example()
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = example.main(["--out", str(work), "--case", "small", "--report-dir", str(work / "reports"),
+                               "--backends", "ort-cpu"])
+    return example, status, out.getvalue()
+
+
+def check(work, *argv):
+    return main(["check", "--report-dir", str(work / "reports"), "--backends", "ort-cpu", *argv])
+
+
+def edited(source: Path, target: Path, edit) -> Path:
+    model = onnx.load(str(source))
+    edit(model)
+    onnx.save(model, str(target))
+    return target
+
+
+def set_grid_attr(name, value):
+    def edit(model):
+        for node in model.graph.node:
+            if node.op_type == "GridSample":
+                for attribute in node.attribute:
+                    if attribute.name == name:
+                        if attribute.type == onnx.AttributeProto.STRING:
+                            attribute.s = value
+                        else:
+                            attribute.i = value
+    return edit
+
+
+def rename_tensors(mapping):
+    def edit(model):
+        for value in (*model.graph.input, *model.graph.output):
+            value.name = mapping.get(value.name, value.name)
+        for node in model.graph.node:
+            node.input[:] = [mapping.get(n, n) for n in node.input]
+            node.output[:] = [mapping.get(n, n) for n in node.output]
+            node.name = f"renamed_{node.name}"
+    return edit
+
+
+def test_walkthrough_exports_the_articles_graph_prints_trtexec_and_passes(walkthrough, work):
+    _, status, text = walkthrough
+    assert status == 0, text
+    assert f"trtexec --onnx={work / 'mvsnet.onnx'} --saveEngine={work / 'mvsnet.trt'} --memPoolSize=workspace:6000" \
+        in text
+    assert "opset 16, producer pytorch" in text and "TensorRT audit ok" in text
+    assert "tensors bound (by article names)" in text and "case small (3x128x160xD48)" in text
+    assert "user-onnx-mvsnet-ort-cpu-vs-torch-fp32-small" in text and "FAIL" not in text
+    facts = inspect_onnx(work / "mvsnet.onnx")
+    assert [i.name for i in facts.inputs] == ["in_imgs", "in_proj_matrices", "in_inverse_proj_matrices",
+                                              "in_depth_values"]
+    assert facts.opset == 16 and {g["mode"] for g in facts.grid_samples} == {"bilinear"}
+
+
+def test_report_folder_holds_the_leg_and_the_graph_facts(walkthrough, work):
+    record = load_record(sorted((work / "reports").iterdir())[0])
+    assert record.kind == "check"
+    (row,) = record.parity
+    assert row["id"] == "user-onnx-mvsnet-ort-cpu-vs-torch-fp32-small" and row["passed"]
+    assert record.artifacts[0]["opset"] == 16 and record.artifacts[0]["io_bound_by"] == "by article names"
+    assert any("skipped" not in n for n in record.notes)
+
+
+def test_nearest_sampling_fails_and_names_the_gridsample_nodes(walkthrough, work, capsys):
+    graph = edited(work / "mvsnet.onnx", work / "nearest.onnx", set_grid_attr("mode", b"nearest"))
+    assert check(work, "--onnx", str(graph)) == 1
+    text = capsys.readouterr().out
+    assert "user-onnx-nearest-ort-cpu-vs-torch-fp32-small" in text and "FAIL" in text
+    assert "GridSample node /model/GridSample samples with mode 'nearest'" in text
+    # the graph's own stages against the harness MVSNet's: the warped volumes are where it starts
+    assert "stage errors of nearest.onnx (warped_1 = /model/GridSample_output_0" in text
+    assert "-> first stage over its tolerance: warped_1" in text
+
+
+def test_flipped_align_corners_fails_naming_the_convention_and_passes_with_its_flag(walkthrough, work, capsys):
+    # align_corners is only GridSample's attribute in the exported graph: the same bytes as an export
+    # with MVSNet(align_corners=False) (examples/export_article.py --align-corners false)
+    graph = edited(work / "mvsnet.onnx", work / "ac0.onnx", set_grid_attr("align_corners", 0))
+    assert check(work, "--onnx", str(graph)) == 1
+    text = capsys.readouterr().out
+    assert "passes against the reference with align_corners=False" in text
+    assert "--align-corners false (pytest: --harness-align-corners false)" in text
+    assert "align_corners=0" in text  # where: the graph's GridSample attribute
+    assert check(work, "--onnx", str(graph), "--align-corners", "false") == 0
+
+
+def test_inputs_in_the_wrong_order_fail_with_the_io_map_that_gates_them(walkthrough, work, capsys):
+    # input_names=[in_imgs, in_inverse_proj_matrices, in_proj_matrices, in_depth_values] at export
+    swap = {"in_proj_matrices": "in_inverse_proj_matrices", "in_inverse_proj_matrices": "in_proj_matrices"}
+    graph = edited(work / "mvsnet.onnx", work / "swapped.onnx", rename_tensors(swap))
+    assert check(work, "--onnx", str(graph)) == 1
+    text = capsys.readouterr().out
+    assert "inputs in the wrong order: the graph's 'in_proj_matrices' takes the inverse projections" in text
+    fix = text.split("gate it as exported with --io-map ")[1].split()[0]
+    assert check(work, "--onnx", str(graph), "--io-map", fix) == 0
+
+
+def test_graph_exported_for_another_shape_is_refused_naming_the_input(walkthrough, work, capsys):
+    assert check(work, "--onnx", str(work / "mvsnet.onnx"), "--case", "seed") == 2
+    err = capsys.readouterr().err
+    assert "in_imgs (imgs) | the graph was exported for another shape than case seed: [1, 3, 3, 128, 160]" in err
+    assert "Expected: [1, 3, 3, 512, 640]" in err and "Fix:" in err
+
+
+def test_benign_rewrites_pass(walkthrough, work, capsys):
+    example = walkthrough[0]
+    raw = example.export(work / "raw.onnx", "small", simplify=False)  # onnxsim left out
+    ours = {"in_imgs": "imgs", "in_proj_matrices": "proj_matrices", "in_inverse_proj_matrices": "inverse_proj_matrices",
+            "in_depth_values": "depth_values", "out_depth": "depth", "out_confidence": "photometric_confidence"}
+    renamed = edited(work / "mvsnet.onnx", work / "harness-names.onnx", rename_tensors(ours))
+    unnamed = edited(work / "mvsnet.onnx", work / "unnamed.onnx",
+                     rename_tensors({k: f"t{i}" for i, k in enumerate(ours)}))
+    for graph in (raw, renamed, unnamed):
+        assert check(work, "--onnx", str(graph)) == 0, capsys.readouterr().out
+    assert "positional (MVSNet_pytorch order)" in capsys.readouterr().out
+
+
+def test_unmappable_graph_is_refused_with_its_names_shapes_and_the_fix(walkthrough, work, capsys):
+    graph = edited(work / "mvsnet.onnx", work / "odd.onnx",
+                   rename_tensors({"in_imgs": "images", "in_depth_values": "planes"}))
+    assert check(work, "--onnx", str(graph)) == 2
+    err = capsys.readouterr().err
+    assert "graph inputs not recognised: unresolved images, planes" in err
+    assert "images [1, 3, 3, 128, 160] float32" in err
+    assert "Fix: say which is which with --io-map images=imgs,in_proj_matrices=proj_matrices," in err
+
+
+def test_opset_20_gridsample_trap_is_reported_on_a_user_graph(walkthrough, work):
+    def to_opset_20(model):
+        model.opset_import[0].version = 20
+        set_grid_attr("mode", b"linear")(model)
+
+    facts = inspect_onnx(edited(work / "mvsnet.onnx", work / "opset20.onnx", to_opset_20))
+    assert facts.opset == 20
+    assert "NVIDIA/TensorRT#4646" in facts.summary()
+
+
+def test_engine_header_facts_reach_the_report_when_no_tensorrt_runs_it(walkthrough, work, capsys):
+    engine = work / "mvsnet.trt"
+    engine.write_bytes(struct.pack("<II", 0x74727466, 0) + bytes(16) + bytes((10, 3, 0, 26)) + bytes(100))
+    reports = work / "engine-reports"
+    assert main(["check", "--onnx", str(work / "mvsnet.onnx"), "--engine", str(engine), "--backends", "ort-cpu",
+                 "--report-dir", str(reports)]) == 0
+    text = capsys.readouterr().out
+    assert "plan header: built with TensorRT 10.3.0.26 (serialization 0)" in text
+    assert "skipped user-engine-mvsnet-trt-vs-torch-fp32-small: tensorrt not importable (the engine's plan header: " \
+           "built with TensorRT 10.3.0.26)" in text
+    record = load_record(next(reports.iterdir()))
+    engine_facts = [a for a in record.artifacts if a["kind"] == "user-engine"]
+    assert engine_facts and engine_facts[0]["built_with_tensorrt"] == "10.3.0.26"
+    onnx_file = work / "mvsnet.onnx"
+    assert main(["check", "--engine", str(onnx_file), "--report-dir", str(reports)]) == 2  # not a plan
+
+
+def test_pytest_front_runs_user_legs_into_the_session_record(walkthrough, work):
+    reports = work / "pytest-reports"
+    nearest = work / "nearest.onnx"
+    if not nearest.exists():
+        edited(work / "mvsnet.onnx", nearest, set_grid_attr("mode", b"nearest"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/test_user_artifacts.py", "-p", "no:randomly", "-p", "no:cacheprovider",
+         "-q", "-rs", "--harness-onnx", str(work / "mvsnet.onnx"), "--harness-onnx", str(nearest),
+         "--harness-report-dir", str(reports)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = proc.stdout
+    assert proc.returncode == 1, out  # the nearest graph fails the gate
+    assert "test_user_artifact_parity[user-onnx-mvsnet-ort-cpu-vs-torch-fp32-small] PASSED" in out or \
+        "1 failed, 1 passed" in out, out
+    assert "GridSample node /model/GridSample samples with mode 'nearest'" in out
+    assert "ort-cuda: no CUDA device" in out and "tensorrt not importable" in out
+    record = json.loads((next(reports.iterdir()) / "run.json").read_text())
+    assert sorted(r["id"] for r in record["parity"]) == ["user-onnx-mvsnet-ort-cpu-vs-torch-fp32-small",
+                                                         "user-onnx-nearest-ort-cpu-vs-torch-fp32-small"]
+    assert {a["path"] for a in record["artifacts"]} == {str(work / "mvsnet.onnx"), str(nearest)}
+
+
+def test_user_model_code_is_the_reference(walkthrough, work, capsys, monkeypatch):
+    package = work / "mymodels"
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text("")
+    (package / "mvsnet.py").write_text(
+        "from harness.model.mvsnet import MVSNet\n\n\n"
+        "class Patched(MVSNet):  # the article's patch: the inverse fed, a (depth, confidence) tuple\n"
+        "    def forward(self, imgs, proj_matrices, inverse_proj_matrices, depth_values):\n"
+        "        out = super().forward(imgs, proj_matrices, depth_values, inverse_proj_matrices)\n"
+        "        return out['depth'], out['photometric_confidence']\n\n\n"
+        "def old_default():  # MVSNet_pytorch's code on torch >= 1.3\n"
+        "    return MVSNet(align_corners=False)\n")
+    monkeypatch.syspath_prepend(str(work))
+    graph = str(work / "mvsnet.onnx")
+    assert check(work, "--onnx", graph, "--model", "mymodels.mvsnet:Patched") == 0
+    assert "reference torch-fp32 (--model mymodels.mvsnet:Patched)" in capsys.readouterr().out
+    assert check(work, "--onnx", graph, "--model", "mymodels.mvsnet:old_default") == 1
+    assert check(work, "--onnx", graph, "--model", "mymodels.nothere:X") == 2
+    assert "--model | cannot import the module" in capsys.readouterr().err
+
+
+def test_pytest_planning_keeps_a_refused_graph_as_a_failing_leg(walkthrough, work):
+    from harness.chain import ChainConfig
+    from harness.errors import HarnessError
+    from harness.plugin import NO_USER_ARTIFACT, HarnessOptions, RefusedArtifact, UserArtifacts, _user_legs
+
+    odd = work / "odd.onnx"
+    if not odd.exists():
+        edited(work / "mvsnet.onnx", odd, rename_tensors({"in_imgs": "images", "in_depth_values": "planes"}))
+    base = dict(profile="quick", cases=("small",), exporters=(), workarounds=(), variants=(), candidates=(),
+                chain=ChainConfig(), tolerances=None, report_dir=None)
+    (none,) = _user_legs(HarnessOptions(**base))
+    assert none.marks[0].kwargs["reason"] == NO_USER_ARTIFACT
+    legs = _user_legs(HarnessOptions(**base, user=UserArtifacts(onnx=(odd, work / "mvsnet.onnx"))))
+    assert [leg.id for leg in legs] == [
+        "user-onnx-odd-refused", "user-onnx-mvsnet-ort-cpu-vs-torch-fp32-small",
+        "user-onnx-mvsnet-ort-cuda-vs-torch-fp32-small", "user-onnx-mvsnet-trt-fp32-vs-torch-fp32-small"]
+    assert isinstance(legs[0], RefusedArtifact) and isinstance(legs[0].error, HarnessError)
+    assert "unresolved images, planes" in str(legs[0].error)
+
+
+def test_dynamic_axes_over_constants_baked_for_another_shape_fail_naming_the_node(walkthrough, work, capsys):
+    def declare_dynamic(model):  # what dynamic_axes= at export declares; the constants stay traced
+        for value in model.graph.input:
+            dims = value.type.tensor_type.shape.dim
+            if value.name == "in_imgs":
+                dims[3].dim_param, dims[4].dim_param = "H", "W"
+            elif value.name == "in_depth_values":
+                dims[1].dim_param = "D"
+        for value in model.graph.output:
+            dims = value.type.tensor_type.shape.dim
+            dims[1].dim_param, dims[2].dim_param = "h", "w"
+
+    graph = edited(work / "mvsnet.onnx", work / "dynamic.onnx", declare_dynamic)
+    assert check(work, "--onnx", str(graph)) == 2  # no static shapes: a case is needed
+    assert "the graph's input shapes are dynamic and no case was given" in capsys.readouterr().err
+    assert check(work, "--onnx", str(graph), "--case", "seed") == 1
+    text = capsys.readouterr().out
+    assert "FAIL user-onnx-dynamic-ort-cpu-vs-torch-fp32-seed" in text
+    assert "the runtime failed on the graph" in text and "Reshape node" in text
+
+
+def test_opset_20_graph_fails_the_tensorrt_leg_before_any_build(walkthrough, work, capsys):
+    graph = work / "opset20.onnx"
+    if not graph.exists():
+        test_opset_20_gridsample_trap_is_reported_on_a_user_graph(walkthrough, work)
+    assert check(work, "--onnx", str(graph), "--backends", "trt-fp32") == 1
+    text = capsys.readouterr().out
+    assert "FAIL user-onnx-opset20-trt-fp32-vs-torch-fp32-small" in text
+    assert "TensorRT's ONNX parser cannot take this graph" in text and "NVIDIA/TensorRT#4646" in text
+
+
+def test_a_raw_runner_over_a_user_graph_names_the_binding_instead_of_a_key_error(walkthrough, work):
+    from harness.backends.onnxruntime_runner import OrtRunner
+    from harness.chain import Chain, ChainConfig
+    from harness.errors import InvalidInput
+
+    feed = Chain(ChainConfig(device="cpu")).feed("small")
+    article = dict(zip(["in_imgs", "in_proj_matrices", "in_inverse_proj_matrices", "in_depth_values"],
+                       [feed[k] for k in ("imgs", "proj_matrices", "inverse_proj_matrices", "depth_values")]))
+    with OrtRunner(work / "mvsnet.onnx") as runner, pytest.raises(InvalidInput, match="user_onnx_runner"):
+        runner.infer(article)
+
+
+def test_usage_errors_exit_2_before_any_work(work, capsys):
+    assert main(["check", "--report-dir", str(work / "reports")]) == 2
+    assert "check | nothing to check" in capsys.readouterr().err
+    assert check(work, "--onnx", str(work / "absent.onnx"), "--backends", "ort-cpu,trt-fp16") == 2
+    assert "--backends | unknown or no backend: trt-fp16" in capsys.readouterr().err
+    assert check(work, "--onnx", str(work / "absent.onnx")) == 2
+    assert "absent.onnx | ONNX file not found" in capsys.readouterr().err
+
+
+def test_probe_copy_exposes_the_warped_volumes_and_the_probability(walkthrough, work):
+    from harness.check import probe_graph
+
+    stages = probe_graph(work / "mvsnet.onnx", work / "probe" / "mvsnet-probes.onnx")
+    assert sorted(stages.values()) == ["prob", "warped_1", "warped_2"]  # 3 views: 2 source volumes
+    outputs = [o.name for o in onnx.load(str(work / "probe" / "mvsnet-probes.onnx")).graph.output]
+    assert outputs[:2] == ["out_depth", "out_confidence"] and set(stages) <= set(outputs)

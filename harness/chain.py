@@ -228,6 +228,15 @@ class Chain:
 
         return self._once(("ort", case, workaround, exporter, variant, device, precision), make)
 
+    def onnx_file_runner(self, path: str | Path, device: str = "cpu", label: str = "",
+                         validate_values: bool = True) -> Runner:
+        """A prepared ONNX Runtime runner for any ONNX file (a user's graph, a mutated graph);
+        not memoised: the caller closes it."""
+        from harness.backends.onnxruntime_runner import OrtRunner, ensure_available
+
+        ensure_available(torch.device(device), f"ort-{device}")
+        return OrtRunner(path, device=device, label=label, validate_values=validate_values).prepare()
+
     def candidate_runner(self, leg: Leg) -> Runner:
         family, _, rest = leg.candidate.partition("-")
         if family == "ort" and rest.split("-")[0] in ("cpu", "cuda"):

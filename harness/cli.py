@@ -10,6 +10,7 @@ Commands:
   accuracy      accuracy of the weights on held-out synthetic scenes
   train         train MVSNet on synthetic scenes (GPU)
   doctor        what this machine can run, and why not (--require trt,ort-cuda)
+  mutate        inject conversion bugs into the small-case graphs; which check catches each
 """
 
 from __future__ import annotations
@@ -353,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     from harness import doctor
 
     doctor.add_parser(sub)
+    from harness import sensitivity
+    sensitivity.add_parser(sub)
 
     scene = sub.add_parser("make-scene", help="render a synthetic DTU-format scene")
     scene.add_argument("folder", type=Path)

@@ -9,7 +9,7 @@ small case), so it sees those bugs. Model-neutral: outputs are a dict of tensors
 Layout of a golden directory: ``<key>.npz`` (one array per output, no pickles) and ``<key>.json``
 (what was baselined: graph sha256, runtime and version, inputs digest, UTC time). The key names
 the graph variant, e.g. ``small-precomputed-torchscript-simplified-fp32``. Re-baseline with
-``python -m harness golden DIR`` after an intended numerical change.
+``python -m harness mutate --write-golden DIR`` after an intended numerical change.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def load_golden(directory: str | Path, key: str) -> tuple[dict[str, torch.Tensor
     directory = Path(directory)
     if not directory.is_dir():
         raise MissingFile(str(directory), "golden directory not found", "no such directory",
-                          "a directory written by python -m harness golden", f"run: python -m harness golden {directory}")
+                          "a directory of golden baselines", f"run: python -m harness mutate --write-golden {directory}")
     data, meta = directory / f"{key}.npz", directory / f"{key}.json"
     if not data.is_file() or not meta.is_file():
         return None
@@ -66,7 +66,7 @@ def load_golden(directory: str | Path, key: str) -> tuple[dict[str, torch.Tensor
         info = json.loads(meta.read_text(encoding="utf-8"))
     except (ValueError, OSError) as exc:
         raise DataFormatError(str(data), "golden baseline unreadable", f"{type(exc).__name__}: {exc}",
-                              "an .npz of arrays and its .json", f"re-baseline: python -m harness golden {directory}") from None
+                              "an .npz of arrays and its .json", f"re-baseline: python -m harness mutate --write-golden {directory}") from None
     return outputs, info
 
 
@@ -91,7 +91,7 @@ def check_golden(directory: str | Path, key: str, outputs: Mapping[str, torch.Te
     differences are not bugs, and the fix is a re-baseline."""
     found = load_golden(directory, key)
     if found is None:
-        return GoldenCheck(key, {}, f"no golden baseline {key} in {directory} (python -m harness golden {directory})")
+        return GoldenCheck(key, {}, f"no golden baseline {key} in {directory} (python -m harness mutate --write-golden {directory})")
     golden, meta = found
     if meta.get("feed") != feed_digest(feed):
         return GoldenCheck(key, {}, f"golden {key} was taken on other inputs (re-baseline)")

@@ -237,6 +237,12 @@ class Chain:
         ensure_available(torch.device(device), f"ort-{device}")
         return OrtRunner(path, device=device, label=label, validate_values=validate_values).prepare()
 
+    def ort_runtime(self, device: str = "cpu") -> str:
+        """``onnxruntime <version> <device>``: what a golden baseline records it was taken with."""
+        from harness.backends.onnxruntime_runner import import_onnxruntime
+
+        return f"onnxruntime {import_onnxruntime().__version__} {device}"
+
     def candidate_runner(self, leg: Leg) -> Runner:
         family, _, rest = leg.candidate.partition("-")
         if family == "ort" and rest.split("-")[0] in ("cpu", "cuda"):
@@ -312,6 +318,27 @@ def run_leg(chain: Chain, leg: Leg, tolerances: Tolerances) -> LegResult:
         info.update({"engine_sha256": engine.sha256[:16], "engine_mib": engine.meta.get("engine_mib"),
                      "build_seconds": engine.build_seconds, "engine_cache": engine.cache_status})
     return LegResult(leg, diffs, info, candidate)
+
+
+def with_golden(chain: Chain, leg: Leg, tolerances: Tolerances, result: LegResult, directory: Path) -> LegResult:
+    """``result`` with the golden check of an ONNX Runtime CPU leg added: one ``golden <output>``
+    diff per output against the stored outputs of the leg's graph variant (``harness/golden.py``);
+    other legs, or no usable baseline, add the reason to the artifact record instead."""
+    from dataclasses import replace
+
+    from harness.golden import check_golden, golden_key
+    from harness.model.mvsnet import OUTPUT_NAMES
+
+    if leg.candidate not in ("ort-cpu", "ort-cpu-fp16"):
+        return replace(result, artifact={**result.artifact, "golden": "only ONNX Runtime CPU legs have golden outputs"})
+    key = golden_key(leg.case, leg.workaround, leg.exporter, leg.variant, leg.graph_precision)
+    tolerance = tolerances.lookup("golden", leg.candidate, leg.precision, OUTPUT_NAMES)
+    check = check_golden(directory, key, result.outputs, tolerance, chain.workaround_feed(leg.case, leg.workaround),
+                         chain.ort_runtime("cpu"), chain.feed(leg.case)["depth_values"])
+    if check.skipped:
+        return replace(result, artifact={**result.artifact, "golden": check.skipped})
+    diffs = {**result.diffs, **{f"golden {name}": replace(d, name=f"golden {name}") for name, d in check.diffs.items()}}
+    return replace(result, diffs=diffs, artifact={**result.artifact, "golden": key})
 
 
 def plan_legs(

@@ -30,6 +30,11 @@ from harness.errors import DataFormatError, MissingFile
 from harness.fileio import atomic_write_bytes, atomic_write_json
 
 
+def golden_key(case: str, workaround: str, exporter: str, variant: str, precision: str) -> str:
+    """The name of one graph variant's baseline, e.g. ``small-precomputed-torchscript-simplified-fp32``."""
+    return f"{case}-{workaround}-{exporter}-{variant}-{precision}"
+
+
 def feed_digest(feed: Mapping[str, torch.Tensor]) -> str:
     """sha256 (16 hex digits) over the input names, shapes, dtypes and bytes."""
     digest = hashlib.sha256()

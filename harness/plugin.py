@@ -50,6 +50,7 @@ class HarnessOptions:
     tolerances: Path | None
     report_dir: Path | None  # None: no report
     localize: bool = False
+    golden: Path | None = None  # stored ONNX Runtime outputs per graph variant (--harness-golden)
 
 
 @dataclass
@@ -103,6 +104,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "(--dist each runs every test on every GPU, --dist load spreads them). Default: off")
     add("--harness-trt-cuda-graph", action="store_true", default=False,
         help="replay TensorRT's enqueue from a CUDA graph (trtexec 11's default). Default: off")
+    add("--harness-golden", default=None, metavar="DIR",
+        help="also compare ONNX Runtime CPU legs with the outputs stored in DIR for their graph variant (catches "
+             "bugs below cross-runtime noise; baseline: python -m harness mutate --write-golden DIR). Default: off")
     add("--harness-trt-buffers", choices=("torch", "pycuda"), default="torch",
         help="TensorRT I/O buffers: torch CUDA tensors, or pycuda pinned host + device copies. Default: torch")
 
@@ -140,6 +144,7 @@ def _options(config: pytest.Config) -> HarnessOptions:
         tolerances=Path(opt("--harness-tolerances")) if opt("--harness-tolerances") else None,
         report_dir=None if opt("--harness-no-report") else Path(opt("--harness-report-dir")),
         localize=opt("--harness-localize"),
+        golden=Path(opt("--harness-golden")) if opt("--harness-golden") else None,
     )
 
 
@@ -298,6 +303,10 @@ def parity(chain: Chain, tolerances: Tolerances, harness_options: HarnessOptions
                 table = f"no stage probes for {leg.id}: {exc.missing}"
             result = replace(result, localisation=table)
             record_property("harness_localisation", table)
+        if harness_options.golden is not None:
+            from harness.chain import with_golden
+
+            result = with_golden(chain, leg, tolerances, result, harness_options.golden)
         row = {**result.row(), ROW_FIELD: physical_gpu(),
                "gpu": _gpu_name(chain.device)}
         record_property("harness_parity", json.dumps(row, default=float))

@@ -29,7 +29,7 @@ import torch
 from harness.chain import Chain, ChainConfig, Leg
 from harness.compare import LOWER_BOUNDS, OutputDiff, compare
 from harness.convert.precision import audit_precision
-from harness.golden import check_golden, feed_digest, write_golden
+from harness.golden import check_golden, feed_digest, golden_key, write_golden
 from harness.localize import stage_errors, torch_stages
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.model.precision import FP32_REGIONS
@@ -141,8 +141,6 @@ class Sensitivity:
                                                 probes=probes).load()
         return self._graphs[key]
 
-    def golden_key(self, variant: str, precision: str) -> str:
-        return f"{self.case}-{WORKAROUND}-{EXPORTER}-{variant}-{precision}"
 
     def _run(self, model: onnx.ModelProto, name: str, every_output: bool = False) -> dict[str, torch.Tensor]:
         path = self.work / f"{name}.onnx"
@@ -156,18 +154,28 @@ class Sensitivity:
             runner.close()
             path.unlink()
 
-    def baseline_golden(self, precisions: Sequence[str] = PRECISIONS) -> list[Path]:
+    def baseline_golden(self, precisions: Sequence[str] = PRECISIONS, workarounds: Sequence[str] = (WORKAROUND,),
+                        exporters: Sequence[str] = (EXPORTER,)) -> list[Path]:
         """Store ONNX Runtime CPU outputs of every unmutated graph variant in the golden directory."""
-        import onnxruntime
+        from harness.convert.onnx_export import EXPORTERS
+        from harness.convert.workarounds import EXPORTERS_FOR
 
         written = []
-        for precision in precisions:
-            for variant in ("raw", "simplified"):
-                artifact = self.chain.onnx(self.case, WORKAROUND, EXPORTER, variant, precision)
-                outputs = self._run(self.graph(variant, precision), f"golden-{variant}-{precision}")
-                meta = {"onnx_sha256": artifact.sha256, "runtime": f"onnxruntime {onnxruntime.__version__} cpu",
-                        "feed": feed_digest(self.feed), "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-                written.append(write_golden(self.golden_dir, self.golden_key(variant, precision), outputs, meta))
+        for workaround in workarounds:
+            feed = self.chain.workaround_feed(self.case, workaround)
+            for exporter in (e for e in exporters if e in EXPORTERS_FOR.get(workaround, EXPORTERS)):
+                for precision in precisions:
+                    for variant in ("raw", "simplified"):
+                        artifact = self.chain.onnx(self.case, workaround, exporter, variant, precision)
+                        runner = self.chain.onnx_file_runner(artifact.path, label=f"golden-{variant}-{precision}")
+                        try:
+                            outputs = runner.infer(feed)
+                        finally:
+                            runner.close()
+                        meta = {"onnx_sha256": artifact.sha256, "runtime": self.chain.ort_runtime("cpu"),
+                                "feed": feed_digest(feed), "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                        key = golden_key(self.case, workaround, exporter, variant, precision)
+                        written.append(write_golden(self.golden_dir, key, outputs, meta))
         return written
 
     # -- checks ----------------------------------------------------------------------------------
@@ -190,11 +198,10 @@ class Sensitivity:
         return CheckResult(not audit.passed, math.inf if audit.findings else 0.0, detail, yes_no=True)
 
     def check_golden(self, outputs: dict[str, torch.Tensor], variant: str, precision: str) -> CheckResult:
-        import onnxruntime
-
         tolerance = self.tolerances.lookup("golden", "ort-cpu", precision, OUTPUT_NAMES)
-        result = check_golden(self.golden_dir, self.golden_key(variant, precision), outputs, tolerance, self.feed,
-                              f"onnxruntime {onnxruntime.__version__} cpu", self.depth_values)
+        key = golden_key(self.case, WORKAROUND, EXPORTER, variant, precision)
+        result = check_golden(self.golden_dir, key, outputs, tolerance, self.feed, self.chain.ort_runtime("cpu"),
+                              self.depth_values)
         if result.skipped:
             return CheckResult(False, 0.0, f"skipped: {result.skipped}")
         margin, where = worst_ratio(result.diffs)
@@ -277,6 +284,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     cmd.add_argument("--write-golden", type=Path, default=None, metavar="DIR",
                      help="re-baseline: store ONNX Runtime outputs of every unmutated graph variant in DIR and exit "
                           "(default: off)")
+    cmd.add_argument("--workarounds", default=WORKAROUND,
+                     help=f"with --write-golden: the graphs' inverse workarounds (default: {WORKAROUND})")
+    cmd.add_argument("--exporters", default=EXPORTER,
+                     help=f"with --write-golden: the graphs' exporters (default: {EXPORTER})")
     cmd.add_argument("--tolerances", type=Path, default=None, help="(default: fixtures/tolerances.toml)")
     cmd.add_argument("--cache-dir", type=Path, default=None, help="artifact cache (default: ~/.cache/mvsnet-trt-harness)")
     cmd.add_argument("--json", type=Path, default=None, help="also write the outcomes as JSON here (default: none)")
@@ -301,7 +312,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with Sensitivity(chain, tolerances, args.case, args.write_golden or args.golden) as sens:
         if args.write_golden is not None:
-            for path in sens.baseline_golden(precisions):
+            for path in sens.baseline_golden(precisions, tuple(args.workarounds.split(",")),
+                                             tuple(args.exporters.split(","))):
                 print(f"wrote {path}")
             return 0
         names = tuple(n for n in args.only.split(",") if n) or None

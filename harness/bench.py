@@ -29,7 +29,7 @@ from harness.timing import TimingConfig, measure, measure_host_round_trip
 from harness.tolerances import Tolerances
 
 CUDA_BACKENDS = ("torch-fp32", "torch-tf32", "torch-fp16", "torch-fast-fp16", "ort-cuda-raw", "ort-cuda-simplified",
-                 "ort-cuda-fp16", "trt-fp32", "trt-tf32", "trt-fp16")
+                 "ort-cuda-default", "ort-cuda-fp16", "trt-fp32", "trt-tf32", "trt-fp16")
 CPU_BACKENDS = ("torch-fp32", "ort-cpu-raw", "ort-cpu-simplified")
 BASELINE = "torch-fp32"
 #: Timed for comparison, parity reported but not asserted by the benchmark suite: autocast runs
@@ -50,7 +50,8 @@ class BenchSpec:
     def precision(self) -> str:
         if self.backend.endswith("fp16"):
             return "fp16"
-        return "tf32" if self.backend.endswith("tf32") else "fp32"
+        # ort-cuda-default: ONNX Runtime as shipped allows TF32
+        return "tf32" if self.backend.endswith(("tf32", "-default")) else "fp32"
 
 
 def default_backends(device: torch.device) -> tuple[str, ...]:
@@ -80,9 +81,11 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
         target, _, graph = rest.partition("-")
         ensure_available(torch.device(target), f"ort-{target}")
         precision = "fp16" if graph == "fp16" else "fp32"
-        variant = "simplified" if graph in ("simplified", "fp16") else "raw"
+        variant = "simplified" if graph in ("simplified", "fp16", "default") else "raw"
         artifact = chain.onnx(spec.case, spec.workaround, spec.exporter, variant, precision, dynamic)
-        return OrtRunner(artifact.path, device=target, label=graph, validate_values=False, tuned=True), feed
+        options = "default" if graph == "default" else "strict"  # default: ORT as shipped, simplified graph
+        return OrtRunner(artifact.path, device=target, label=graph, validate_values=False, tuned=True,
+                         cuda_options=options), feed
     if family == "trt" and rest in ("fp32", "tf32", "fp16"):
         from harness.backends.tensorrt_runner import TrtRunner
 

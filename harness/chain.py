@@ -35,7 +35,12 @@ BUNDLED_WEIGHTS = PROJECT_ROOT / "fixtures" / "weights" / "mvsnet-default.ckpt"
 VARIANTS = ("raw", "simplified")
 #: Candidates compared with torch strict FP32. ``-fp16`` ORT legs run the mixed-precision graph
 #: that the TensorRT fp16 engine is built from (a cross-check of that graph on another runtime).
-CANDIDATES = ("ort-cpu", "ort-cuda", "ort-cpu-fp16", "ort-cuda-fp16", "trt-fp32", "trt-tf32", "trt-fp16")
+#: ``ort-cuda-default`` is ONNX Runtime as shipped (its default CUDA options: TF32 allowed), gated
+#: like the other TF32 legs, so users see what the defaults do to depth.
+CANDIDATES = ("ort-cpu", "ort-cuda", "ort-cuda-default", "ort-cpu-fp16", "ort-cuda-fp16", "trt-fp32", "trt-tf32",
+              "trt-fp16")
+#: Candidates whose arithmetic allows TF32 (10-bit mantissa) where the graph is FP32.
+TF32_CANDIDATES = frozenset({"trt-tf32", "ort-cuda-default"})
 
 
 def resolve_device(device: str) -> torch.device:
@@ -84,7 +89,7 @@ class Leg:
         """Tolerance precision: fp16 for FP16 graphs, tf32 for trt-tf32, else fp32."""
         if self.candidate.endswith("-fp16"):
             return "fp16"
-        return "tf32" if self.candidate == "trt-tf32" else "fp32"
+        return "tf32" if self.candidate in TF32_CANDIDATES else "fp32"
 
     @property
     def graph_precision(self) -> str:
@@ -217,16 +222,19 @@ class Chain:
                           lambda: TorchRunner(self.model, dev, precision, with_inverse).prepare())  # type: ignore[arg-type]
 
     def ort_runner(self, case: str, workaround: str, exporter: str, variant: str, device: str,
-                   precision: str = "fp32") -> Runner:
+                   precision: str = "fp32", cuda_options: str = "strict") -> Runner:
         from harness.backends.onnxruntime_runner import OrtRunner, ensure_available
 
         def make() -> Runner:
             ensure_available(torch.device(device), f"ort-{device}")  # before any export work
             artifact = self.onnx(case, workaround, exporter, variant, precision)
             label = variant if precision == "fp32" else f"{precision}-{variant}"
-            return OrtRunner(artifact.path, device=device, label=label).prepare()
+            if cuda_options != "strict":
+                label = f"{cuda_options}-{label}"
+            return OrtRunner(artifact.path, device=device, label=label,
+                             cuda_options=cuda_options).prepare()  # type: ignore[arg-type]
 
-        return self._once(("ort", case, workaround, exporter, variant, device, precision), make)
+        return self._once(("ort", case, workaround, exporter, variant, device, precision, cuda_options), make)
 
     def onnx_file_runner(self, path: str | Path, device: str = "cpu", label: str = "",
                          validate_values: bool = True) -> Runner:
@@ -246,8 +254,9 @@ class Chain:
     def candidate_runner(self, leg: Leg) -> Runner:
         family, _, rest = leg.candidate.partition("-")
         if family == "ort" and rest.split("-")[0] in ("cpu", "cuda"):
+            options = "default" if rest == "cuda-default" else "strict"
             return self.ort_runner(leg.case, leg.workaround, leg.exporter, leg.variant, rest.split("-")[0],
-                                   leg.graph_precision)
+                                   leg.graph_precision, options)
         if family == "trt" and rest in ("fp32", "tf32", "fp16"):
             return self.trt_runner(leg.case, leg.workaround, leg.exporter, leg.variant, rest)
         raise BackendUnavailable(leg.candidate, f"no backend named {leg.candidate} in this harness version",
@@ -313,6 +322,9 @@ def run_leg(chain: Chain, leg: Leg, tolerances: Tolerances) -> LegResult:
         "onnx_sha256": artifact.sha256[:16], "nodes": artifact.node_count, "opset": artifact.audit.get("opset"),
         "export_seconds": artifact.seconds, "cache": artifact.cache_status, **artifact.extra,
     }
+    log = runner.describe().get("log")
+    if log:  # the runtime's own console lines (e.g. cuDNN frontend refusals), kept off the console
+        info["runtime_log"] = log
     if leg.candidate.startswith("trt-"):
         engine = chain.engine(leg.case, leg.workaround, leg.exporter, leg.variant, leg.precision)
         info.update({"engine_sha256": engine.sha256[:16], "engine_mib": engine.meta.get("engine_mib"),

@@ -156,6 +156,10 @@ HOPS = (
     ("ort-fp16", "ONNX Runtime FP16 graph"),
     ("trt-fp16", "TensorRT FP16 engine"),
 )
+#: The parity gate each hop's output is held to (against the reference): the runner family and
+#: precision that fixtures/tolerances.toml keys the gate by.
+HOP_GATES = {"torch-tf32": ("torch-tf32", "tf32"), "ort-fp32": ("ort-cpu", "fp32"),
+             "ort-fp16": ("ort-cpu-fp16", "fp16"), "trt-fp16": ("trt-fp16", "fp16")}
 
 
 def _hop_outputs(chain: Chain, hop: str, case: str) -> dict[str, torch.Tensor]:
@@ -173,8 +177,12 @@ def _hop_outputs(chain: Chain, hop: str, case: str) -> dict[str, torch.Tensor]:
     return chain.candidate_runner(leg).infer(chain.workaround_feed(case, leg.workaround))
 
 
-def attribution(chain: Chain, case: str) -> list[dict[str, Any]]:
-    """Depth error of each hop against the previous available hop and against the reference."""
+def attribution(chain: Chain, case: str, tolerances: Tolerances | None = None) -> list[dict[str, Any]]:
+    """Depth error of each hop against the previous available hop and against the reference.
+
+    With ``tolerances``, every hop's output is also held to its own precision's depth gate
+    against the reference (``HOP_GATES``): ``within_gate`` and, when exceeded, ``exceeded``
+    (``{metric: [observed, limit]}``)."""
     feed = chain.feed(case)
     rows: list[dict[str, Any]] = []
     reference = previous = None
@@ -195,9 +203,38 @@ def attribution(chain: Chain, case: str) -> list[dict[str, Any]]:
             row.update({"from": previous_name, "hop_max_abs_mm": step["max_abs"], "hop_p99_abs_mm": step["p99_abs"],
                         "hop_frac_over_1mm": step["frac_over_1mm"], "total_max_abs_mm": total["max_abs"],
                         "total_p99_abs_mm": total["p99_abs"], "total_frac_over_1mm": total["frac_over_1mm"]})
+            if tolerances is not None:
+                family, precision = HOP_GATES[hop]
+                gate = tolerances.lookup("torch-fp32", family, precision, ("depth",))
+                judged = compare({"depth": reference["depth"]}, {"depth": outputs["depth"]}, gate,
+                                 depth_values=feed["depth_values"])["depth"]
+                row.update({"gate": f"{precision} {dict(judged.tolerance)}", "within_gate": bool(judged),
+                            "exceeded": {m: [o, lim] for m, (o, lim) in judged.failures.items()}})
         rows.append(row)
         previous, previous_name = outputs, hop
     return rows
+
+
+def exceeded_hops(rows: list[dict[str, Any]]) -> list[str]:
+    """The hops whose output exceeds its precision's gate, in chain order."""
+    return [r["hop"] for r in rows if r.get("within_gate") is False]
+
+
+def assert_attribution_within_gates(rows: list[dict[str, Any]]) -> None:
+    """Raise ``ParityError`` naming the first hop whose output exceeds its precision's depth gate
+    (rows from ``attribution(..., tolerances)``)."""
+    from harness.errors import ParityError
+
+    unjudged = [r["hop"] for r in rows if "hop_max_abs_mm" in r and "within_gate" not in r]
+    if unjudged:
+        raise ParityError("attribution", "hops were not judged", unjudged, "rows from attribution(chain, case, "
+                          "tolerances)", "pass the session's tolerances to attribution()")
+    exceeded = exceeded_hops(rows)
+    if exceeded:
+        first = next(r for r in rows if r["hop"] == exceeded[0])
+        raise ParityError(f"attribution, case {first['case']}", f"hop {first['hop']} ({first['label']}) exceeds its "
+                          "gate", first["exceeded"], first["gate"],
+                          f"the error enters at {first['hop']} (from {first['from']}); localise that leg")
 
 
 def attribution_table(rows: list[dict[str, Any]]) -> str:
@@ -208,6 +245,7 @@ def attribution_table(rows: list[dict[str, Any]]) -> str:
         elif "hop_max_abs_mm" not in row:
             lines.append(f"{row['hop']:<12} {'reference':>22}")
         else:
+            verdict = {True: "  within gate", False: "  EXCEEDS gate", None: ""}[row.get("within_gate")]
             lines.append(f"{row['hop']:<12} {row['hop_max_abs_mm']:>10.3g} / {row['hop_p99_abs_mm']:<9.3g} "
-                         f"{row['total_max_abs_mm']:>22.3g} / {row['total_p99_abs_mm']:<9.3g}")
+                         f"{row['total_max_abs_mm']:>22.3g} / {row['total_p99_abs_mm']:<9.3g}{verdict}")
     return "\n".join(lines)

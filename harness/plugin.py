@@ -6,6 +6,8 @@ Loaded by the project's ``conftest.py`` (``pytest_plugins = ["harness.plugin"]``
 from __future__ import annotations
 
 import json
+import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -321,11 +323,39 @@ class SessionReporter:
     """Collects parity rows from test reports (also those coming back from xdist workers),
     writes the run record at the end of the session and prints the summary table."""
 
+    SLOWEST = 10
+
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.results = config.stash[RESULTS_KEY]
+        self.started = time.perf_counter()
+        self.outcomes: Counter[str] = Counter()
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+
+    def _count(self, report: pytest.TestReport) -> None:
+        """Outcomes as pytest's own summary counts them (setup/teardown failures are errors)."""
+        self.seconds[report.nodeid] += float(report.duration or 0.0)
+        xfail = hasattr(report, "wasxfail")
+        if report.when == "call":
+            if report.skipped:
+                self.outcomes["xfailed" if xfail else "skipped"] += 1
+            else:
+                self.outcomes["failed" if report.failed else "passed"] += 1
+        elif report.failed:
+            self.outcomes["errors"] += 1
+        elif report.skipped and report.when == "setup":
+            self.outcomes["xfailed" if xfail else "skipped"] += 1
+
+    def session_block(self) -> dict[str, Any]:
+        slowest = sorted(self.seconds.items(), key=lambda kv: kv[1], reverse=True)[:self.SLOWEST]
+        block: dict[str, Any] = {k: int(self.outcomes.get(k, 0)) for k in ("passed", "failed", "skipped", "xfailed",
+                                                                          "errors")}
+        block["wall_s"] = round(time.perf_counter() - self.started, 2)
+        block["slowest"] = [[nodeid, round(seconds, 3)] for nodeid, seconds in slowest]
+        return block
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._count(report)
         if report.when != "call":
             return
         for key, value in report.user_properties:
@@ -357,7 +387,7 @@ class SessionReporter:
         record = RunRecord(
             kind="pytest", profile=opts.profile, parity=self.results.parity, notes=list(self.results.notes),
             artifacts=self.results.engines, timing=self.results.timing, attribution=self.results.attribution,
-            localisation=self.results.localisation,
+            localisation=self.results.localisation, session=self.session_block(),
             config={"cases": opts.cases, "exporters": opts.exporters, "workarounds": opts.workarounds,
                     "variants": opts.variants, "backends": opts.candidates, "device": opts.chain.device,
                     "opset": opts.chain.opset, "weights": str(opts.chain.weights or "bundled"),

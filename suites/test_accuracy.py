@@ -12,11 +12,9 @@ import json
 import pytest
 
 from harness.accuracy import accuracy_gates_hold, backend_accuracy, held_out_accuracy, summarize
-from harness.chain import Leg
+from harness.chain import CANDIDATES, Leg
 from harness.errors import BackendUnavailable
 from harness.train import HELD_OUT_SEEDS
-
-CANDIDATES = ("ort-cpu", "ort-cuda", "ort-cpu-fp16", "ort-cuda-fp16", "trt-fp32", "trt-tf32", "trt-fp16")
 
 
 def test_reference_sees_depth_on_held_out_scenes(chain, case, record_property):

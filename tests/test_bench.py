@@ -66,6 +66,7 @@ def _by_backend(rows: list[dict]) -> dict[str, dict]:
 @pytest.mark.parametrize(("backend", "precision"), [
     ("torch-fp32", "fp32"), ("torch-tf32", "tf32"), ("torch-fp16", "fp16"), ("torch-fast-fp16", "fp16"),
     ("ort-cuda-raw", "fp32"), ("ort-cuda-simplified", "fp32"), ("ort-cuda-fp16", "fp16"), ("ort-cpu-raw", "fp32"),
+    ("ort-cuda-default", "tf32"),
     ("trt-fp32", "fp32"), ("trt-tf32", "tf32"), ("trt-fp16", "fp16"),
 ])
 def test_bench_spec_precision_follows_the_backend_suffix(backend, precision):

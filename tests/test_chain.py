@@ -176,3 +176,12 @@ def test_unknown_candidate_is_unavailable(small_chain):
     leg = Leg("openvino-cpu", "raw", "precomputed", "torchscript", "small")
     with pytest.raises(BackendUnavailable, match="no backend named openvino-cpu"):
         small_chain.candidate_runner(leg)
+
+
+def test_ort_as_shipped_is_a_tf32_leg_of_the_fp32_graph():
+    from harness.chain import CANDIDATES
+
+    leg = Leg("ort-cuda-default", "simplified", "precomputed", "torchscript", "small")
+    assert "ort-cuda-default" in CANDIDATES
+    assert leg.precision == "tf32" and leg.graph_precision == "fp32"
+    assert Leg("ort-cuda", "raw", "precomputed", "torchscript", "small").precision == "fp32"

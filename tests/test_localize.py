@@ -310,7 +310,7 @@ def _impossible_tolerances(folder: Path) -> Path:
     at 1e-12: the leg fails and localisation names a stage (the bundled 1e-4 stage limit passes
     every stage, as the end-to-end test above shows)."""
     text = DEFAULT_TOLERANCES.read_text()
-    tight = text.replace('["torch-vs-ort".fp32.depth]\nmax_sq_err = 0.1', '["torch-vs-ort".fp32.depth]\nmax_sq_err = 0')
+    tight = text.replace('["torch-vs-ort".fp32.depth]\nmax_intervals = 0.1', '["torch-vs-ort".fp32.depth]\nmax_sq_err = 0')
     tight = tight.replace("[stages]\nfp32 = 1e-4", "[stages]\nfp32 = 1e-12")
     assert tight.count("max_sq_err = 0\n") == 1 and "fp32 = 1e-12" in tight
     path = folder / "impossible.toml"
@@ -350,3 +350,35 @@ def test_plugin_localises_a_passing_leg_only_when_asked(pytester, tmp_path_facto
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*harness localisation*", f"stage errors of {LEG.id}*",
                                  "*-> every stage within tolerance"])
+
+
+def test_attribution_names_the_hop_that_exceeds_its_gate(chain, monkeypatch):
+    from harness.errors import ParityError
+    from harness.localize import assert_attribution_within_gates, exceeded_hops
+
+    tolerances = Tolerances.load()
+    rows = attribution(chain, "small", tolerances)
+    assert exceeded_hops(rows) == []
+    assert_attribution_within_gates(rows)  # the unperturbed chain is within every gate
+    real = localize._hop_outputs
+
+    def perturbed(chain_, hop, case):  # a hop that moves depth by half a hypothesis step
+        outputs = real(chain_, hop, case)
+        if hop == "ort-fp32":
+            outputs = {**outputs, "depth": outputs["depth"] + 0.5 * 2.5 * chain_.case(case).interval_scale}
+        return outputs
+
+    monkeypatch.setattr(localize, "_hop_outputs", perturbed)
+    rows = attribution(chain, "small", tolerances)
+    assert exceeded_hops(rows)[0] == "ort-fp32"
+    with pytest.raises(ParityError, match=r"hop ort-fp32 \(ONNX Runtime FP32 graph\) exceeds its gate") as info:
+        assert_attribution_within_gates(rows)
+    assert "max_intervals" in str(info.value)
+
+
+def test_unjudged_attribution_rows_are_refused(chain):
+    from harness.errors import ParityError
+    from harness.localize import assert_attribution_within_gates
+
+    with pytest.raises(ParityError, match="hops were not judged"):
+        assert_attribution_within_gates(attribution(chain, "small"))

@@ -194,3 +194,51 @@ def test_no_report_writes_nothing(pytester, cache_dir):
     assert "harness parity" in result.stdout.str()
     assert not [line for line in result.outlines if line.startswith("report: ")]
     assert (sorted(default_reports.iterdir()) if default_reports.is_dir() else []) == before
+
+
+MIXED = GATE + """
+import pytest
+
+
+def test_fails():
+    assert 1 == 2
+
+
+@pytest.mark.xfail(reason="known", strict=True)
+def test_xfails():
+    assert False
+
+
+def test_skips():
+    pytest.skip("nothing here")
+
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("setup broke")
+
+
+def test_errors(broken):
+    pass
+"""
+
+
+def test_run_record_holds_the_session_counts_wall_time_and_slowest_tests(pytester, cache_dir, tmp_path):
+    pytester.makepyfile(test_mixed=MIXED)
+    reports = tmp_path / "reports"
+    result = _run(
+        pytester, "--harness-backends", "ort-cpu", "--harness-exporters", "torchscript",
+        "--harness-workarounds", "precomputed", "--harness-variants", "raw", "--harness-device", "cpu",
+        "--harness-cache-dir", cache_dir, "--harness-report-dir", str(reports),
+    )
+    result.assert_outcomes(passed=1, failed=1, skipped=1, xfailed=1, errors=1)
+    (folder,) = list(reports.iterdir())
+    session = load_record(folder).session
+    assert {k: session[k] for k in ("passed", "failed", "skipped", "xfailed", "errors")} == {
+        "passed": 1, "failed": 1, "skipped": 1, "xfailed": 1, "errors": 1}
+    assert session["wall_s"] > 0
+    slowest = session["slowest"]
+    assert 1 <= len(slowest) <= 10 and all(isinstance(s, float) for _, s in slowest)
+    assert [s for _, s in slowest] == sorted((s for _, s in slowest), reverse=True)
+    assert slowest[0][0].endswith("test_parity[ort-cpu-raw-vs-torch-fp32-precomputed-torchscript-small]")
+    assert "1 passed, 1 failed, 1 skipped, 1 xfailed, 1 errors" in (folder / "report.md").read_text()

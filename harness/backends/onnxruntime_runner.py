@@ -1,16 +1,32 @@
 """ONNX Runtime runner: CPU execution provider, or CUDA with I/O binding on torch tensors.
 
 ``onnxruntime`` is imported here only, so the package imports on machines without it.
-On CUDA the session runs on a dedicated torch stream (``user_compute_stream``); the stream waits
-for the producer of the inputs and the caller's stream waits for the outputs, so torch tensors
-are shared without host copies and without races.
+
+CUDA option sets (``cuda_options``):
+
+* ``strict``: what the strict FP32 legs promise: ``use_tf32=0``, ONNX Runtime's own default
+  exhaustive cuDNN algorithm search, the session on a dedicated torch stream
+  (``user_compute_stream``) that waits for the producer of the inputs while the caller's stream
+  waits for the outputs, so torch tensors are shared without host copies and without races.
+* ``default``: ONNX Runtime as shipped: no provider option but the device (TF32 allowed, ORT's
+  own stream); the caller's stream is synchronised before the run, as ORT synchronises after it.
+
+ONNX Runtime's native log lines (its default logger and libraries below it, such as cuDNN's
+frontend) never reach the console: the default logger is set to errors only, and whatever is
+still written to the process's stderr while a session is created and first run is captured
+into ``describe()["log"]`` for the run record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -19,14 +35,43 @@ from harness.backends.base import Runner
 from harness.errors import ArtifactError, BackendUnavailable, InvalidInput
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+CudaOptions = Literal["strict", "default"]
+ERRORS_ONLY = 3  # ONNX Runtime's severity levels: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
+MAX_LOG_LINES = 50  # per runner, in the record; the rest is counted
 
 
 def import_onnxruntime() -> Any:
     try:
-        return importlib.import_module("onnxruntime")
+        ort = importlib.import_module("onnxruntime")
     except ImportError as exc:
         raise BackendUnavailable("onnxruntime", f"onnxruntime not importable ({exc})",
                                  "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)") from None
+    ort.set_default_logger_severity(ERRORS_ONLY)  # its default logger prints warnings to the console
+    return ort
+
+
+@contextlib.contextmanager
+def captured_native_stderr(lines: list[str]) -> Iterator[None]:
+    """Redirect file descriptor 2 (where native libraries write) into a temporary file for the
+    block and append its non-empty lines to ``lines``. Python-level ``sys.stderr`` writes are
+    flushed first so nothing of ours is swallowed."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr (daemonised): nothing to capture
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+            lines.extend(line.rstrip() for line in text.splitlines() if line.strip())
 
 
 def available_providers() -> list[str]:
@@ -54,27 +99,35 @@ class OrtRunner(Runner):
         onnx_path: the graph to run.
         device: ``"cpu"`` or ``"cuda[:i]"`` (needs onnxruntime-gpu's CUDAExecutionProvider).
         label: a suffix for ``name`` (e.g. the graph variant: ``raw``/``simplified``).
-        tuned: on CUDA, let cuDNN search convolution algorithms exhaustively (slower first run,
-            faster steady state: for benchmarks); heuristics otherwise.
+        tuned: keep ONNX Runtime's CPU memory arena for the session's life (benchmarks: faster
+            steady state); parity runs give the memory back after each run.
+        cuda_options: ``strict`` (TF32 off, the harness's stream) or ``default`` (ONNX Runtime as
+            shipped); see the module docstring.
     """
 
     def __init__(self, onnx_path: str | Path, device: str | torch.device = "cpu", label: str = "",
-                 validate_values: bool = True, threads: int | None = None, tuned: bool = False) -> None:
+                 validate_values: bool = True, threads: int | None = None, tuned: bool = False,
+                 cuda_options: CudaOptions = "strict") -> None:
         super().__init__(validate_values)
+        if cuda_options not in ("strict", "default"):
+            raise InvalidInput("ONNX Runtime CUDA options", "unknown option set", cuda_options, "strict or default")
         self.path = Path(onnx_path)
         self.device = torch.device(device)
         self.provider = PROVIDERS[self.device.type]
         self.threads = threads
-        self.tuned = tuned  # exhaustive cuDNN algorithm search (benchmarks); heuristics otherwise
+        self.tuned = tuned
+        self.cuda_options = cuda_options
         self.name = f"ort-{self.device.type}" + (f"-{label}" if label else "")
         ensure_available(self.device, self.name)
         self._session: Any = None
         self._stream: torch.cuda.Stream | None = None
+        self.log: list[str] = []  # native lines captured while creating and first running the session
+        self._runs = 0
 
     def _prepare(self) -> None:
         ort = import_onnxruntime()
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = ERRORS_ONLY
         # the CPU arena keeps every peak allocation for the session's life: with several sessions
         # alive at the seed shape that exhausted 24 GiB; parity runs give memory back, benchmarks
         # (tuned) keep the arena for speed
@@ -83,18 +136,18 @@ class OrtRunner(Runner):
             options.intra_op_num_threads = self.threads
         providers: list[Any]
         if self.device.type == "cuda":
-            self._stream = torch.cuda.Stream(device=self.device)
-            cuda_options = {
-                "device_id": self.device.index or 0,
-                "user_compute_stream": str(self._stream.cuda_stream),
-                "cudnn_conv_algo_search": "EXHAUSTIVE" if self.tuned else "HEURISTIC",
-                "use_tf32": 0,  # strict FP32, like the torch reference
-            }
+            cuda_options: dict[str, Any] = {"device_id": self.device.index or 0}
+            if self.cuda_options == "strict":
+                self._stream = torch.cuda.Stream(device=self.device)
+                # strict FP32, like the torch reference; the cuDNN algorithm search stays ORT's own
+                # default (exhaustive): a heuristic pick was measured up to 2.7x slower
+                cuda_options.update({"user_compute_stream": str(self._stream.cuda_stream), "use_tf32": 0})
             providers = [(self.provider, cuda_options)]
         else:
             providers = [self.provider]
         try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+            with captured_native_stderr(self.log):
+                self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types; report, never swallow
             raise ArtifactError(
                 str(self.path), "ONNX Runtime cannot load the graph", f"{type(exc).__name__}: {str(exc)[:200]}",
@@ -124,6 +177,14 @@ class OrtRunner(Runner):
                 )
 
     def _infer(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self._runs == 0:  # the first run picks kernels (cuDNN search, frontend plans): capture its lines
+            self._runs += 1
+            with captured_native_stderr(self.log):
+                return self._run(feed)
+        self._runs += 1
+        return self._run(feed)
+
+    def _run(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.device.type == "cpu":
             arrays = {name: t.numpy() for name, t in feed.items()}
             outputs = self._session.run(list(self.output_names), arrays)
@@ -131,7 +192,6 @@ class OrtRunner(Runner):
         return self._infer_cuda(feed)
 
     def _infer_cuda(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        assert self._stream is not None
         batch, h, w = self.output_shape(feed)
         binding = self._session.io_binding()
         index = self.device.index or 0
@@ -141,6 +201,10 @@ class OrtRunner(Runner):
         for name, tensor in outputs.items():
             binding.bind_output(name, "cuda", index, np.float32, list(tensor.shape), tensor.data_ptr())
         caller = torch.cuda.current_stream(self.device)
+        if self._stream is None:  # ORT as shipped runs on its own stream and synchronises after the run
+            caller.synchronize()
+            self._session.run_with_iobinding(binding)
+            return outputs
         self._stream.wait_stream(caller)  # inputs were produced on the caller's stream
         self._session.run_with_iobinding(binding)
         caller.wait_stream(self._stream)  # consumers of the outputs wait for ORT's work
@@ -157,5 +221,11 @@ class OrtRunner(Runner):
 
     def describe(self) -> dict[str, Any]:
         ort = import_onnxruntime()
-        return {**super().describe(), "runtime": "onnxruntime", "onnxruntime": ort.__version__,
+        info = {**super().describe(), "runtime": "onnxruntime", "onnxruntime": ort.__version__,
                 "provider": self.provider, "onnx_path": str(self.path)}
+        if self.device.type == "cuda":
+            info["cuda_options"] = self.cuda_options
+        if self.log:
+            info["log"] = self.log[:MAX_LOG_LINES] + (
+                [f"... {len(self.log) - MAX_LOG_LINES} more lines"] if len(self.log) > MAX_LOG_LINES else [])
+        return info

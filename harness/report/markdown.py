@@ -75,6 +75,11 @@ def tables(record: RunRecord) -> dict[str, pd.DataFrame]:
             "accuracy": accuracy_frame(record), "timing": timing_frame(record)}
 
 
+def session_line(session: dict) -> str:  # type: ignore[type-arg]
+    counts = ", ".join(f"{session.get(k, 0)} {k}" for k in ("passed", "failed", "skipped", "xfailed", "errors"))
+    return f"{counts} in {session.get('wall_s', 0):.1f} s"
+
+
 def render_report(record: RunRecord, frames: dict[str, pd.DataFrame] | None = None,
                   figures: list[str] | None = None) -> str:
     frames = frames or tables(record)
@@ -112,6 +117,11 @@ def render_report(record: RunRecord, frames: dict[str, pd.DataFrame] | None = No
             parts.append(f"case {case}:\n\n```\n{attribution_table(rows)}\n```\n")
     if record.localisation:
         parts += ["## Localisation (stage probes)\n", *[f"```\n{t}\n```\n" for t in record.localisation]]
+    if record.session:
+        parts += ["## Session\n", session_line(record.session) + "\n"]
+        if record.session.get("slowest"):
+            slow = pd.DataFrame(record.session["slowest"], columns=["test", "seconds"])
+            parts += ["Slowest tests (setup, call and teardown):\n", to_markdown(slow, "{:.2f}")]
     if record.notes:
         parts += ["## Notes\n", *[f"- {n}\n" for n in record.notes]]
     parts += ["## Configuration\n", "```\n" + "\n".join(f"{k}: {v}" for k, v in record.config.items()) + "\n```\n"]

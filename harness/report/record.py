@@ -34,6 +34,8 @@ class RunRecord:
     attribution: list[dict[str, Any]] = field(default_factory=list)
     localisation: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: pytest runs: {passed, failed, skipped, xfailed, errors, wall_s, slowest: [[nodeid, s], ...]}
+    session: dict[str, Any] = field(default_factory=dict)
     created_utc: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
 

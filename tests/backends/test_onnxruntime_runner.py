@@ -140,3 +140,45 @@ def test_missing_provider_is_backend_unavailable(monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["AzureExecutionProvider"])
     with pytest.raises(BackendUnavailable, match="CPUExecutionProvider missing"):
         ensure_available(torch.device("cpu"), "ort-cpu")
+
+
+def test_native_stderr_is_captured_not_printed(capfd):
+    import os
+
+    lines: list[str] = []
+    with onnxruntime_runner.captured_native_stderr(lines):
+        os.write(2, b"[cudnn_frontend] Error: No execution plans support the graph.\n\n")
+    assert lines == ["[cudnn_frontend] Error: No execution plans support the graph."]
+    assert "cudnn_frontend" not in capfd.readouterr().err  # nothing reached the console
+    os.write(2, b"after\n")  # the descriptor is restored
+    assert "after" in capfd.readouterr().err
+
+
+def test_importing_onnxruntime_sets_its_default_logger_to_errors(monkeypatch):
+    calls = []
+    real = importlib.import_module("onnxruntime")
+    monkeypatch.setattr(real, "set_default_logger_severity", calls.append)
+    onnxruntime_runner.import_onnxruntime()
+    assert calls == [onnxruntime_runner.ERRORS_ONLY]
+
+
+def test_unknown_cuda_option_set_is_refused(artifact):
+    with pytest.raises(InvalidInput, match="strict or default"):
+        OrtRunner(artifact.path, cuda_options="fast")  # type: ignore[arg-type]
+
+
+def test_first_run_log_lines_reach_describe(artifact, feed, monkeypatch):
+    import os
+
+    runner = OrtRunner(artifact.path).prepare()
+    real = runner._run
+
+    def noisy(inputs):
+        os.write(2, b"native warning from a kernel\n")
+        return real(inputs)
+
+    monkeypatch.setattr(runner, "_run", noisy)
+    runner.infer(WORKAROUND.prepare_feed(feed))
+    runner.infer(WORKAROUND.prepare_feed(feed))  # later runs are not captured (timing stays clean)
+    assert runner.describe()["log"] == ["native warning from a kernel"]
+    runner.close()

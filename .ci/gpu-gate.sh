@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The GPU job, reproducible by hand: what .github/workflows/gpu.yml runs on a self-hosted NVIDIA
+# runner, in one script a user runs on any GPU machine from the repository root.
+#
+#   bash .ci/gpu-gate.sh [--no-setup] [--label NAME] [--cases seed,dtu]
+#
+# Steps, in order (each timed, its exit code kept; a table of them is printed at the end and
+# appended to $GITHUB_STEP_SUMMARY when that is set):
+#   setup    the README's set-up in .venv/, then onnxruntime-gpu in place of onnxruntime and,
+#            optionally, TensorRT from NVIDIA's index (its failure only warns: the TensorRT legs
+#            then skip with "tensorrt not importable"). --no-setup uses $PYTHON (default python3)
+#            as it is, e.g. a machine whose packages were installed another way.
+#   doctor   python -m harness doctor --require torch-cuda,ort-cuda: stops the job when this
+#            machine cannot run the GPU legs, with the reason.
+#   gate     python -m pytest suites --harness-profile full
+#   bench    python -m harness bench --cases seed,dtu --profile full
+#   compare  python -m harness compare <the bench's run.json> --fail-on median:5% against the
+#            committed baseline of the same GPU model (reports/baselines/); a GPU without one is
+#            reported, not failed.
+# Exit status: 0 when every step passed, else the first failing step's status.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+setup=1
+label="${HOSTNAME:-$(uname -n)}"
+cases="seed,dtu"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-setup) setup=0 ;;
+    --label) label="${2:?--label needs a value}"; shift ;;
+    --cases) cases="${2:?--cases needs a value}"; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "gpu-gate: unknown argument $1. Expected: --no-setup, --label NAME, --cases LIST" >&2; exit 2 ;;
+  esac
+  shift
+done
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
+
+names=(); codes=(); seconds=()
+first_failure=0
+step() {  # step NAME COMMAND...: run, time and record one step
+  local name=$1; shift
+  if [ -n "${GITHUB_ACTIONS:-}" ]; then echo "::group::gpu-gate step $name: $*"; else echo "== gpu-gate step $name: $*"; fi
+  local started=$SECONDS
+  "$@"
+  local rc=$?
+  [ -z "${GITHUB_ACTIONS:-}" ] || echo "::endgroup::"
+  names+=("$name"); codes+=("$rc"); seconds+=($((SECONDS - started)))
+  if [ "$rc" -ne 0 ] && [ "$first_failure" -eq 0 ]; then first_failure=$rc; fi
+  return "$rc"
+}
+skip() { names+=("$1"); codes+=("-"); seconds+=(0); }
+
+do_setup() {
+  python3 -m venv .venv && .venv/bin/pip install -q -c .ci/constraints.txt -e ".[test]" || return
+  .venv/bin/pip uninstall -q -y onnxruntime && .venv/bin/pip install -q onnxruntime-gpu || return
+  if ! .venv/bin/pip install -q --extra-index-url https://pypi.nvidia.com tensorrt; then
+    echo "gpu-gate: warning: TensorRT not installed (pip install tensorrt from https://pypi.nvidia.com failed);" \
+         "the TensorRT legs will skip with 'tensorrt not importable'" >&2
+  fi
+}
+
+if [ "$setup" -eq 1 ]; then
+  step setup do_setup
+  PY=.venv/bin/python
+else
+  skip setup
+  PY=${PYTHON:-python3}
+fi
+
+bench_log=$(mktemp)
+trap 'rm -f "$bench_log"' EXIT
+if [ "$first_failure" -eq 0 ] && step doctor "$PY" -m harness doctor --require torch-cuda,ort-cuda; then
+  step gate "$PY" -m pytest suites --harness-profile full
+  if step bench bash -c '"$0" -m harness bench --cases "$1" --profile full --label "$2" | tee "$3"' \
+      "$PY" "$cases" "$label" "$bench_log"; then
+    run_json=$(sed -n 's/^report: \(.*\)\/report\.md$/\1\/run.json/p' "$bench_log" | tail -n 1)
+    if [ -n "$run_json" ] && [ -f "$run_json" ]; then
+      step compare "$PY" -m harness compare "$run_json" --fail-on median:5%
+    else
+      echo "gpu-gate: the benchmark printed no 'report: <folder>/report.md' line; nothing to compare" >&2
+      names+=("compare"); codes+=(1); seconds+=(0); [ "$first_failure" -eq 0 ] && first_failure=1
+    fi
+  else
+    skip compare
+  fi
+else
+  for s in doctor gate bench compare; do
+    [[ " ${names[*]} " == *" $s "* ]] || skip "$s"
+  done
+fi
+
+table="| step | exit | seconds |"$'\n'"|---|---|---|"
+for i in "${!names[@]}"; do
+  table+=$'\n'"| ${names[$i]} | ${codes[$i]} | ${seconds[$i]} |"
+done
+echo
+echo "gpu-gate summary (exit '-' = not run):"
+echo "$table"
+if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
+  { echo "### GPU job steps"; echo; echo "$table"; echo; } >> "$GITHUB_STEP_SUMMARY"
+fi
+exit "$first_failure"

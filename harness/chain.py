@@ -314,7 +314,7 @@ def run_leg(chain: Chain, leg: Leg, tolerances: Tolerances) -> LegResult:
     runner = chain.candidate_runner(leg)
     candidate = runner.infer(chain.workaround_feed(leg.case, leg.workaround))
     reference = chain.reference_outputs(leg.case)
-    tolerance = tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES)
+    tolerance = tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES, case=leg.case)
     diffs = compare(reference, candidate, tolerance, depth_values=chain.feed(leg.case)["depth_values"])
     artifact = chain.onnx(leg.case, leg.workaround, leg.exporter, leg.variant, leg.graph_precision,
                           chain.config.trt_dynamic and leg.candidate.startswith("trt-"))

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from harness.chain import Chain, Leg
-from harness.compare import compare
+from harness.compare import OutputDiff, compare
 from harness.errors import BackendUnavailable, HarnessError
 from harness.model.mvsnet import probing
 from harness.tolerances import Tolerances
@@ -140,10 +140,28 @@ def localisation_table(rows: list[StageError], title: str) -> str:
     return "\n".join([title, *("  " + r.row() for r in rows), f"  -> {verdict}"])
 
 
+def depth_step(depth_values: torch.Tensor) -> float:
+    """The smallest hypothesis interval of ``[B, D]`` depth values (scene units)."""
+    flat = depth_values.reshape(depth_values.shape[0], -1).double()
+    return float((flat[:, 1:2] - flat[:, :1]).abs().min()) if flat.shape[1] > 1 else 0.0
+
+
+def leg_stage_errors(chain: Chain, leg: Leg, tolerances: Tolerances) -> list[StageError]:
+    """Per-stage errors of one leg with its limits: the case's measured per-stage gates for the
+    candidate when fixtures/tolerances.toml has them (depth in steps), else [stages]."""
+    limits = tolerances.stage_limits(leg.candidate, leg.precision, leg.case)
+    step = depth_step(chain.feed(leg.case)["depth_values"]) if "depth" in limits else None
+    return stage_errors(torch_stages(chain, leg.case), candidate_stages(chain, leg), limits, depth_step=step)
+
+
+def stage_diffs(rows: list[StageError]) -> dict[str, OutputDiff]:
+    """Stage errors as diffs (``stage <name>``) so that they count in a parity verdict."""
+    return {f"stage {r.stage}": OutputDiff(f"stage {r.stage}", {r.unit: r.relative}, {r.unit: r.limit}) for r in rows}
+
+
 def localise(chain: Chain, leg: Leg, tolerances: Tolerances) -> str:
     """The per-stage table for one leg (ONNX Runtime probe build vs torch reference)."""
-    limit = tolerances.stage_limit(leg.precision)
-    rows = stage_errors(torch_stages(chain, leg.case), candidate_stages(chain, leg), limit)
+    rows = leg_stage_errors(chain, leg, tolerances)
     return localisation_table(rows, f"stage errors of {leg.id} (relative max |error|):")
 
 

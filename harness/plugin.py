@@ -100,7 +100,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "static shapes. Default: off")
     add("--harness-localize", action="store_true", default=False,
         help="run stage probes on every ONNX Runtime parity leg and print a per-stage error table "
-             "(always done for a failing leg). Default: off")
+             "(always done for a failing leg); where fixtures/tolerances.toml has measured per-stage gates for "
+             "the case and backend, stage errors count in the verdict. Default: off")
     add("--harness-gpus", default=None,
         help="one pytest-xdist worker per GPU: all, or a comma list of GPU indices; needs -n <count> "
              "(--dist each runs every test on every GPU, --dist load spreads them). Default: off")
@@ -297,10 +298,13 @@ def parity(chain: Chain, tolerances: Tolerances, harness_options: HarnessOptions
         if harness_options.localize or not result.passed:
             from dataclasses import replace
 
-            from harness.localize import localise
+            from harness.localize import leg_stage_errors, localisation_table, stage_diffs
 
             try:
-                table = localise(chain, leg, tolerances)
+                rows = leg_stage_errors(chain, leg, tolerances)
+                table = localisation_table(rows, f"stage errors of {leg.id} (relative max |error|):")
+                if tolerances.stages_measured(leg.candidate, leg.precision, leg.case):  # measured gates count
+                    result = replace(result, diffs={**result.diffs, **stage_diffs(rows)})
             except BackendUnavailable as exc:
                 table = f"no stage probes for {leg.id}: {exc.missing}"
             result = replace(result, localisation=table)

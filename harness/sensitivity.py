@@ -30,7 +30,7 @@ from harness.chain import Chain, ChainConfig, Leg
 from harness.compare import LOWER_BOUNDS, OutputDiff, compare
 from harness.convert.precision import audit_precision
 from harness.golden import check_golden, feed_digest, golden_key, write_golden
-from harness.localize import stage_errors, torch_stages
+from harness.localize import depth_step, stage_errors, torch_stages
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.model.precision import FP32_REGIONS
 from harness.mutate import CATALOGUE, Mutation, MutationError, mutations
@@ -180,14 +180,15 @@ class Sensitivity:
 
     # -- checks ----------------------------------------------------------------------------------
     def check_outputs(self, outputs: dict[str, torch.Tensor], leg: Leg) -> CheckResult:
-        tolerance = self.tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES)
+        tolerance = self.tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES, case=self.case)
         diffs = compare(self.reference, outputs, tolerance, depth_values=self.depth_values)
         margin, where = worst_ratio(diffs)
         return CheckResult(not all(diffs.values()), margin, where)
 
     def check_stages(self, stages: dict[str, torch.Tensor], leg: Leg) -> CheckResult:
-        limit = self.tolerances.stage_limit(leg.precision)
-        rows = stage_errors(self.reference_stages, stages, limit)
+        limits = self.tolerances.stage_limits(leg.candidate, leg.precision, self.case)
+        step = depth_step(self.depth_values) if "depth" in limits else None
+        rows = stage_errors(self.reference_stages, stages, limits, depth_step=step)
         worst = max(rows, key=lambda r: r.relative / r.limit)
         first = next((r.stage for r in rows if not r.passed), "")
         return CheckResult(bool(first), worst.relative / worst.limit, first or worst.stage)

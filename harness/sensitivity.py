@@ -100,9 +100,11 @@ class Outcome:
         return not self.error and self.caught(counting) != self.mutation.benign
 
     def row(self) -> dict[str, Any]:
-        return {"mutation": self.mutation.name, "precision": self.precision, "benign": self.mutation.benign,
-                "error": self.error, **{c: {"caught": r.caught, "margin": r.margin, "detail": r.detail}
-                                        for c, r in self.checks.items()}}
+        """The JSON record: per check, caught, margin (``"inf"`` for a yes/no finding) and detail."""
+        return {"mutation": self.mutation.name, "graph_precision": self.precision, "benign": self.mutation.benign,
+                "variant": self.mutation.variant, "error": self.error,
+                "checks": {c: {"caught": r.caught, "margin": r.margin if math.isfinite(r.margin) else "inf",
+                               "detail": r.detail} for c, r in self.checks.items()}}
 
 
 class Sensitivity:

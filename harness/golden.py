@@ -50,7 +50,8 @@ def write_golden(directory: str | Path, key: str, outputs: Mapping[str, torch.Te
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    np.savez(buffer, **{name: t.detach().cpu().numpy() for name, t in outputs.items()})
+    arrays: dict[str, Any] = {name: t.detach().cpu().numpy() for name, t in outputs.items()}
+    np.savez(buffer, **arrays)
     path = atomic_write_bytes(directory / f"{key}.npz", buffer.getvalue())
     atomic_write_json(directory / f"{key}.json", {"key": key, "outputs": sorted(outputs), **meta})
     return path

@@ -84,8 +84,12 @@ def stage_base(stage: str) -> str:
 
 
 def _max_abs_diff(ref: torch.Tensor, cand: torch.Tensor) -> float:
-    diff = (cand.float() - ref.float()).abs()
-    return float(torch.nan_to_num(diff, nan=float("inf")).max()) if diff.numel() else 0.0
+    """max |cand - ref|, inf when the candidate has a non-finite value (max propagates NaN)."""
+    if not ref.numel():
+        return 0.0
+    diff = cand.float() - ref.float()
+    worst = float(diff.abs_().max())
+    return float("inf") if worst != worst else worst
 
 
 def match_views(reference: dict[str, torch.Tensor], candidate: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -95,9 +99,9 @@ def match_views(reference: dict[str, torch.Tensor], candidate: dict[str, torch.T
     views = sorted(k for k in candidate if stage_base(k) == "warped" and k in reference)
     if len(views) < 2 or len(views) > 6:
         return candidate
-    best = min(itertools.permutations(views),
-               key=lambda order: max(_max_abs_diff(reference[v], candidate[o]) if reference[v].shape == candidate[o].shape
-                                     else float("inf") for v, o in zip(views, order)))
+    cost = {(v, o): _max_abs_diff(reference[v], candidate[o]) if reference[v].shape == candidate[o].shape
+            else float("inf") for v in views for o in views}
+    best = min(itertools.permutations(views), key=lambda order: max(cost[v, o] for v, o in zip(views, order)))
     return {**candidate, **{v: candidate[o] for v, o in zip(views, best)}}
 
 

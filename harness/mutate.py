@@ -367,7 +367,7 @@ def _views_swapped(model: onnx.ModelProto) -> onnx.ModelProto:
 def _deconv_padding(model: onnx.ModelProto) -> onnx.ModelProto:
     """A deconvolution's padding put at the end only (pads 1,1 -> 0,2: same shape, shifted)."""
     node = model.graph.node[_deconvs(model)[0]]
-    pads = list(attribute(node, "pads") or [])
+    pads = [int(p) for p in attribute(node, "pads") or []]  # type: ignore[attr-defined]
     half = len(pads) // 2
     set_attribute(node, "pads", [0] * half + [p + q for p, q in zip(pads[:half], pads[half:])])
     return model

@@ -173,10 +173,10 @@ def audit_precision(model: onnx.ModelProto, regions: Sequence[Mapping[str, Any]]
             low_in = [t for t in ins if types[t] in LOW_PRECISION]
             low_out = [t for t in outs if types[t] in LOW_PRECISION]
             if node.op_type != "Cast" and node.op_type not in ("Constant",) and (low_in or low_out):
-                add(region, i, f"computes in {TYPE_NAMES[types[(low_in or low_out)[0]]]}")
+                add(region, i, f"computes in {TYPE_NAMES.get(types[(low_in or low_out)[0]], 'low precision')}")
             for t in low_in:
                 if made_by.get(t) in nodes and node.op_type == "Cast":
-                    add(region, i, f"rounds its input through {TYPE_NAMES[types[t]]} (Cast round trip)")
+                    add(region, i, f"rounds its input through {TYPE_NAMES.get(types[t], 'low precision')} (Cast round trip)")
             for t in ins:
                 value = constant_value(model, t) if t not in made_by or graph.node[made_by[t]].op_type == "Constant" \
                     else None

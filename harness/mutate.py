@@ -11,7 +11,7 @@ names), so it applies to the torchscript and dynamo exports alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import onnx
@@ -23,6 +23,7 @@ from harness.convert.graph import (
     consumers,
     copy_model,
     downstream,
+    rename_tensors,
     set_attribute,
     set_constant_value,
     upstream,
@@ -50,8 +51,14 @@ class Mutation:
     precisions: tuple[str, ...] = ("fp32", "fp16")
     variant: str = "simplified"  # which exported graph it is applied to
 
-    def __call__(self, model: onnx.ModelProto) -> onnx.ModelProto:
-        edited = self.edit(copy_model(model))
+    def __call__(self, model: onnx.ModelProto, names: Mapping[str, str] | None = None) -> onnx.ModelProto:
+        """The mutated copy. ``names`` maps MVSNet's tensor names (``depth_values``, ``depth``,
+        ``proj_matrices``, ...) to a user graph's, so the catalogue applies to any MVSNet export."""
+        working = copy_model(model)
+        to_ours = {theirs: ours for ours, theirs in (names or {}).items() if theirs != ours}
+        rename_tensors(working, to_ours)
+        edited = self.edit(working)
+        rename_tensors(edited, {ours: theirs for theirs, ours in to_ours.items()})
         del edited.graph.value_info[:]  # types inside may have changed; runtimes re-infer
         return edited
 

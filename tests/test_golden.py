@@ -53,3 +53,25 @@ def test_pickled_arrays_are_refused(tmp_path):
     (tmp_path / "k.json").write_text("{}")
     with pytest.raises(DataFormatError, match="unreadable"):
         load_golden(tmp_path, "k")
+
+
+def test_a_parity_leg_gets_golden_rows_that_fail_when_its_outputs_move(tmp_path):
+    from dataclasses import replace
+
+    from harness.chain import Chain, Leg, run_leg, with_golden
+    from harness.tolerances import Tolerances
+
+    chain, tolerances = Chain(), Tolerances.load()
+    leg = Leg("ort-cpu", "raw", "precomputed", "torchscript", "small")
+    result = run_leg(chain, leg, tolerances)
+    assert "no golden baseline" in with_golden(chain, leg, tolerances, result, tmp_path).artifact["golden"]
+    feed = chain.workaround_feed("small", "precomputed")
+    write_golden(tmp_path, "small-precomputed-torchscript-raw-fp32", result.outputs,
+                 {"runtime": chain.ort_runtime("cpu"), "feed": feed_digest(feed)})
+    checked = with_golden(chain, leg, tolerances, result, tmp_path)
+    assert checked.passed and {"golden depth", "golden photometric_confidence"} <= set(checked.diffs)
+    moved = replace(result, outputs={**result.outputs, "depth": result.outputs["depth"] + 0.01})  # 1e-3 steps
+    assert not with_golden(chain, leg, tolerances, moved, tmp_path).passed
+    other = Leg("ort-cuda", "raw", "precomputed", "torchscript", "small")
+    assert "only ONNX Runtime CPU" in with_golden(chain, other, tolerances, result, tmp_path).artifact["golden"]
+    chain.close()

@@ -50,3 +50,21 @@ def test_a_graph_without_the_targeted_part_is_refused():
     for name in ("gridsample-nearest", "softmax-axis", "bn-epsilon", "grid-matmul-tf32", "confidence-window"):
         with pytest.raises(MutationError):
             CATALOGUE[name](model)
+
+
+def test_a_user_graph_with_other_tensor_names_is_mutated_through_the_mapping(graphs):
+    from harness.convert.graph import rename_tensors, tensor_types
+
+    ours = graphs["simplified", "fp32"]
+    names = {"depth_values": "hypotheses", "depth": "depth_map", "proj_matrices": "cams"}
+    theirs = onnx.ModelProto()
+    theirs.CopyFrom(ours)
+    rename_tensors(theirs, names)
+    with pytest.raises(MutationError):  # nothing called depth_values in the user's graph
+        CATALOGUE["depth-values-offset-regression"](theirs)
+    mutated = CATALOGUE["depth-values-offset-regression"](theirs, names)
+    onnx.checker.check_model(mutated)
+    assert {i.name for i in mutated.graph.input} == {i.name for i in theirs.graph.input}
+    assert "depth_map" in {o.name for o in mutated.graph.output} and "depth_map" in tensor_types(mutated)
+    swapped = CATALOGUE["source-views-swapped"](theirs, names)
+    assert swapped.SerializeToString() != theirs.SerializeToString()

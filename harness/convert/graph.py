@@ -151,3 +151,16 @@ def fresh_name(model: onnx.ModelProto, base: str) -> str:
         k += 1
         name = f"{base}_{k}"
     return name
+
+
+def rename_tensors(model: onnx.ModelProto, mapping: dict[str, str]) -> None:
+    """Rename tensors everywhere (graph inputs and outputs, node inputs and outputs, initializers)
+    in place; names not in ``mapping`` stay."""
+    if not mapping:
+        return
+    graph = model.graph
+    for info in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        info.name = mapping.get(info.name, info.name)
+    for node in graph.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]

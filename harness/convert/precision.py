@@ -213,6 +213,20 @@ def audit_engine_layers(layers: Sequence[Mapping[str, Any]], protected: set[str]
     return PrecisionAudit(tuple(findings), {"engine layers": len(layers)})
 
 
+def audit_onnx_file(path: str | Path, regions: Sequence[Mapping[str, Any]], names: Mapping[str, str] | None = None,
+                    whole_graph: bool = False, inspector: str | Path | None = None) -> PrecisionAudit:
+    """The audit of an ONNX file (any model: ``regions`` and ``names`` say what must stay FP32
+    and what its tensors are called) and, when ``inspector`` names an existing inspector JSON of
+    the engine built from it, of the engine's layers too."""
+    model = onnx.load(str(path))
+    audit = audit_precision(model, regions, names, whole_graph)
+    layers = load_inspector_layers(inspector) if inspector is not None else None
+    if layers is None:
+        return audit
+    engine = audit_engine_layers(layers, protected_node_names(model, regions, names))
+    return PrecisionAudit(audit.findings + engine.findings, {**audit.region_nodes, **engine.region_nodes})
+
+
 def load_inspector_layers(path: str | Path) -> list[dict[str, Any]] | None:
     """The ``Layers`` list of an inspector JSON file; None when the file is absent (the engine
     was built where it could not be inspected)."""

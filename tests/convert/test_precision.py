@@ -133,3 +133,18 @@ def test_fp16_compute_of_a_protected_op_fails_the_mixed_graph(small_graphs, op):
     compute_in(model, [i for i, n in enumerate(model.graph.node) if n.op_type == op][:1])
     audit = audit_precision(model, FP32_REGIONS)
     assert any(f.op == op for f in audit.findings)
+
+
+def test_an_onnx_file_and_its_engine_layers_are_audited_together(tmp_path):
+    from harness.convert.precision import audit_onnx_file
+
+    path = tmp_path / "user.onnx"
+    onnx.save(_graph(), str(path))
+    policy = ({"name": "head", "from": ("Softmax.in0",), "to": ("output:probability",)},)
+    names = {"probability": "y"}
+    assert audit_onnx_file(path, policy, names).passed
+    layers = [{"Name": "softmax", "LayerType": "SoftMax", "Outputs": [{"Format/Datatype": "Half"}]}]
+    (tmp_path / "inspector.json").write_text(json.dumps({"Layers": layers}))
+    audit = audit_onnx_file(path, policy, names, inspector=tmp_path / "inspector.json")
+    assert [f.region for f in audit.findings] == ["engine"]
+    assert audit_onnx_file(path, policy, names, inspector=tmp_path / "absent.json").passed

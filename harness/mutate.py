@@ -128,11 +128,13 @@ def _regression_nodes(model: onnx.ModelProto) -> list[int]:
 
 
 def _depth_values_readers(model: onnx.ModelProto, towards: str) -> list[int]:
-    """Readers of the input ``depth_values`` on the path to the sampling grid or the regression."""
-    sinks = set(_of(model, "GridSample")) if towards == "grid" else upstream(model, ["depth"]) - upstream(
-        model, [model.graph.node[i].input[1] for i in _of(model, "GridSample")])
-    return _need([i for i in consumers(model).get("depth_values", []) if (downstream(model, model.graph.node[i].output)
-                  | {i}) & sinks], f"depth_values towards {towards}")
+    """Readers of the input ``depth_values`` whose data reaches the sampling grids (``grid``), or
+    only the depth regression (``regression``)."""
+    to_grid = upstream(model, [model.graph.node[i].input[1] for i in _of(model, "GridSample")])
+    to_depth = upstream(model, ["depth"])
+    readers = consumers(model).get("depth_values", [])
+    chosen = [i for i in readers if (i in to_grid if towards == "grid" else i in to_depth and i not in to_grid)]
+    return _need(chosen, f"depth_values towards {towards}")
 
 
 def _view_gathers(model: onnx.ModelProto, data: str | None) -> list[tuple[int, int]]:
@@ -156,7 +158,6 @@ def _swap_gathers(model: onnx.ModelProto, pairs: list[tuple[int, int]]) -> None:
 
 def _deconvs(model: onnx.ModelProto) -> list[int]:
     return _need(_of(model, "ConvTranspose"), "ConvTranspose")
-
 
 
 def _add_constant(model: onnx.ModelProto, readers: list[int], tensor: str, value: float) -> None:

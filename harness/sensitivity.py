@@ -144,7 +144,8 @@ class Sensitivity:
         return self._graphs[key]
 
 
-    def _run(self, model: onnx.ModelProto, name: str, every_output: bool = False) -> dict[str, torch.Tensor]:
+    def run_graph(self, model: onnx.ModelProto, name: str, every_output: bool = False) -> dict[str, torch.Tensor]:
+        """Outputs of ``model`` on the case's feed (ONNX Runtime CPU; every output for a probe build)."""
         path = self.work / f"{name}.onnx"
         onnx.save(model, str(path))
         runner = self.chain.onnx_file_runner(path, label=name, validate_values=not every_output)
@@ -220,12 +221,12 @@ class Sensitivity:
                 # one run of the mutated probe build gives the stages and the outputs: a probe
                 # build's outputs are bit-identical to the production graph's (tests/test_sensitivity.py)
                 probed = mutation(self.graph(mutation.variant, precision, probes=True))
-                values = self._run(probed, f"{mutation.name}-{precision}-probes", every_output=True)
+                values = self.run_graph(probed, f"{mutation.name}-{precision}-probes", every_output=True)
                 outputs = {name: values[name] for name in OUTPUT_NAMES}
                 stages = {name.removeprefix("probe_"): value.float() for name, value in values.items()}
                 results["stages"] = self.check_stages(stages, leg)
             elif "outputs" in checks or "golden" in checks:
-                outputs = self._run(mutated, f"{mutation.name}-{precision}")
+                outputs = self.run_graph(mutated, f"{mutation.name}-{precision}")
             if "outputs" in checks:
                 results["outputs"] = self.check_outputs(outputs, leg)
             if "golden" in checks:

@@ -51,7 +51,7 @@ def test_a_probe_build_computes_the_production_graphs_outputs(sensitivity, preci
         expected = runner.infer(sensitivity.feed)
     finally:
         runner.close()
-    probed = sensitivity._run(sensitivity.graph("simplified", precision, probes=True), f"probe-{precision}",
+    probed = sensitivity.run_graph(sensitivity.graph("simplified", precision, probes=True), f"probe-{precision}",
                               every_output=True)
     for name, value in expected.items():
         assert torch.equal(probed[name], value), name

@@ -39,6 +39,7 @@ from harness.convert.graph_edit import (
     tf32_round,
 )
 
+NOT_APPLICABLE = "pass names= for a graph with other tensor names, or leave this mutation out"
 Edit = Callable[[onnx.ModelProto], onnx.ModelProto]
 
 
@@ -87,7 +88,7 @@ def _of(model: onnx.ModelProto, *ops: str) -> list[int]:
 
 def _need(found: list[int], what: str) -> list[int]:
     if not found:
-        raise MutationError(what, "not found in the graph")
+        raise MutationError(what, "not found in the graph", "no match", f"an MVSNet export with {what}", NOT_APPLICABLE)
     return found
 
 
@@ -255,7 +256,8 @@ def _bias_dropped(model: onnx.ModelProto) -> onnx.ModelProto:
     """The bias of a 3-D convolution lost (an exporter that drops an optional input)."""
     node = model.graph.node[_convs(model, 5)[2]]
     if len(node.input) < 3 or constant_value(model, node.input[2]) is None:
-        raise MutationError(node.name, "3-D convolution without a constant bias")
+        raise MutationError(node.name, "3-D convolution without a constant bias", list(node.input),
+                            "Conv(x, weight, bias) with an initializer bias", NOT_APPLICABLE)
     del node.input[2]
     return model
 
@@ -400,7 +402,8 @@ def _confidence_window(model: onnx.ModelProto) -> onnx.ModelProto:
         if value is not None and value.dtype.kind == "i" and value.size == 4 and list(value.flatten()) == [-1, 0, 1, 2]:
             set_constant_value(model, name, value + 1)
             return model
-    raise MutationError("confidence window", "offsets -1, 0, 1, 2 not found in the graph")
+    raise MutationError("confidence window", "offsets not found in the graph", "no int constant [-1, 0, 1, 2]",
+                        "the gathered confidence window of harness/model/mvsnet.py", NOT_APPLICABLE)
 
 
 # -- benign rewrites: must pass -----------------------------------------------------------------------
@@ -424,7 +427,8 @@ def _onnxsim_again(model: onnx.ModelProto) -> onnx.ModelProto:
 
     simplified, ok = onnxsim.simplify(model)
     if not ok:
-        raise MutationError("onnxsim", "second simplification failed its check")
+        raise MutationError("onnxsim", "second simplification failed its check", "outputs differ",
+                            "onnxsim's own check passing", "report it to onnxsim; leave this rewrite out")
     return simplified
 
 
@@ -444,5 +448,6 @@ def _raw(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _need_pairs(pairs: list[tuple[int, int]], what: str) -> list[tuple[int, int]]:
     if not pairs:
-        raise MutationError(what, "views 1 and 2 are not gathered by constant indices")
+        raise MutationError(what, "views 1 and 2 are not gathered by constant indices", "no pair of Gathers",
+                            "Gather(axis=1) with constant indices 1 and 2 on one tensor", NOT_APPLICABLE)
     return pairs

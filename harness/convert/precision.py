@@ -89,7 +89,8 @@ def _parse(selector: str) -> tuple[bool, tuple[str, ...], str, int]:
     ops, _, port = body.rpartition(".")
     if not ops or not (port.startswith("in") or port.startswith("out")) or not port.lstrip("inout").isdigit():
         raise ConfigError(selector, "not a tensor selector", selector,
-                          "input:<name>, output:<name>, <Op>.in<k>, <Op>.out<k> or first:<Op>.in<k>")
+                          "input:<name>, output:<name>, <Op>.in<k>, <Op>.out<k> or first:<Op>.in<k>",
+                          "fix the region (syntax: harness/model/precision.py)")
     side = "in" if port.startswith("in") else "out"
     return first, tuple(ops.split("|")), side, int(port[len(side):])
 

@@ -60,7 +60,7 @@ def default_backends(device: torch.device) -> tuple[str, ...]:
 
 def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.Tensor]]:
     """A fresh runner (closed by the caller) and the feed it takes, on the chain's device."""
-    from harness.backends.onnxruntime_runner import OrtRunner, ensure_available
+    from harness.backends.onnxruntime_runner import CudaOptions, OrtRunner, ensure_available
     from harness.backends.torch_runner import TorchFastRunner, TorchRunner
 
     if spec.backend not in CUDA_BACKENDS + CPU_BACKENDS:
@@ -83,7 +83,7 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
         precision = "fp16" if graph == "fp16" else "fp32"
         variant = "simplified" if graph in ("simplified", "fp16", "default") else "raw"
         artifact = chain.onnx(spec.case, spec.workaround, spec.exporter, variant, precision, dynamic)
-        options = "default" if graph == "default" else "strict"  # default: ORT as shipped, simplified graph
+        options: CudaOptions = "default" if graph == "default" else "strict"  # default: ORT as shipped
         return OrtRunner(artifact.path, device=target, label=graph, validate_values=False, tuned=True,
                          cuda_options=options), feed
     if family == "trt" and rest in ("fp32", "tf32", "fp16"):

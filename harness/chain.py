@@ -26,6 +26,7 @@ from harness.errors import BackendUnavailable, InvalidArgument
 
 if TYPE_CHECKING:
     from harness.convert.engine import EngineArtifact
+    from harness.report.replay import Replay
 from harness.model.checkpoint import load_checkpoint, state_dict_digest
 from harness.model.mvsnet import MVSNet
 from harness.tolerances import Tolerances
@@ -251,6 +252,17 @@ class Chain:
 
         return f"onnxruntime {import_onnxruntime().__version__} {device}"
 
+    def ort_runner_for_file(self, onnx_path: Path, device: str = "cpu", label: str = "file") -> Runner:
+        """ONNX Runtime on a graph file that no builder made (a user's graph, a mutated copy); closed
+        with the chain."""
+        from harness.backends.onnxruntime_runner import OrtRunner, ensure_available
+
+        def make() -> Runner:
+            ensure_available(torch.device(device), f"ort-{device}")
+            return OrtRunner(Path(onnx_path), device=device, label=label).prepare()
+
+        return self._once(("ort-file", str(Path(onnx_path).resolve()), device), make)
+
     def candidate_runner(self, leg: Leg) -> Runner:
         family, _, rest = leg.candidate.partition("-")
         if family == "ort" and rest.split("-")[0] in ("cpu", "cuda"):
@@ -351,6 +363,33 @@ def with_golden(chain: Chain, leg: Leg, tolerances: Tolerances, result: LegResul
         return replace(result, artifact={**result.artifact, "golden": check.skipped})
     diffs = {**result.diffs, **{f"golden {name}": replace(d, name=f"golden {name}") for name, d in check.diffs.items()}}
     return replace(result, diffs=diffs, artifact={**result.artifact, "golden": key})
+
+def replay_leg(chain: Chain, leg: Leg, result: LegResult, folder: Path, on_exists: str = "suffix") -> Replay:
+    """Save ``leg``'s inputs, torch reference, graph and gates for Polygraphy and trtexec (see
+    harness.report.replay) into ``folder``. The harness names its feed and outputs as the exported
+    graph does (workaround input names, OUTPUT_NAMES), so no name mapping is needed here."""
+    from harness.convert.engine import BuildSettings, Profile
+    from harness.convert.trtexec import trtexec_command
+    from harness.model.mvsnet import OUTPUT_NAMES
+    from harness.report.replay import depth_step_of, save_replay
+
+    trt = leg.candidate.startswith("trt-")
+    artifact = chain.onnx(leg.case, leg.workaround, leg.exporter, leg.variant, leg.graph_precision,
+                          chain.config.trt_dynamic and trt)
+    feed = chain.workaround_feed(leg.case, leg.workaround)
+    precision = leg.precision if trt else leg.graph_precision
+    settings = BuildSettings(precision=precision, workspace_mib=chain.config.trt_workspace_mib,  # type: ignore[arg-type]
+                             optimization_level=chain.config.trt_opt_level, flavour=chain.config.trt_flavour)
+    build = trtexec_command(artifact.path, settings, Profile.static({n: tuple(t.shape) for n, t in feed.items()}),
+                            trt_major=11, engine_path=Path("engine.plan"))
+    return save_replay(
+        folder, onnx_path=artifact.path, inputs=feed, reference=chain.reference_outputs(leg.case),
+        # the outputs' gates only: stage and golden rows (localised or --harness-golden legs) gate other data
+        gates={name: dict(diff.tolerance) for name, diff in result.diffs.items() if name in OUTPUT_NAMES},
+        depth_step=depth_step_of(chain.feed(leg.case)["depth_values"]), subject=leg.id, trtexec_build=build,
+        polygraphy_trt_flags=("--strongly-typed", "--tf32") if precision == "tf32" else ("--strongly-typed",),
+        on_exists=on_exists, copy_onnx=True,
+    )
 
 
 def plan_legs(

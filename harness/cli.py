@@ -16,13 +16,16 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from harness.chain import CANDIDATES
-from harness.errors import BackendUnavailable, HarnessError
+from harness.errors import BackendUnavailable, HarnessError, Interrupted, InvalidArgument
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,52 +34,139 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+def _choices(flag: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """The comma list of ``flag``, every value one of ``allowed``: an empty list or an unknown
+    name is a usage error naming the flag and the valid values (a typo must never turn a run
+    into one that tests nothing)."""
+    values = _csv(text)
+    if not values:
+        raise InvalidArgument(flag, "empty list", repr(text), f"one or more of {', '.join(allowed)}",
+                              f"pass {flag} {allowed[0]}")
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise InvalidArgument(flag, "unknown value" + ("s" if len(bad) > 1 else ""), ", ".join(bad),
+                              f"any of {', '.join(allowed)}", f"pass {flag} with names from that list")
+    return values
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM (and SIGINT) raise ``Interrupted`` in the main thread for the block, so a run can
+    keep what it finished; the previous handlers come back afterwards."""
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _leg_line(leg_id: str, diffs: dict, result: str) -> str:  # type: ignore[type-arg]
+    gates = "   ".join(f"{name}: {diff.gate_text()}" for name, diff in diffs.items())
+    return f"{leg_id:<72} {gates}   {result}"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.chain import Chain, ChainConfig, plan_legs, run_leg
-    from harness.report.record import RunRecord, write_run
+    from harness.chain import VARIANTS, ChainConfig, plan_legs, run_leg
+    from harness.convert.onnx_export import EXPORTERS
+    from harness.convert.workarounds import EXPORTABLE
+    from harness.data.cases import CASES
+    from harness.model.sanity import degenerate_reasons
+    from harness.preflight import CLI_FLAGS, preflight
+    from harness.report.plots import depth_difference_maps
+    from harness.report.record import RunRecord
+    from harness.report.write import write_run
     from harness.tolerances import Tolerances
 
-    chain = Chain(ChainConfig(weights=args.weights, scene=args.scene, cache_dir=args.cache_dir,
-                              device=args.device, opset=args.opset, trt_flavour=args.trt, trt_dynamic=args.trt_dynamic))
+    cases = _choices("--cases", args.cases, tuple(CASES))
+    workarounds = _choices("--workarounds", args.workarounds, tuple(EXPORTABLE))
+    exporters = _choices("--exporters", args.exporters, tuple(EXPORTERS))
+    variants = _choices("--variants", args.variants, VARIANTS)
+    backends = _choices("--backends", args.backends, CANDIDATES)
+    legs = plan_legs(cases, workarounds, exporters, variants, backends)
+    if not legs:
+        raise InvalidArgument("run", "these options leave no leg to run", f"--workarounds {args.workarounds} "
+                              f"--exporters {args.exporters} --backends {args.backends}",
+                              "at least one possible combination (custom_op: torchscript exporter, ONNX Runtime only)",
+                              "add --exporters torchscript or another workaround")
     tolerances = Tolerances.load(args.tolerances)
-    legs = plan_legs(_csv(args.cases), _csv(args.workarounds), _csv(args.exporters), _csv(args.variants),
-                     _csv(args.backends))
+    chain = preflight(ChainConfig(weights=args.weights, scene=args.scene, cache_dir=args.cache_dir,
+                                  device=args.device, opset=args.opset, trt_flavour=args.trt,
+                                  trt_dynamic=args.trt_dynamic),
+                      cases, args.report_dir, CLI_FLAGS)
     record = RunRecord(kind="run", profile="run", config={
         "cases": args.cases, "backends": args.backends, "workarounds": args.workarounds, "exporters": args.exporters,
         "variants": args.variants, "device": str(chain.device), "weights": str(chain.weights_path),
         "scene": str(args.scene or "bundled"), "opset": args.opset,
     })
     print(f"weights {chain.weights_path.name}  scene {args.scene or 'bundled synthetic-000'}  device {chain.device}")
-    print(f"{'leg':<72} {'depth mm^2':>10} {'conf':>10} {'result':>7}")
     failed = 0
     skipped: dict[str, str] = {}
     results = []
-    for leg in legs:
-        if leg.candidate in skipped:
-            continue
-        started = time.perf_counter()
-        try:
-            result = run_leg(chain, leg, tolerances)
-        except BackendUnavailable as exc:
-            skipped[leg.candidate] = exc.missing
-            continue
-        chain.release(leg)  # one candidate session alive at a time (memory at the seed shape)
-        results.append(result)
-        row = result.row()
-        row["seconds"] = round(time.perf_counter() - started, 2)
-        record.parity.append(row)
-        failed += not result.passed
-        print(f"{leg.id:<72} {result.diffs['depth'].metrics['max_sq_err']:>10.3g} "
-              f"{result.diffs['photometric_confidence'].metrics['max_sq_err']:>10.3g} "
-              f"{'ok' if result.passed else 'FAIL':>7}")
+    interrupted: Interrupted | None = None
+    try:
+        with _signals_interrupt():
+            for case in cases:  # the reference first: degenerate weights make every leg pass vacuously
+                reasons = degenerate_reasons(chain.reference_outputs(case), chain.feed(case)["depth_values"])
+                for reason in reasons:
+                    print(f"FAIL reference torch-fp32 on {case}: {reason}")
+                    record.notes.append(f"FAIL reference torch-fp32 on {case}: {reason}")
+                failed += bool(reasons)
+            print(f"{'leg':<72} gated metric and its limit, per output   result")
+            for leg in legs:
+                if leg.candidate in skipped:
+                    continue
+                started = time.perf_counter()
+                try:
+                    result = run_leg(chain, leg, tolerances)
+                except BackendUnavailable as exc:
+                    skipped[leg.candidate] = exc.missing
+                    continue
+                chain.release(leg)  # one candidate session alive at a time (memory at the seed shape)
+                results.append(result)
+                row = result.row()
+                row["seconds"] = round(time.perf_counter() - started, 2)
+                record.parity.append(row)
+                failed += not result.passed
+                print(_leg_line(leg.id, result.diffs, "ok" if result.passed else "FAIL"))
+    except Interrupted as exc:
+        interrupted = exc
+        record.config["incomplete"] = True
+        record.notes.append(f"incomplete: {exc.problem} after {len(record.parity)} of {len(legs)} legs")
     for backend, reason in skipped.items():
         print(f"skipped {backend}: {reason}")
         record.notes.append(f"skipped {backend}: {reason}")
-    for case in _csv(args.cases):
-        record.accuracy.extend(_accuracy_rows(chain, case, results))
-    folder = write_run(record, args.report_dir)
-    print(f"report: {folder / 'report.md'}")
+    if interrupted is None:
+        if not record.parity:
+            failed += 1
+            note = (f"FAIL no parity leg ran: every requested backend is unavailable here "
+                    f"({', '.join(sorted(skipped))}); pass --backends with one that runs (python -m harness doctor)")
+            print(note)
+            record.notes.append(note)
+        for case in cases:
+            record.accuracy.extend(_accuracy_rows(chain, case, results))
+
+    def figures(folder: Path) -> list[Path]:
+        drawn = []
+        for case in cases:
+            others = {r.leg.id.removesuffix(f"-{case}"): r.outputs["depth"] for r in results
+                      if r.leg.case == case and "depth" in r.outputs}
+            if others:
+                drawn.append(depth_difference_maps(chain.reference_outputs(case)["depth"], others,
+                                                   folder / f"depth-diff-{case}.png",
+                                                   f"|depth - torch strict FP32| (mm), case {case}"))
+        return [p for p in drawn if p is not None]
+
+    folder = write_run(record, args.report_dir, figures=figures)
     chain.close()
+    if interrupted is not None:
+        print(f"interrupted by {signal.Signals(interrupted.signum).name}: kept {len(record.parity)} of {len(legs)} "
+              f"legs, marked incomplete: {folder / 'report.md'}", file=sys.stderr)
+        return 128 + interrupted.signum
+    print(f"report: {folder / 'report.md'}")
     return 1 if failed else 0
 
 
@@ -97,17 +187,25 @@ TARGET_SPEEDUP = 6.0  # issue target: fastest backend >= 6x torch eager strict F
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harness.bench import default_backends, fastest, run_benchmarks
-    from harness.chain import Chain, ChainConfig
+    from harness.bench import CPU_BACKENDS, CUDA_BACKENDS, default_backends, fastest, run_benchmarks
+    from harness.chain import ChainConfig
+    from harness.convert.workarounds import EXPORTABLE
+    from harness.data.cases import CASES
+    from harness.preflight import CLI_FLAGS, preflight
     from harness.report.plots import depth_difference_maps, latency_plot
-    from harness.report.record import RunRecord, write_run
+    from harness.report.record import RunRecord
+    from harness.report.write import write_run
     from harness.timing import PROFILES
     from harness.tolerances import Tolerances
 
-    chain = Chain(ChainConfig(weights=args.weights, scene=args.scene, cache_dir=args.cache_dir, device=args.device,
-                              trt_flavour=args.trt, trt_cuda_graph=args.trt_cuda_graph))
-    backends = _csv(args.backends) if args.backends else default_backends(chain.device)
-    cases = _csv(args.cases)
+    cases = _choices("--cases", args.cases, tuple(CASES))
+    known = tuple(dict.fromkeys(CUDA_BACKENDS + CPU_BACKENDS))
+    requested = _choices("--backends", args.backends, known) if args.backends is not None else None
+    _choices("--workaround", args.workaround, tuple(EXPORTABLE))
+    chain = preflight(ChainConfig(weights=args.weights, scene=args.scene, cache_dir=args.cache_dir, device=args.device,
+                                  trt_flavour=args.trt, trt_cuda_graph=args.trt_cuda_graph),
+                      cases, args.report_dir, CLI_FLAGS)
+    backends = requested or default_backends(chain.device)
     rows = run_benchmarks(chain, cases, backends, PROFILES[args.profile], Tolerances.load(args.tolerances),
                           args.workaround, args.exporter, repeat=args.repeat)
     record = RunRecord(kind="bench", profile=args.profile, config={
@@ -200,18 +298,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_accuracy(args: argparse.Namespace) -> int:
     """The torch model on held-out synthetic scenes (seeds never used in training)."""
     from harness.accuracy import held_out_accuracy, summarize
-    from harness.chain import Chain, ChainConfig
-    from harness.data.cases import get_case
-    from harness.report.record import RunRecord, write_run
+    from harness.chain import ChainConfig
+    from harness.data.cases import CASES, get_case
+    from harness.preflight import CLI_FLAGS, preflight
+    from harness.report.record import RunRecord
+    from harness.report.write import write_run
     from harness.train import HELD_OUT_SEEDS
 
-    chain = Chain(ChainConfig(weights=args.weights, cache_dir=args.cache_dir, device=args.device))
+    cases = _choices("--cases", args.cases, tuple(CASES))
+    chain = preflight(ChainConfig(weights=args.weights, cache_dir=args.cache_dir, device=args.device), (),
+                      args.report_dir, CLI_FLAGS)
     seeds = list(HELD_OUT_SEEDS[args.first:args.first + args.scenes])
+    if not seeds:
+        raise InvalidArgument("--scenes", "no held-out scene selected", f"--first {args.first} --scenes {args.scenes}",
+                              f"--first below {len(HELD_OUT_SEEDS)} and --scenes >= 1", "pass --scenes 20")
     record = RunRecord(kind="accuracy", profile="held-out", config={
         "weights": str(chain.weights_path), "cases": args.cases, "seeds": f"{seeds[0]}..{seeds[-1]}",
         "device": str(chain.device)})
     print(f"weights {chain.weights_path.name}  held-out seeds {seeds[0]}..{seeds[-1]}  device {chain.device}")
-    for case_name in _csv(args.cases):
+    for case_name in cases:
         case = get_case(case_name)
         rows = held_out_accuracy(chain.model, case, seeds, chain.device)
         record.accuracy.extend({"backend": "torch-fp32", **r} for r in rows)
@@ -296,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cases", default="seed", help="comma list of small, seed, dtu (default: seed)")
     bench.add_argument("--backends", default=None, help="comma list (default: every backend for the device)")
     bench.add_argument("--profile", choices=("quick", "full"), default="quick",
-                       help="quick: >=10 rounds and >=1 s; full: >=50 rounds and >=3 s (default: quick)")
+                       help="quick: >=10 rounds and >=1 s; full: >=20 rounds and >=3 s (default: quick)")
     bench.add_argument("--workaround", default="precomputed", help="for ONNX/TensorRT legs (default: precomputed)")
     bench.add_argument("--exporter", default="torchscript", help="for ONNX/TensorRT legs (default: torchscript)")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
@@ -334,8 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     acc.set_defaults(func=cmd_accuracy)
 
     tr = sub.add_parser("train", help="train MVSNet on synthetic scenes (GPU)")
-    tr.add_argument("--out", type=Path, default=PROJECT_ROOT / "fixtures" / "weights" / "mvsnet-default.ckpt",
-                    help="checkpoint to write (default: the bundled default weights)")
+    tr.add_argument("--out", type=Path, required=True,
+                    help="checkpoint to write (required: training never replaces the bundled "
+                         "fixtures/weights/mvsnet-default.ckpt unless you name it here)")
     tr.add_argument("--steps", type=int, default=3000, help="(default: 3000)")
     tr.add_argument("--batch", type=int, default=4, help="(default: 4)")
     tr.add_argument("--views", type=int, default=3, help="(default: 3)")
@@ -358,24 +464,32 @@ def build_parser() -> argparse.ArgumentParser:
     sensitivity.add_parser(sub)
 
     scene = sub.add_parser("make-scene", help="render a synthetic DTU-format scene")
-    scene.add_argument("folder", type=Path)
-    scene.add_argument("--seed", type=int, default=0)
-    scene.add_argument("--views", type=int, default=5)
-    scene.add_argument("--height", type=int, default=512)
-    scene.add_argument("--width", type=int, default=640)
+    scene.add_argument("folder", type=Path, help="new folder for images/, cams/, depths/, masks/ and pair.txt")
+    scene.add_argument("--seed", type=int, default=0, help="scene seed; the bundled scene is seed 0 (default: 0)")
+    scene.add_argument("--views", type=int, default=5, help="number of views, the first is the reference (default: 5)")
+    scene.add_argument("--height", type=int, default=512, help="image height in pixels (default: 512)")
+    scene.add_argument("--width", type=int, default=640, help="image width in pixels (default: 640)")
     scene.set_defaults(func=cmd_make_scene)
 
     weights = sub.add_parser("make-weights", help="write the seeded plane-sweep initialisation as a checkpoint")
-    weights.add_argument("path", type=Path)
-    weights.add_argument("--seed", type=int, default=0)
+    weights.add_argument("path", type=Path, help="checkpoint file to write (MVSNet_pytorch format)")
+    weights.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
     weights.set_defaults(func=cmd_make_weights)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 every check passed; 1 a check failed (parity, a regression); 2 bad input or
+    usage; 128 + N stopped by signal N (130 SIGINT, 143 SIGTERM)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except Interrupted as exc:
+        print(f"interrupted by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        print("interrupted by SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -31,6 +31,15 @@ from harness.errors import ParityError
 CONFIDENCE_THRESHOLD = 0.8
 INDEX_MARGIN = 0.02  # hypotheses
 LOWER_BOUNDS = frozenset({"agreement"})  # gated metrics where bigger is better
+#: Metrics that are fractions of the pixels: shown as percentages.
+FRACTIONS = frozenset({"frac_over_1mm", "frac_over_2mm", "frac_over_4mm", "agreement", "near_boundary"})
+
+
+def format_metric(metric: str, value: float) -> str:
+    """``agreement 0.99995`` -> ``99.995%``; other metrics with 3 significant digits."""
+    if metric in FRACTIONS:
+        return f"{100 * value:.3f}%"
+    return f"{value:.3g}"
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,21 @@ class OutputDiff:
     def needed(self) -> dict[str, float]:
         """The tolerance that would have passed: each gated metric's observed value."""
         return {m: self.metrics[m] for m in self.tolerance if m in self.metrics}
+
+    def gate_text(self) -> str:
+        """Each gated metric with its limit, e.g. ``max_intervals 0.0003 <= 0.1, agreement 99.995% >= 99.900%``;
+        ``(no gate)`` when the output is not gated."""
+        parts = []
+        for metric, limit in self.tolerance.items():
+            if metric not in self.metrics:
+                continue
+            sign = ">=" if metric in LOWER_BOUNDS else "<="
+            mark = "" if metric not in self.failures else " FAIL"
+            parts.append(f"{metric} {format_metric(metric, self.metrics[metric])} {sign} "
+                         f"{format_metric(metric, limit)}{mark}")
+        if self.metrics.get("nan", 0) > 0:
+            parts.append(f"nan {self.metrics['nan']:.0f} FAIL")
+        return ", ".join(parts) or "(no gate)"
 
     def row(self) -> str:
         gated = ", ".join(

@@ -68,6 +68,10 @@ class MissingFile(HarnessError, FileNotFoundError):
     """A file or folder the user pointed at does not exist."""
 
 
+class OutputExists(HarnessError, FileExistsError):
+    """A file or folder the harness would write is already there; it is never overwritten."""
+
+
 class CheckpointError(HarnessError, ValueError):
     """A checkpoint cannot be loaded into MVSNet."""
 
@@ -101,7 +105,12 @@ class BackendUnavailable(HarnessError, RuntimeError):
 
 
 class EngineBuildError(HarnessError, RuntimeError):
-    """TensorRT could not parse or build the ONNX model."""
+    """TensorRT could not parse or build the ONNX model (or load the plan it built)."""
+
+
+class RunError(HarnessError, RuntimeError):
+    """A prepared backend failed while running (e.g. TensorRT's enqueue returned false): the
+    artifact was built and loaded, so this is not a build error."""
 
 
 class ArtifactError(HarnessError, RuntimeError):
@@ -110,6 +119,29 @@ class ArtifactError(HarnessError, RuntimeError):
 
 class CacheError(HarnessError, RuntimeError):
     """An artifact cache entry is unusable and could not be rebuilt."""
+
+
+class WriteError(HarnessError, OSError):
+    """A report, record or artifact cannot be written (read-only or full file system, permissions)."""
+
+
+class PreflightError(HarnessError, ValueError):
+    """A check made once at session start failed (weights, scene, device, writable folders):
+    the session stops with this one message instead of one failure per test."""
+
+
+class Interrupted(HarnessError, KeyboardInterrupt):
+    """The run was stopped by a signal (SIGINT, SIGTERM); what finished was kept."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        name = signal.Signals(signum).name
+        super().__init__("run", f"interrupted by {name}", None, None, None)
+
+    def __reduce__(self):
+        return (type(self), (self.signum,))
 
 
 class ParityError(HarnessError, AssertionError):

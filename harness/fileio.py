@@ -12,7 +12,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, WriteError
 
 
 def _umask() -> int:
@@ -24,11 +24,35 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would have given; mkstemp alone gives 0600
 
 
+def cannot_write(where: Path, exc: OSError, problem: str = "cannot write here") -> WriteError:
+    return WriteError(str(where), problem, f"{type(exc).__name__}: {exc.strerror or exc}",
+                      "a writable folder with free space",
+                      "point the harness elsewhere (pytest: --harness-report-dir / --harness-cache-dir; python -m "
+                      "harness: --report-dir / --cache-dir; or HARNESS_CACHE_DIR) or make the folder writable")
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and prove a file can be written there (then removed);
+    raises ``WriteError`` saying how to fix it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise cannot_write(folder, exc) from None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; returns ``path``."""
+    """Write ``data`` to ``path`` atomically; returns ``path``. An unwritable place raises
+    ``WriteError`` (nothing is left behind)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise cannot_write(path.parent, exc) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -36,6 +60,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
             os.fsync(handle.fileno())
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise cannot_write(path.parent, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -65,10 +92,7 @@ def new_run_dir(root: Path, stamp: str | None = None) -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise HarnessError(
-            str(root), "cannot create the reports folder", str(exc), "a writable folder",
-            "pass --harness-report-dir (pytest) or --report-dir (python -m harness run) pointing somewhere writable",
-        ) from None
+        raise cannot_write(root, exc, "cannot create the reports folder") from None
     stamp = stamp or utc_stamp()
     for attempt in range(1, 1000):
         candidate = root / (stamp if attempt == 1 else f"{stamp}-{attempt}")
@@ -76,5 +100,7 @@ def new_run_dir(root: Path, stamp: str | None = None) -> Path:
             candidate.mkdir()
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise cannot_write(root, exc, "cannot create a run folder in the reports folder") from None
         return candidate
     raise HarnessError(str(root), "no free report folder name", stamp, "fewer than 1000 runs a second")

@@ -24,6 +24,7 @@ from harness.chain import Chain, Leg
 from harness.compare import OutputDiff, compare
 from harness.errors import BackendUnavailable, HarnessError
 from harness.model.mvsnet import probing
+from harness.report.markdown import attribution_table  # noqa: F401  (re-exported: localize's table)
 from harness.tolerances import Tolerances
 
 
@@ -257,17 +258,3 @@ def assert_attribution_within_gates(rows: list[dict[str, Any]]) -> None:
         raise ParityError(f"attribution, case {first['case']}", f"hop {first['hop']} ({first['label']}) exceeds its "
                           "gate", first["exceeded"], first["gate"],
                           f"the error enters at {first['hop']} (from {first['from']}); localise that leg")
-
-
-def attribution_table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'hop':<12} {'adds (max / p99 mm)':>22} {'total vs torch FP32 (max / p99 mm)':>36}"]
-    for row in rows:
-        if "skipped" in row:
-            lines.append(f"{row['hop']:<12} skipped: {row['skipped']}")
-        elif "hop_max_abs_mm" not in row:
-            lines.append(f"{row['hop']:<12} {'reference':>22}")
-        else:
-            verdict = {True: "  within gate", False: "  EXCEEDS gate", None: ""}[row.get("within_gate")]
-            lines.append(f"{row['hop']:<12} {row['hop_max_abs_mm']:>10.3g} / {row['hop_p99_abs_mm']:<9.3g} "
-                         f"{row['total_max_abs_mm']:>22.3g} / {row['total_p99_abs_mm']:<9.3g}{verdict}")
-    return "\n".join(lines)

@@ -16,7 +16,7 @@ import pytest
 
 # Hypothesis reads --hypothesis-profile at configure time: register the harness's profiles first
 import harness.properties  # noqa: F401  (registers Hypothesis profiles before --hypothesis-profile is read)
-from harness.chain import CANDIDATES, VARIANTS, Chain, ChainConfig, Leg, plan_legs, run_leg
+from harness.chain import CANDIDATES, VARIANTS, Chain, ChainConfig, Leg, LegResult, plan_legs, run_leg
 from harness.convert.onnx_export import EXPORTERS
 from harness.convert.workarounds import EXPORTABLE, EXPORTERS_FOR, get_workaround
 from harness.data.cases import CASES, get_case
@@ -36,6 +36,7 @@ MARKERS = {
     "benchmark": "a timing benchmark (pytest-benchmark); never run under xdist",
 }
 RESULTS_KEY = pytest.StashKey["SessionResults"]()
+CHAIN_KEY = pytest.StashKey[Chain]()
 GPUS_KEY = pytest.StashKey[tuple[int, ...]]()
 OPTIONS_KEY = pytest.StashKey["HarnessOptions"]()
 
@@ -53,6 +54,7 @@ class HarnessOptions:
     report_dir: Path | None  # None: no report
     localize: bool = False
     golden: Path | None = None  # stored ONNX Runtime outputs per graph variant (--harness-golden)
+    save_polygraphy: Path | None = None  # every leg's replay under DIR/<leg id>/ (--harness-save-polygraphy)
 
 
 @dataclass
@@ -110,6 +112,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--harness-golden", default=None, metavar="DIR",
         help="also compare ONNX Runtime CPU legs with the outputs stored in DIR for their graph variant (catches "
              "bugs below cross-runtime noise; baseline: python -m harness mutate --write-golden DIR). Default: off")
+    add("--harness-save-polygraphy", default=None, metavar="DIR",
+        help="save every parity leg's inputs and torch reference for Polygraphy and trtexec, with ready "
+             "commands (commands.sh), under DIR/<leg id>/; a failing leg always saves its replay, under "
+             "<report dir>/replays/<leg id>/ without this option. Default: off (failing legs only)")
     add("--harness-trt-buffers", choices=("torch", "pycuda"), default="torch",
         help="TensorRT I/O buffers: torch CUDA tensors, or pycuda pinned host + device copies. Default: torch")
 
@@ -130,7 +136,7 @@ def _options(config: pytest.Config) -> HarnessOptions:
     if opt("--harness-no-report") and opt("--harness-report-dir") != str(PROJECT_ROOT / "reports"):
         raise pytest.UsageError("--harness-no-report contradicts --harness-report-dir: pass one of them.")
     weights, scene, cache = opt("--harness-weights"), opt("--harness-scene"), opt("--harness-cache-dir")
-    return HarnessOptions(
+    built = HarnessOptions(
         profile=profile,
         cases=_validated(config, "--harness-cases", cases, tuple(CASES)),
         exporters=_validated(config, "--harness-exporters", _csv(opt("--harness-exporters")), EXPORTERS),
@@ -148,7 +154,15 @@ def _options(config: pytest.Config) -> HarnessOptions:
         report_dir=None if opt("--harness-no-report") else Path(opt("--harness-report-dir")),
         localize=opt("--harness-localize"),
         golden=Path(opt("--harness-golden")) if opt("--harness-golden") else None,
+        save_polygraphy=Path(opt("--harness-save-polygraphy")) if opt("--harness-save-polygraphy") else None,
     )
+    if not plan_legs(built.cases, built.workarounds, built.exporters, built.variants, built.candidates):
+        raise pytest.UsageError(
+            f"--harness-workarounds {','.join(built.workarounds)} with --harness-exporters {','.join(built.exporters)} "
+            f"and --harness-backends {','.join(built.candidates)} leave no parity leg to run (custom_op exports with "
+            "torchscript only and runs on ONNX Runtime only). Fix: add --harness-exporters torchscript or another "
+            "workaround.")
+    return built
 
 
 def _configure_gpus(config: pytest.Config) -> None:
@@ -198,6 +212,36 @@ def options(config: pytest.Config) -> HarnessOptions:
     return config.stash[OPTIONS_KEY]
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Check once what every test would otherwise fail on one by one (weights, scene, device,
+    writable cache and reports folders): one message and the fix, then the session stops (exit
+    4). xdist workers skip it: the controller has checked. SIGTERM then ends the session like
+    Ctrl-C, so the record of what finished is still written (marked incomplete)."""
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return
+    from harness.preflight import PYTEST_FLAGS, preflight
+
+    opts = options(config)
+    try:
+        config.stash[CHAIN_KEY] = preflight(opts.chain, opts.cases, opts.report_dir, PYTEST_FLAGS)
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def terminate(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt(f"SIGTERM ({signum})")
+
+        previous = signal.signal(signal.SIGTERM, terminate)
+
+        def restore() -> None:
+            signal.signal(signal.SIGTERM, previous)
+
+        config.add_cleanup(restore)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     from harness.report.machine import machine_info, one_line
 
@@ -232,9 +276,10 @@ def harness_options(pytestconfig: pytest.Config) -> HarnessOptions:
 
 
 @pytest.fixture(scope="session")
-def chain(harness_options: HarnessOptions):
-    """The session's chain: model, data, ONNX artifacts and runners, each built once."""
-    built = Chain(harness_options.chain)
+def chain(pytestconfig: pytest.Config, harness_options: HarnessOptions):
+    """The session's chain: model, data, ONNX artifacts and runners, each built once (the one the
+    start-of-session checks loaded, when this process made them)."""
+    built = pytestconfig.stash.get(CHAIN_KEY, None) or Chain(harness_options.chain)
     yield built
     built.close()
 
@@ -315,10 +360,31 @@ def parity(chain: Chain, tolerances: Tolerances, harness_options: HarnessOptions
             result = with_golden(chain, leg, tolerances, result, harness_options.golden)
         row = {**result.row(), ROW_FIELD: physical_gpu(),
                "gpu": _gpu_name(chain.device)}
+        replays = harness_options.save_polygraphy
+        if replays is None and not result.passed and harness_options.report_dir is not None:
+            replays = harness_options.report_dir / "replays"
+        if replays is not None:
+            row.update(_save_replay(chain, leg, result, replays))
+            if not result.passed and "replay" in row:
+                from dataclasses import replace
+
+                note = f"Polygraphy / trtexec replay: {row['replay']}"
+                result = replace(result, localisation=f"{result.localisation}\n{note}" if result.localisation else note)
         record_property("harness_parity", json.dumps(row, default=float))
         return result
 
     return run
+
+
+def _save_replay(chain: Chain, leg: Leg, result: LegResult, root: Path) -> dict[str, str]:
+    """``{"replay": <commands.sh>}``, or ``{"replay_error": ...}`` when it could not be written (a
+    replay must not turn a parity verdict into an error)."""
+    from harness.chain import replay_leg
+
+    try:
+        return {"replay": str(replay_leg(chain, leg, result, root / leg.id).commands)}
+    except HarnessError as exc:
+        return {"replay_error": str(exc)}
 
 
 # -- session end: one record per run, one summary table ---------------------------------------
@@ -386,7 +452,8 @@ class SessionReporter:
         if gpus:  # one worker per GPU: a row per GPU and how far the GPUs disagree
             for (case, backend), value in sorted(spread(self.results.timing).items()):
                 self.results.notes.append(f"{case} {backend}: median spread {value:.1%} across GPUs {list(gpus)}")
-        from harness.report.record import RunRecord, write_run
+        from harness.report.record import RunRecord
+        from harness.report.write import write_run
 
         record = RunRecord(
             kind="pytest", profile=opts.profile, parity=self.results.parity, notes=list(self.results.notes),
@@ -398,6 +465,10 @@ class SessionReporter:
                     "scene": str(opts.chain.scene or "bundled"), "exit_status": int(exitstatus),
                     "gpus": list(gpus)},
         )
+        if int(exitstatus) == int(pytest.ExitCode.INTERRUPTED):
+            record.config["incomplete"] = True
+            record.notes.append(f"incomplete: the session was interrupted after {sum(self.outcomes.values())} "
+                                "test outcomes; the rows above are the legs that finished")
         try:
             self.results.notes.append(f"report: {write_run(record, opts.report_dir)}")
         except HarnessError as exc:
@@ -406,15 +477,17 @@ class SessionReporter:
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:
         tr = terminalreporter
         if self.results.parity:
-            tr.section("harness parity (max squared error vs torch strict FP32; depth in mm^2)")
-            tr.write_line(f"{'leg':<72} {'depth':>10} {'confidence':>11} {'>1mm':>6} result")
+            from harness.compare import OutputDiff
+
+            tr.section("harness parity (vs torch strict FP32: each output's gated metric and its limit)")
+            tr.write_line(f"{'leg':<72} gated metric and its limit, per output   result")
             for row in sorted(self.results.parity, key=lambda r: str(r["id"])):
-                m = row["metrics"]
-                tr.write_line(
-                    f"{row['id']:<72} {m['depth']['max_sq_err']:>10.3g} "
-                    f"{m['photometric_confidence']['max_sq_err']:>11.3g} "
-                    f"{m['depth'].get('frac_over_1mm', 0):>6.3g} {'ok' if row['passed'] else 'FAIL'}"
-                )
+                gates = "   ".join(f"{name}: {OutputDiff(name, m, row.get('tolerance', {}).get(name, {})).gate_text()}"
+                                   for name, m in row["metrics"].items())
+                tr.write_line(f"{row['id']:<72} {gates}   {'ok' if row['passed'] else 'FAIL'}")
+        for row in self.results.parity:
+            if not row["passed"] and (row.get("replay") or row.get("replay_error")):
+                tr.write_line(f"replay of {row['id']}: {row.get('replay') or row.get('replay_error')}")
         if self.config.stash.get(GPUS_KEY, ()) and self.results.timing:
             tr.section("harness per GPU (median ms)")
             for row in merge_by_gpu(self.results.timing):

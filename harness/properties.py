@@ -2,9 +2,10 @@
 that draw valid synthetic rigs, metamorphic transforms of a rig, and the dynamic-shape graphs
 and runners that the property suite (``suites/test_properties.py``) runs them on.
 
-Profiles (registered on import): ``quick`` (CI: 6 derandomized examples, so a CI run is
-reproducible) and ``full`` (40 random examples). ``settings_for`` picks the one matching the
-harness profile unless ``--hypothesis-profile`` named one. Units: lengths in mm, angles in degrees.
+Profiles (registered on import, namespaced so they never replace a user's own ``quick`` or
+``full``): ``harness-quick`` (CI: 6 derandomized examples, so a CI run is reproducible) and
+``harness-full`` (40 random examples). ``settings_for`` picks the one matching the harness
+profile unless ``--hypothesis-profile`` named one. Units: lengths in mm, angles in degrees.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from harness.model.inputs import DEPTH_MULTIPLE, SIZE_MULTIPLE
 
 # quick skips shrinking: CI reports the first falsifying example it drew (derandomized, so the
 # same one on every run); full shrinks it to a minimal rig and prints a @reproduce_failure blob.
-settings.register_profile("quick", max_examples=6, deadline=None, derandomize=True, database=None,
+#: Hypothesis profile names: ``harness-<harness profile>``.
+PROFILE_PREFIX = "harness-"
+settings.register_profile(f"{PROFILE_PREFIX}quick", max_examples=6, deadline=None, derandomize=True, database=None,
                           phases=(Phase.explicit, Phase.reuse, Phase.generate),
                           suppress_health_check=[HealthCheck.too_slow])
 # explicit derandomize=False: under CI=... Hypothesis's own defaults turn derandomisation on
-settings.register_profile("full", max_examples=40, deadline=None, print_blob=True, derandomize=False,
+settings.register_profile(f"{PROFILE_PREFIX}full", max_examples=40, deadline=None, print_blob=True, derandomize=False,
                           phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink),
                           suppress_health_check=[HealthCheck.too_slow])
 
@@ -53,7 +56,7 @@ def settings_for(harness_profile: str, explicit: str | None = None) -> settings:
     plugin has loaded it as the default), else the profile named like the harness profile."""
     if explicit:
         return settings()
-    return settings(settings.get_profile(harness_profile), verbosity=settings().verbosity)
+    return settings(settings.get_profile(f"{PROFILE_PREFIX}{harness_profile}"), verbosity=settings().verbosity)
 
 
 @dataclass(frozen=True)
@@ -193,10 +196,27 @@ def misplace_hypotheses(views: Views, rig: RigCase, side: str) -> Views:
 
 def property_legs(profile: str, candidates: Sequence[str], variants: Sequence[str], workarounds: Sequence[str],
                   exporters: Sequence[str]) -> list[Leg]:
-    """Parity legs on random rigs (case ``rigs``); the quick profile exports with the first
-    exporter only (the dynamo exporter costs ~6 s per graph on 2 CPU cores)."""
-    exporters = tuple(exporters) if profile == "full" else tuple(exporters[:1])
-    return plan_legs(("rigs",), tuple(workarounds), exporters, tuple(variants), tuple(candidates))
+    """Parity legs on random rigs (case ``rigs``). Rigs vary what the fixed cases cannot (shapes,
+    poses, view counts, D), so the graph axes are not fully crossed here (the parity suite crosses
+    them at the fixed cases): every candidate runs every graph variant of the first
+    workaround/exporter pair; the first candidate also runs the other workarounds (raw graph),
+    and in the full profile the other exporters (every variant). Each leg keeps the profile's
+    full example count."""
+    candidates, variants = tuple(candidates), tuple(variants)
+    first_exporter = tuple(exporters)[:1]
+    legs: list[Leg] = []
+    for candidate in candidates:
+        for workaround in workarounds:  # the first workaround the candidate can run with the first exporter
+            found = plan_legs(("rigs",), (workaround,), first_exporter, variants, (candidate,))
+            if found:
+                legs += found
+                break
+    if candidates:
+        first = candidates[0]
+        legs += plan_legs(("rigs",), tuple(workarounds), first_exporter, variants[:1], (first,))
+        if profile == "full":
+            legs += plan_legs(("rigs",), tuple(workarounds)[:1], tuple(exporters)[1:], variants, (first,))
+    return list(dict.fromkeys(legs))
 
 
 #: The torch reference as a leg (workaround ``none``: the original three-input call).
@@ -282,14 +302,16 @@ class RigRunners:
         return self._once(("runner", leg, views), lambda: self._make_runner(leg, views))
 
     def _make_runner(self, leg: Leg, views: int) -> Runner:
-        from harness.backends.onnxruntime_runner import OrtRunner
+        from harness.backends.onnxruntime_runner import CudaOptions, OrtRunner
 
         self.require(leg)
         family, _, target = leg.candidate.partition("-")
         artifact = self.onnx(views, leg.workaround, leg.exporter, leg.variant, leg.graph_precision)
         if family == "ort":
             label = leg.variant if leg.graph_precision == "fp32" else f"fp16-{leg.variant}"
-            return OrtRunner(artifact.path, device=target.split("-")[0], label=label).prepare()
+            options: CudaOptions = "default" if target == "cuda-default" else "strict"
+            return OrtRunner(artifact.path, device=target.split("-")[0], label=label,
+                             cuda_options=options).prepare()
         from harness.backends.tensorrt_runner import TrtRunner
         from harness.convert.engine import BuildSettings, EngineFromOnnx, Profile
 

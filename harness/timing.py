@@ -90,8 +90,9 @@ class TimingStats:
         """Health warnings in trtexec's spirit."""
         found = []
         if self.cov > COV_WARN:
-            found.append(f"unstable: coefficient of variation {self.cov:.1%} > {COV_WARN:.1%} "
-                         "(lock the GPU clocks, close other GPU work)")
+            advice = ("lock the GPU clocks, close other GPU work" if self.clock == "cuda-events"
+                      else "close other CPU work; pin the CPU frequency governor to performance")
+            found.append(f"unstable: coefficient of variation {self.cov:.1%} > {COV_WARN:.1%} ({advice})")
         if config is not None and self.rounds < config.min_rounds:
             found.append(f"too few rounds: {self.rounds} < {config.min_rounds}")
         if self.rounds < 10:

@@ -14,7 +14,8 @@ import pytest
 from harness import timing
 from harness.cli import build_parser, main
 from harness.model.checkpoint import load_checkpoint
-from harness.report.record import RunRecord, load_record, write_run
+from harness.report.record import RunRecord, load_record
+from harness.report.write import write_run
 
 H100 = "NVIDIA H100 80GB HBM3"
 H200 = "NVIDIA H200"

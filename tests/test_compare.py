@@ -233,3 +233,15 @@ def test_assert_parity_lists_passing_outputs_but_not_their_needs():
     message = str(info.value)
     assert "photometric_confidence" in message  # its row is there ...
     assert "photometric_confidence: agreement" not in message  # ... but it needs no change
+
+
+def test_gate_text_shows_each_gated_metric_with_its_limit_and_fractions_as_percentages():
+    from harness.compare import format_metric
+
+    diff = OutputDiff("photometric_confidence", {"max_sq_err_stable": 9.4e-9, "agreement": 0.99995, "max_sq_err": 0.669},
+                      {"max_sq_err_stable": 1e-5, "agreement": 0.999})
+    assert diff.gate_text() == "max_sq_err_stable 9.4e-09 <= 1e-05, agreement 99.995% >= 99.900%"
+    failing = OutputDiff("depth", {"max_intervals": 0.2}, {"max_intervals": 0.1})
+    assert failing.gate_text() == "max_intervals 0.2 <= 0.1 FAIL"
+    assert OutputDiff("depth", {"max_abs": 1.0}).gate_text() == "(no gate)"
+    assert format_metric("frac_over_1mm", 0.0123) == "1.230%"

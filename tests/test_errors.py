@@ -117,3 +117,12 @@ def test_backend_unavailable_keeps_backend_and_missing():
 def test_backend_unavailable_without_fix_pickles():
     copy = pickle.loads(pickle.dumps(BackendUnavailable("trt-fp16", "tensorrt not importable")))
     assert (copy.backend, copy.missing, copy.fix) == ("trt-fp16", "tensorrt not importable", None)
+
+
+def test_run_time_failures_have_their_own_type_distinct_from_build_errors():
+    from harness.errors import RunError
+
+    assert issubclass(RunError, RuntimeError) and issubclass(RunError, HarnessError)
+    assert not issubclass(RunError, EngineBuildError) and not issubclass(EngineBuildError, RunError)
+    error = RunError("trt-fp32", "execute_async_v3 failed", "illegal address", "a successful enqueue")
+    assert str(error).startswith("trt-fp32 | execute_async_v3 failed: illegal address.")

@@ -29,7 +29,8 @@ from harness.chain import Chain, ChainConfig
 from harness.convert.cache import ArtifactCache, canonical_key, sha256_file
 from harness.errors import HarnessError
 from harness.report import record as record_module
-from harness.report.record import RunRecord, load_record, write_run
+from harness.report.record import RunRecord, load_record
+from harness.report.write import write_run
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -401,7 +402,8 @@ KILLED_REPORT = """
 import sys, time
 from pathlib import Path
 from harness import fileio
-from harness.report.record import RunRecord, write_run
+from harness.report.record import RunRecord
+from harness.report.write import write_run
 
 root, written = sys.argv[1], Path(sys.argv[2])
 real_fsync = fileio.os.fsync

@@ -75,3 +75,23 @@ def test_a_parity_leg_gets_golden_rows_that_fail_when_its_outputs_move(tmp_path)
     other = Leg("ort-cuda", "raw", "precomputed", "torchscript", "small")
     assert "only ONNX Runtime CPU" in with_golden(chain, other, tolerances, result, tmp_path).artifact["golden"]
     chain.close()
+
+
+def test_a_failing_leg_with_golden_rows_still_saves_its_replay(tmp_path):
+    from dataclasses import replace
+
+    from harness.chain import Chain, Leg, replay_leg, run_leg, with_golden
+    from harness.tolerances import Tolerances
+
+    chain, tolerances = Chain(), Tolerances.load()
+    leg = Leg("ort-cpu", "raw", "precomputed", "torchscript", "small")
+    result = run_leg(chain, leg, tolerances)
+    feed = chain.workaround_feed("small", "precomputed")
+    write_golden(tmp_path / "golden", "small-precomputed-torchscript-raw-fp32", result.outputs,
+                 {"runtime": chain.ort_runtime("cpu"), "feed": feed_digest(feed)})
+    moved = replace(result, outputs={**result.outputs, "depth": result.outputs["depth"] + 0.01})
+    checked = with_golden(chain, leg, tolerances, moved, tmp_path / "golden")
+    assert not checked.passed
+    replay = replay_leg(chain, leg, checked, tmp_path / "replay")
+    assert replay is not None
+    chain.close()

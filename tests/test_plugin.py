@@ -242,3 +242,55 @@ def test_run_record_holds_the_session_counts_wall_time_and_slowest_tests(pyteste
     assert [s for _, s in slowest] == sorted((s for _, s in slowest), reverse=True)
     assert slowest[0][0].endswith("test_parity[ort-cpu-raw-vs-torch-fp32-precomputed-torchscript-small]")
     assert "1 passed, 1 failed, 1 skipped, 1 xfailed, 1 errors" in (folder / "report.md").read_text()
+
+
+# -- replays for Polygraphy and trtexec (harness/report/replay.py) -----------------------------
+
+GATE_WITH_DETAIL = """
+from harness.compare import assert_parity
+
+
+def test_parity(parity, parity_leg):
+    result = parity(parity_leg)
+    assert_parity(result.diffs, parity_leg.id, result.localisation)
+"""
+SMALL_ORT_LEG = ("--harness-backends", "ort-cpu", "--harness-exporters", "torchscript",
+                 "--harness-workarounds", "precomputed", "--harness-variants", "raw", "--harness-device", "cpu")
+
+
+def test_save_polygraphy_writes_every_legs_replay_and_the_report_links_it(pytester, cache_dir, tmp_path):
+    pytest.importorskip("polygraphy")
+    pytester.makepyfile(test_gate=GATE)
+    replays, reports = tmp_path / "replays", tmp_path / "reports"
+    result = _run(pytester, *SMALL_ORT_LEG, "--harness-cache-dir", cache_dir, "--harness-report-dir", str(reports),
+                  "--harness-save-polygraphy", str(replays))
+    result.assert_outcomes(passed=1)
+    leg = "ort-cpu-raw-vs-torch-fp32-precomputed-torchscript-small"
+    folder = replays / leg
+    assert sorted(p.name for p in folder.iterdir()) == ["commands.sh", "inputs", "inputs.json", "model.onnx",
+                                                        "reference", "reference_outputs.json"]
+    (run,) = list(reports.iterdir())
+    row = load_record(run).parity[0]
+    assert row["passed"] is True and row["replay"] == str(folder / "commands.sh")
+    assert f"- {leg}: [commands.sh](<{folder / 'commands.sh'}>)" in (run / "report.md").read_text()
+
+
+def test_a_failing_leg_always_saves_its_replay_into_the_reports_folder(pytester, cache_dir, tmp_path):
+    pytest.importorskip("polygraphy")
+    source = (PROJECT_ROOT / "fixtures" / "tolerances.toml").read_text()
+    strict = re.sub(r'(\["torch-vs-ort"\.fp32\.depth\]\n)[^\[]*', r"\1max_abs = 0.0\n\n", source, count=1)
+    assert strict != source
+    (tmp_path / "strict.toml").write_text(strict)
+    pytester.makepyfile(test_gate=GATE_WITH_DETAIL)
+    reports = tmp_path / "reports"
+    result = _run(pytester, *SMALL_ORT_LEG, "--harness-cache-dir", cache_dir, "--harness-report-dir", str(reports),
+                  "--harness-tolerances", str(tmp_path / "strict.toml"))
+    result.assert_outcomes(failed=1)
+    leg = "ort-cpu-raw-vs-torch-fp32-precomputed-torchscript-small"
+    commands = reports / "replays" / leg / "commands.sh"
+    assert commands.is_file()
+    assert "--check-error-stat depth:max --atol depth:0.0 --rtol 0" in commands.read_text()
+    result.stdout.fnmatch_lines([f"*Polygraphy / trtexec replay: {commands}*", f"replay of {leg}: {commands}"])
+    (run,) = [p for p in reports.iterdir() if p.name != "replays"]
+    assert load_record(run).parity[0]["replay"] == str(commands)
+    assert f"- {leg} (failed): [commands.sh](<{commands}>)" in (run / "report.md").read_text()

@@ -161,9 +161,27 @@ def test_an_explicit_hypothesis_profile_wins():
 def test_quick_property_legs_use_the_first_exporter_only():
     args = (("ort-cpu", "trt-fp16"), ("raw", "simplified"), ("precomputed", "closed_form"), ("torchscript", "dynamo"))
     quick, full = property_legs("quick", *args), property_legs("full", *args)
-    assert {leg.exporter for leg in quick} == {"torchscript"} and len(quick) == 8
-    assert len(full) == 16 and all(leg.case == "rigs" for leg in full)
+    assert {leg.exporter for leg in quick} == {"torchscript"}
+    assert all(leg.case == "rigs" for leg in full) and len(set(quick)) == len(quick)
     assert quick[0].id == "ort-cpu-raw-vs-torch-fp32-precomputed-torchscript-rigs"
+    ids = {leg.id for leg in quick}
+    # every candidate on every variant of the first graph; the other workaround on the first candidate
+    assert ids == {"ort-cpu-raw-vs-torch-fp32-precomputed-torchscript-rigs",
+                   "ort-cpu-simplified-vs-torch-fp32-precomputed-torchscript-rigs",
+                   "trt-fp16-raw-vs-torch-fp32-precomputed-torchscript-rigs",
+                   "trt-fp16-simplified-vs-torch-fp32-precomputed-torchscript-rigs",
+                   "ort-cpu-raw-vs-torch-fp32-closed_form-torchscript-rigs"}
+    # full adds the other exporter (every variant) on the first candidate
+    assert {leg.id for leg in full} - ids == {"ort-cpu-raw-vs-torch-fp32-precomputed-dynamo-rigs",
+                                              "ort-cpu-simplified-vs-torch-fp32-precomputed-dynamo-rigs"}
+
+
+def test_property_legs_give_a_candidate_its_first_possible_workaround():
+    legs = property_legs("quick", ("ort-cpu", "trt-fp32"), ("raw",), ("custom_op", "precomputed"), ("torchscript",))
+    # custom_op has no TensorRT leg: trt-fp32 falls to the next workaround
+    assert [leg.id for leg in legs] == ["ort-cpu-raw-vs-torch-fp32-custom_op-torchscript-rigs",
+                                        "trt-fp32-raw-vs-torch-fp32-precomputed-torchscript-rigs",
+                                        "ort-cpu-raw-vs-torch-fp32-precomputed-torchscript-rigs"]
 
 
 def test_metamorphic_legs_are_torch_then_fp32_onnx_runtime():
@@ -204,3 +222,13 @@ def test_export_feed_has_the_view_count_and_the_chains_export_shape(runners):
     assert tuple(feed["imgs"].shape) == (1, 2, 3, 128, 160)
     assert tuple(feed["depth_values"].shape) == (1, 48)
     assert tuple(feed["inverse_proj_matrices"].shape) == (1, 2, 4, 4)
+
+
+def test_hypothesis_profiles_are_namespaced_and_leave_a_users_own_alone():
+    settings.register_profile("quick", max_examples=1234)  # a user's own profile of the generic name
+    try:
+        assert settings.get_profile("quick").max_examples == 1234
+        assert settings_for("quick").max_examples == 6  # the harness uses harness-quick
+        assert settings.get_profile("harness-full").max_examples == 40
+    finally:
+        settings.register_profile("quick")

@@ -302,3 +302,12 @@ def test_measure_host_round_trip_returns_stats_and_passes_the_feed():
     assert stats.rounds == 4 and stats.clock == "perf_counter"
     assert len(seen) == 5
     assert all(torch.equal(x, host_feed["x"]) for x in seen)
+
+
+def test_unstable_cpu_timings_advise_cpu_measures_not_gpu_clock_locks():
+    from harness.timing import TimingStats
+
+    cpu = TimingStats.from_samples([1.0, 2.0, 3.0] * 5, "perf_counter").warnings()
+    gpu = TimingStats.from_samples([1.0, 2.0, 3.0] * 5, "cuda-events").warnings()
+    assert any("CPU frequency governor" in w for w in cpu) and not any("GPU" in w for w in cpu)
+    assert any("lock the GPU clocks" in w for w in gpu)

@@ -22,7 +22,7 @@ import torch
 
 from harness.backends import trt_api
 from harness.backends.base import Runner
-from harness.errors import BackendUnavailable, EngineBuildError, InvalidArgument, InvalidInput, ShapeError
+from harness.errors import BackendUnavailable, EngineBuildError, InvalidArgument, InvalidInput, RunError, ShapeError
 
 Buffers = Literal["torch", "pycuda"]
 ALIGNMENT = 256  # bytes; TensorRT's requirement for I/O addresses
@@ -185,8 +185,8 @@ class TrtRunner(Runner):
         caller = torch.cuda.current_stream(self.device)
         self._stream.wait_stream(caller)  # inputs were produced on the caller's stream
         if not context.execute_async_v3(self._stream.cuda_stream):
-            raise EngineBuildError(self.name, "execute_async_v3 failed", "; ".join(self._logger.errors()[-3:]),
-                                   "a successful enqueue", "check the TensorRT errors quoted")
+            raise RunError(self.name, "execute_async_v3 failed", "; ".join(self._logger.errors()[-3:]),
+                           "a successful enqueue", "check the TensorRT errors quoted")
         caller.wait_stream(self._stream)  # consumers of the outputs wait for TensorRT's work
         for tensor in (*inputs.values(), *outputs.values()):
             tensor.record_stream(self._stream)
@@ -210,8 +210,8 @@ class TrtRunner(Runner):
                 context.set_tensor_address(name, tensor.data_ptr())
             self._stream.wait_stream(caller)
             if not context.execute_async_v3(self._stream.cuda_stream):  # TensorRT wants one run first
-                raise EngineBuildError(self.name, "execute_async_v3 failed", "; ".join(self._logger.errors()[-3:]),
-                                       "a successful enqueue", "check the TensorRT errors quoted")
+                raise RunError(self.name, "execute_async_v3 failed", "; ".join(self._logger.errors()[-3:]),
+                               "a successful enqueue", "check the TensorRT errors quoted")
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=self._stream):
                 context.execute_async_v3(self._stream.cuda_stream)
@@ -268,8 +268,8 @@ class _PycudaBuffers:
                 context.set_tensor_address(name, int(dev))
                 outs[name] = host
             if not context.execute_async_v3(self.stream.handle):
-                raise EngineBuildError(runner.name, "execute_async_v3 failed (pycuda buffers)", "see the TensorRT log",
-                                       "a successful enqueue")
+                raise RunError(runner.name, "execute_async_v3 failed (pycuda buffers)", "see the TensorRT log",
+                               "a successful enqueue")
             for name, host in outs.items():
                 self.cuda.memcpy_dtoh_async(host, self.device_mem[name], self.stream)
             self.stream.synchronize()

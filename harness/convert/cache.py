@@ -24,7 +24,7 @@ from typing import Any, Literal
 from filelock import FileLock, Timeout
 
 from harness.errors import CacheError
-from harness.fileio import atomic_write_json
+from harness.fileio import atomic_write_json, cannot_write
 
 Status = Literal["hit", "miss", "rebuilt"]
 DEFAULT_LOCK_TIMEOUT_S = 3600.0
@@ -114,7 +114,10 @@ class ArtifactCache:
         meta, _ = self._valid(folder, filename, key)
         if meta is not None:
             return CacheEntry(folder / filename, key, "hit", time.perf_counter() - started, meta)
-        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise cannot_write(self.root, exc) from None
         lock = FileLock(str(folder) + ".lock")
         try:
             with lock.acquire(timeout=self.lock_timeout_s):
@@ -146,6 +149,8 @@ class ArtifactCache:
                 }
                 atomic_write_json(folder / "meta.json", meta)
                 return CacheEntry(artifact, key, status, time.perf_counter() - build_started, meta)
+        except PermissionError as exc:  # the lock file or the entry folder (read-only cache)
+            raise cannot_write(self.root, exc) from None
         except Timeout:
             raise CacheError(kind, "timed out waiting for another process to build the entry", f"{self.lock_timeout_s:.0f} s",
                              "the other build to finish", f"delete {folder}.lock if no harness process is running") from None

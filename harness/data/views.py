@@ -172,13 +172,19 @@ def load_views(scene: str | Path, ref_view: int | None = None, num_views: int = 
                               "pick a case with fewer views (--cases / --harness-cases small or seed: 3 views) or a "
                               "scene whose pair.txt lists enough source views")
     ids = (ref, *sources)
-    images, cams = [], []
+    images, cams, files = [], [], []
     for view in ids:
-        images.append(read_image(find_image(scene, view)))
+        files.append(find_image(scene, view))
+        images.append(read_image(files[-1]))
         cams.append(read_cam_file(view_file(scene, "cams", view, "_cam.txt")))
     shapes = {img.shape for img in images}
     if len(shapes) != 1:
-        raise DataFormatError(str(scene / "images"), "images differ in size", sorted(shapes), "one size for all views",
+        reference_shape = images[0].shape
+        odd = [f"{path.name} {img.shape[0]}x{img.shape[1]}" for path, img in zip(files, images)
+               if img.shape != reference_shape]
+        raise DataFormatError(str(scene / "images"), "images differ in size",
+                              f"{', '.join(odd)} vs the reference view {files[0].name} "
+                              f"{reference_shape[0]}x{reference_shape[1]}", "one size for all views",
                               "resize the images (and scale the intrinsics) to a common size")
     depth = mask = None
     depth_file = view_file(scene, "depths", ref, ".pfm")

@@ -1,6 +1,7 @@
 """Run records: one JSON document per run, never overwritten, plus the files rendered from it.
 
-A record holds the schema version, UTC time, commit and dirty flag, the machine (GPU, driver,
+Writing a record into its run folder (with report.md and CSV tables) is
+``harness.report.write.write_run``. A record holds the schema version, UTC time, commit and dirty flag, the machine (GPU, driver,
 CUDA, cuDNN and library versions, TF32 state), the configuration, and per-case rows: parity,
 artifacts (ONNX node counts, export times, cache status), accuracy and timing.
 """
@@ -8,14 +9,12 @@ artifacts (ONNX node counts, export times, cache status), accuracy and timing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from harness.errors import DataFormatError, MissingFile
-from harness.fileio import atomic_write_json, atomic_write_text, new_run_dir, utc_stamp
 from harness.report.machine import machine_info
 
 SCHEMA_VERSION = 1
@@ -67,29 +66,3 @@ def load_record(path: str | Path) -> RunRecord:
     if not isinstance(data, dict):
         raise DataFormatError(str(path), "not a run record", type(data).__name__, "a JSON object")
     return RunRecord.from_dict(data, str(path))
-
-
-def write_run(
-    record: RunRecord,
-    root: str | Path,
-    extra_files: dict[str, str] | None = None,
-    figures: Callable[[Path], list[Path]] | None = None,
-) -> Path:
-    """Write ``record`` into a fresh ``root/<utc-stamp>/``: run.json, report.md and CSV tables.
-
-    ``figures(folder)`` may draw plots into the folder first; report.md links the ones it
-    returns. Returns the folder. Never touches an existing folder.
-    """
-    from harness.report.markdown import render_report, tables
-
-    folder = new_run_dir(Path(root), utc_stamp())
-    atomic_write_json(folder / "run.json", record.to_dict())
-    frames = tables(record)
-    for name, frame in frames.items():
-        if not frame.empty:
-            atomic_write_text(folder / f"{name}.csv", frame.to_csv(index=False))
-    drawn = [p.name for p in (figures(folder) if figures else []) if p is not None]
-    atomic_write_text(folder / "report.md", render_report(record, frames, drawn))
-    for name, text in (extra_files or {}).items():
-        atomic_write_text(folder / name, text)
-    return folder

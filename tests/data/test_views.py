@@ -404,8 +404,9 @@ def test_load_views_refuses_fewer_than_two_views(small_scene_dir: Path, num_view
 def test_load_views_images_of_different_sizes_raise_data_format_error(scene_copy: Path, small_scene: Scene) -> None:
     source = small_scene.pairs[0][0][0]
     write_image(scene_copy / "images" / f"{source:08d}.jpg", np.zeros((32, 96, 3), dtype=np.float32))
-    with pytest.raises(DataFormatError, match="images differ in size"):
+    with pytest.raises(DataFormatError, match="images differ in size") as info:
         load_views(scene_copy)
+    assert f"{source:08d}.jpg 32x96 vs the reference view" in str(info.value)  # the odd file is named
 
 
 def test_load_views_ground_truth_of_the_wrong_size_raises_data_format_error(scene_copy: Path) -> None:

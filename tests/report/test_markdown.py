@@ -95,3 +95,22 @@ def test_render_report_includes_accuracy_when_present():
     text = render_report(_record(accuracy=[{"case": "small", "backend": "torch-fp32", "mae_mm": 1.25}]))
     assert "## Accuracy against ground truth" in text
     assert "| small | torch-fp32 | 1.25 |" in text
+
+
+def test_report_shows_each_outputs_gated_metric_with_its_limit_and_fractions_as_percentages():
+    row = _row("ort-cpu")
+    row["metrics"]["depth"]["max_intervals"] = 0.0003
+    row["metrics"]["photometric_confidence"].update({"max_sq_err_stable": 9.4e-9, "agreement": 0.99995})
+    row["tolerance"] = {"depth": {"max_intervals": 0.1},
+                        "photometric_confidence": {"max_sq_err_stable": 1e-5, "agreement": 0.999}}
+    text = render_report(_record(parity=[row]))
+    assert "max_intervals 0.0003 <= 0.1" in text
+    assert "max_sq_err_stable 9.4e-09 <= 1e-05, agreement 99.995% >= 99.900%" in text
+    assert "| 99.995% |" in text and "| 0.000% |" in text  # agreement and depth > 1 mm as percentages
+    assert parity_frame(_record(parity=[row])).loc[0, "conf agreement"] == 0.99995  # the CSV keeps numbers
+
+
+def test_cpu_timing_is_not_described_as_cuda_events():
+    text = render_report(_record(timing=[{"case": "small", "backend": "torch-fp32", "median_ms": 100.0,
+                                          "device": "cpu", "clock": "perf_counter"}]))
+    assert "perf_counter around one inference on the CPU" in text and "CUDA events" not in text

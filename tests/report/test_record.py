@@ -7,8 +7,8 @@ import json
 import pytest
 
 from harness.errors import DataFormatError, MissingFile
-from harness.report import record as record_module
-from harness.report.record import SCHEMA_VERSION, RunRecord, load_record, write_run
+from harness.report.record import SCHEMA_VERSION, RunRecord, load_record
+from harness.report.write import write_run
 
 MACHINE = {"gpus": [], "versions": {"torch": "2.x", "onnx": "1.x", "onnxsim": "0.x", "onnxruntime": "1.y"},
            "commit": "abc123", "dirty": False}
@@ -107,7 +107,9 @@ def test_write_run_writes_extra_files(tmp_path):
 
 
 def test_write_run_never_overwrites_within_the_same_second(tmp_path, monkeypatch):
-    monkeypatch.setattr(record_module, "utc_stamp", lambda now=None: "20260101T000000Z")
+    from harness.report import write as write_module
+
+    monkeypatch.setattr(write_module, "utc_stamp", lambda now=None: "20260101T000000Z")
     first = write_run(_record(notes=["first"]), tmp_path)
     second = write_run(_record(notes=["second"]), tmp_path)
     assert (first.name, second.name) == ("20260101T000000Z", "20260101T000000Z-2")

@@ -1,0 +1,86 @@
+"""The dependency rules of DESIGN.md, read from the source (function-level imports included):
+no import cycle in harness/, and the low layers (errors, model, data, compare, timing) import
+nothing above them."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+HARNESS = Path(__file__).resolve().parents[1] / "harness"
+#: Modules of the bottom layers and what they may import from the harness.
+LOW_LAYERS = ("harness.errors", "harness.model", "harness.data", "harness.compare", "harness.timing",
+              "harness.fileio", "harness.metrics")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(HARNESS.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def harness_imports() -> dict[str, set[str]]:
+    """``{module: harness modules it imports anywhere in its body}`` (TYPE_CHECKING-only
+    imports too: annotations are part of the design)."""
+    modules = {module_name(p): p for p in HARNESS.rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            for target in targets:
+                if target in modules and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_checker_finds_a_cycle_it_is_shown():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_harness_has_no_import_cycle():
+    assert cycles(harness_imports()) == []
+
+
+def test_low_layers_import_nothing_above_them():
+    def low(module: str) -> bool:
+        return any(module == layer or module.startswith(layer + ".") for layer in LOW_LAYERS)
+
+    offending = {m: sorted(t for t in targets if not low(t) and t != "harness")
+                 for m, targets in harness_imports().items() if low(m)}
+    assert {m: t for m, t in offending.items() if t} == {}

@@ -262,6 +262,21 @@ class Chain:
 
         return self._once(("ort", case, workaround, exporter, variant, device, precision, cuda_options), make)
 
+    def onnx_file_runner(self, path: str | Path, device: str = "cpu", label: str = "",
+                         validate_values: bool = True) -> Runner:
+        """A prepared ONNX Runtime runner for any ONNX file (a user's graph, a mutated graph);
+        not memoised: the caller closes it."""
+        from harness.backends.onnxruntime_runner import OrtRunner, ensure_available
+
+        ensure_available(torch.device(device), f"ort-{device}")
+        return OrtRunner(path, device=device, label=label, validate_values=validate_values).prepare()
+
+    def ort_runtime(self, device: str = "cpu") -> str:
+        """``onnxruntime <version> <device>``: what a golden baseline records it was taken with."""
+        from harness.backends.onnxruntime_runner import import_onnxruntime
+
+        return f"onnxruntime {import_onnxruntime().__version__} {device}"
+
     def ort_runner_for_file(self, onnx_path: Path, device: str = "cpu", label: str = "file") -> Runner:
         """ONNX Runtime on a graph file that no builder made (a user's graph, a mutated copy); closed
         with the chain."""
@@ -487,7 +502,7 @@ def run_leg(chain: Chain, leg: Leg, tolerances: Tolerances) -> LegResult:
     runner = chain.candidate_runner(leg)
     candidate = runner.infer(chain.workaround_feed(leg.case, leg.workaround))
     reference = chain.reference_outputs(leg.case)
-    tolerance = tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES)
+    tolerance = tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES, case=leg.case)
     diffs = compare(reference, candidate, tolerance, depth_values=chain.feed(leg.case)["depth_values"])
     if leg.consumes == "model":
         return LegResult(leg, diffs, {"runner": runner.describe()}, candidate)
@@ -507,12 +522,33 @@ def run_leg(chain: Chain, leg: Leg, tolerances: Tolerances) -> LegResult:
     return LegResult(leg, diffs, info, candidate)
 
 
+def with_golden(chain: Chain, leg: Leg, tolerances: Tolerances, result: LegResult, directory: Path) -> LegResult:
+    """``result`` with the golden check of an ONNX Runtime CPU leg added: one ``golden <output>``
+    diff per output against the stored outputs of the leg's graph variant (``harness/golden.py``);
+    other legs, or no usable baseline, add the reason to the artifact record instead."""
+    from dataclasses import replace
+
+    from harness.golden import check_golden, golden_key
+    from harness.model.mvsnet import OUTPUT_NAMES
+
+    if leg.candidate not in ("ort-cpu", "ort-cpu-fp16"):
+        return replace(result, artifact={**result.artifact, "golden": "only ONNX Runtime CPU legs have golden outputs"})
+    key = golden_key(leg.case, leg.workaround, leg.exporter, leg.variant, leg.graph_precision)
+    tolerance = tolerances.lookup("golden", leg.candidate, leg.precision, OUTPUT_NAMES)
+    check = check_golden(directory, key, result.outputs, tolerance, chain.workaround_feed(leg.case, leg.workaround),
+                         chain.ort_runtime("cpu"), chain.feed(leg.case)["depth_values"])
+    if check.skipped:
+        return replace(result, artifact={**result.artifact, "golden": check.skipped})
+    diffs = {**result.diffs, **{f"golden {name}": replace(d, name=f"golden {name}") for name, d in check.diffs.items()}}
+    return replace(result, diffs=diffs, artifact={**result.artifact, "golden": key})
+
 def replay_leg(chain: Chain, leg: Leg, result: LegResult, folder: Path, on_exists: str = "suffix") -> Replay:
     """Save ``leg``'s inputs, torch reference, graph and gates for Polygraphy and trtexec (see
     harness.report.replay) into ``folder``. The harness names its feed and outputs as the exported
     graph does (workaround input names, OUTPUT_NAMES), so no name mapping is needed here."""
     from harness.convert.engine import BuildSettings, Profile
     from harness.convert.trtexec import trtexec_command
+    from harness.model.mvsnet import OUTPUT_NAMES
     from harness.report.replay import depth_step_of, save_replay
 
     trt = leg.candidate.startswith("trt-")
@@ -526,7 +562,8 @@ def replay_leg(chain: Chain, leg: Leg, result: LegResult, folder: Path, on_exist
                             trt_major=11, engine_path=Path("engine.plan"))
     return save_replay(
         folder, onnx_path=artifact.path, inputs=feed, reference=chain.reference_outputs(leg.case),
-        gates={name: dict(diff.tolerance) for name, diff in result.diffs.items()},
+        # the outputs' gates only: stage and golden rows (localised or --harness-golden legs) gate other data
+        gates={name: dict(diff.tolerance) for name, diff in result.diffs.items() if name in OUTPUT_NAMES},
         depth_step=depth_step_of(chain.feed(leg.case)["depth_values"]), subject=leg.id, trtexec_build=build,
         polygraphy_trt_flags=("--strongly-typed", "--tf32") if precision == "tf32" else ("--strongly-typed",),
         on_exists=on_exists, copy_onnx=True,

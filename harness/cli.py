@@ -11,6 +11,7 @@ Commands:
   train         train MVSNet on synthetic scenes (GPU)
   doctor        what this machine can run, and why not (--require trt,ort-cuda)
   check         gate your own ONNX graph / TensorRT engine / model code (--onnx, --engine, --model)
+  mutate        inject conversion bugs into the small-case graphs; which check catches each
 """
 
 from __future__ import annotations
@@ -465,10 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-minutes", type=float, default=0.0, help="stop and save after this much time (default: none)")
     tr.set_defaults(func=cmd_train)
 
-    from harness import check, doctor
+    from harness import check, doctor, sensitivity
 
     doctor.add_parser(sub)
     check.add_parser(sub)
+    sensitivity.add_parser(sub)
 
     scene = sub.add_parser("make-scene", help="render a synthetic DTU-format scene")
     scene.add_argument("folder", type=Path, help="new folder for images/, cams/, depths/, masks/ and pair.txt")

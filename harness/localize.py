@@ -13,6 +13,8 @@ the previous one and cumulatively against the reference, so users see which hop 
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +22,7 @@ import torch
 
 from harness.backends import registry
 from harness.chain import Chain, Leg
-from harness.compare import compare
+from harness.compare import OutputDiff, compare
 from harness.errors import BackendUnavailable, HarnessError
 from harness.model.mvsnet import probing
 from harness.report.markdown import attribution_table  # noqa: F401  (re-exported: localize's table)
@@ -34,6 +36,7 @@ class StageError:
     reference_scale: float
     relative: float
     limit: float
+    unit: str = "relative"  # or "steps" (depth, in depth-hypothesis steps)
 
     @property
     def passed(self) -> bool:
@@ -41,7 +44,7 @@ class StageError:
 
     def row(self) -> str:
         verdict = "ok" if self.passed else "EXCEEDS"
-        return f"{self.stage:<24} max |err| {self.max_abs:10.3g}  relative {self.relative:10.3g}  " \
+        return f"{self.stage:<24} max |err| {self.max_abs:10.3g}  {self.unit:<8} {self.relative:10.3g}  " \
                f"(limit {self.limit:.0e})  {verdict}"
 
 
@@ -74,24 +77,59 @@ def candidate_stages(chain: Chain, leg: Leg) -> dict[str, torch.Tensor]:
     return {name.removeprefix("probe_"): value.float() for name, value in values.items()}
 
 
+def stage_base(stage: str) -> str:
+    """``warped_2`` -> ``warped``: per-view stages share one limit."""
+    head, _, tail = stage.rpartition("_")
+    return head if head and tail.isdigit() else stage
+
+
+def _max_abs_diff(ref: torch.Tensor, cand: torch.Tensor) -> float:
+    """max |cand - ref|, inf when the candidate has a non-finite value (max propagates NaN)."""
+    if not ref.numel():
+        return 0.0
+    diff = cand.float() - ref.float()
+    worst = float(diff.abs_().max())
+    return float("inf") if worst != worst else worst
+
+
+def match_views(reference: dict[str, torch.Tensor], candidate: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``candidate`` with its per-view stages (``warped_<v>``) renamed to the order of source views
+    that fits the reference best: the variance is symmetric in the source views, so a graph that
+    visits them in another order computes the same function."""
+    views = sorted(k for k in candidate if stage_base(k) == "warped" and k in reference)
+    if len(views) < 2 or len(views) > 6:
+        return candidate
+    cost = {(v, o): _max_abs_diff(reference[v], candidate[o]) if reference[v].shape == candidate[o].shape
+            else float("inf") for v in views for o in views}
+    best = min(itertools.permutations(views), key=lambda order: max(cost[v, o] for v, o in zip(views, order)))
+    return {**candidate, **{v: candidate[o] for v, o in zip(views, best)}}
+
+
 def stage_errors(reference: dict[str, torch.Tensor], candidate: dict[str, torch.Tensor],
-                 limit: float) -> list[StageError]:
+                 limit: float | Mapping[str, float], depth_step: float | None = None) -> list[StageError]:
     """Per-stage relative error (max |difference| / max |reference|) in data-flow order, outputs
-    last; ``limit`` comes from fixtures/tolerances.toml ([stages])."""
+    last; ``limit`` comes from fixtures/tolerances.toml: one number, or one per stage (by
+    ``stage_base`` name). With ``depth_step`` the ``depth`` row is in depth-hypothesis steps
+    (max |difference| / step), the unit reduced-precision depth errors scale with."""
     rows = []
+    candidate = match_views(reference, candidate)
     for name, ref in reference.items():
         if name not in candidate:
             continue
-        cand = candidate[name].to(ref.dtype)
+        cand = candidate[name]
         if cand.shape != ref.shape:
             raise HarnessError(name, "probe shape differs", tuple(cand.shape), tuple(ref.shape))
-        diff = (cand.double() - ref.double()).abs()
-        diff = torch.where(torch.isfinite(diff), diff, torch.full_like(diff, float("inf")))
-        scale = float(ref.double().abs().max()) or 1.0
-        worst = float(diff.max())
-        if name == "photometric_confidence":  # gathered at a truncated index: a flip is not a stage error
-            worst = float(torch.quantile(diff.flatten().float(), 0.99)) if diff.numel() > 1 else worst
-        rows.append(StageError(name, worst, scale, worst / scale, limit))
+        worst = _max_abs_diff(ref, cand)
+        scale = float(ref.float().abs().max()) or 1.0
+        if name == "photometric_confidence" and ref.numel() > 1:
+            # gathered at a truncated index: a flip is not a stage error
+            diff = torch.nan_to_num((cand.float() - ref.float()).abs(), nan=float("inf"))
+            worst = float(torch.quantile(diff.flatten(), 0.99))
+        if name == "depth" and depth_step:
+            scale = depth_step
+        stage_limit = limit if isinstance(limit, (int, float)) else limit.get(stage_base(name), limit.get("default", 0.0))
+        rows.append(StageError(name, worst, scale, worst / scale, float(stage_limit),
+                               "steps" if name == "depth" and depth_step else "relative"))
     return rows
 
 
@@ -106,10 +144,28 @@ def localisation_table(rows: list[StageError], title: str) -> str:
     return "\n".join([title, *("  " + r.row() for r in rows), f"  -> {verdict}"])
 
 
+def depth_step(depth_values: torch.Tensor) -> float:
+    """The smallest hypothesis interval of ``[B, D]`` depth values (scene units)."""
+    flat = depth_values.reshape(depth_values.shape[0], -1).double()
+    return float((flat[:, 1:2] - flat[:, :1]).abs().min()) if flat.shape[1] > 1 else 0.0
+
+
+def leg_stage_errors(chain: Chain, leg: Leg, tolerances: Tolerances) -> list[StageError]:
+    """Per-stage errors of one leg with its limits: the case's measured per-stage gates for the
+    candidate when fixtures/tolerances.toml has them (depth in steps), else [stages]."""
+    limits = tolerances.stage_limits(leg.candidate, leg.precision, leg.case)
+    step = depth_step(chain.feed(leg.case)["depth_values"]) if "depth" in limits else None
+    return stage_errors(torch_stages(chain, leg.case), candidate_stages(chain, leg), limits, depth_step=step)
+
+
+def stage_diffs(rows: list[StageError]) -> dict[str, OutputDiff]:
+    """Stage errors as diffs (``stage <name>``) so that they count in a parity verdict."""
+    return {f"stage {r.stage}": OutputDiff(f"stage {r.stage}", {r.unit: r.relative}, {r.unit: r.limit}) for r in rows}
+
+
 def localise(chain: Chain, leg: Leg, tolerances: Tolerances) -> str:
     """The per-stage table for one leg (ONNX Runtime probe build vs torch reference)."""
-    limit = tolerances.stage_limit(leg.precision)
-    rows = stage_errors(torch_stages(chain, leg.case), candidate_stages(chain, leg), limit)
+    rows = leg_stage_errors(chain, leg, tolerances)
     return localisation_table(rows, f"stage errors of {leg.id} (relative max |error|):")
 
 

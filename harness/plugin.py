@@ -53,6 +53,7 @@ class HarnessOptions:
     tolerances: Path | None
     report_dir: Path | None  # None: no report
     localize: bool = False
+    golden: Path | None = None  # stored ONNX Runtime outputs per graph variant (--harness-golden)
     save_polygraphy: Path | None = None  # every leg's replay under DIR/<leg id>/ (--harness-save-polygraphy)
     user: UserArtifacts = field(default_factory=lambda: UserArtifacts())
 
@@ -114,12 +115,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "static shapes. Default: off")
     add("--harness-localize", action="store_true", default=False,
         help="run stage probes on every ONNX Runtime parity leg and print a per-stage error table "
-             "(always done for a failing leg). Default: off")
+             "(always done for a failing leg); where fixtures/tolerances.toml has measured per-stage gates for "
+             "the case and backend, stage errors count in the verdict. Default: off")
     add("--harness-gpus", default=None,
         help="one pytest-xdist worker per GPU: all, or a comma list of GPU indices; needs -n <count> "
              "(--dist each runs every test on every GPU, --dist load spreads them). Default: off")
     add("--harness-trt-cuda-graph", action="store_true", default=False,
         help="replay TensorRT's enqueue from a CUDA graph (trtexec 11's default). Default: off")
+    add("--harness-golden", default=None, metavar="DIR",
+        help="also compare ONNX Runtime CPU legs with the outputs stored in DIR for their graph variant (catches "
+             "bugs below cross-runtime noise; baseline: python -m harness mutate --write-golden DIR). Default: off")
     add("--harness-save-polygraphy", default=None, metavar="DIR",
         help="save every parity leg's inputs and torch reference for Polygraphy and trtexec, with ready "
              "commands (commands.sh), under DIR/<leg id>/; a failing leg always saves its replay, under "
@@ -174,6 +179,7 @@ def _options(config: pytest.Config) -> HarnessOptions:
         tolerances=Path(opt("--harness-tolerances")) if opt("--harness-tolerances") else None,
         report_dir=None if opt("--harness-no-report") else Path(opt("--harness-report-dir")),
         localize=opt("--harness-localize"),
+        golden=Path(opt("--harness-golden")) if opt("--harness-golden") else None,
         save_polygraphy=Path(opt("--harness-save-polygraphy")) if opt("--harness-save-polygraphy") else None,
         user=UserArtifacts(tuple(Path(p) for p in opt("--harness-onnx") or ()),
                            tuple(Path(p) for p in opt("--harness-engine") or ()),
@@ -408,14 +414,21 @@ def parity(chain: Chain, tolerances: Tolerances, harness_options: HarnessOptions
         if harness_options.localize or not result.passed:
             from dataclasses import replace
 
-            from harness.localize import localise
+            from harness.localize import leg_stage_errors, localisation_table, stage_diffs
 
             try:
-                table = localise(chain, leg, tolerances)
+                rows = leg_stage_errors(chain, leg, tolerances)
+                table = localisation_table(rows, f"stage errors of {leg.id} (relative max |error|):")
+                if tolerances.stages_measured(leg.candidate, leg.precision, leg.case):  # measured gates count
+                    result = replace(result, diffs={**result.diffs, **stage_diffs(rows)})
             except BackendUnavailable as exc:
                 table = f"no stage probes for {leg.id}: {exc.missing}"
             result = replace(result, localisation=table)
             record_property("harness_localisation", table)
+        if harness_options.golden is not None:
+            from harness.chain import with_golden
+
+            result = with_golden(chain, leg, tolerances, result, harness_options.golden)
         row = {**result.row(), ROW_FIELD: physical_gpu(),
                "gpu": _gpu_name(chain.device)}
         replays = harness_options.save_polygraphy

@@ -3,6 +3,13 @@
 Keys are ``[<reference family>-vs-<candidate family>.<precision>.<output>]``, e.g.
 ``["torch-vs-ort".fp32.depth]``; families are the runner name's first word (``torch``, ``ort``,
 ``trt``). A missing entry is an error naming the table to add: no silent default tolerance.
+
+Per-case overrides (``[cases.<case>...]``) hold limits measured for one case where its noise is
+far below the shared gate's: ``[cases.<case>.'<reference family>-vs-<candidate>'.<precision>.<output>]``
+(candidate: a family such as ``ort`` or one backend such as ``ort-cpu``) and
+``[cases.<case>.stages.'<candidate>'.<precision>]`` (one limit per stage, ``depth`` in depth steps).
+An override may only tighten: a limit looser than the shared gate it overrides, or an override of
+a gate that does not exist, is an error at load time.
 """
 
 from __future__ import annotations
@@ -60,6 +67,9 @@ class Tolerances:
 
     def _validate(self) -> None:
         for pair, precisions in self.table.items():
+            if pair == "cases":
+                self._validate_cases(precisions)
+                continue
             if pair == "stages":
                 if not isinstance(precisions, dict) or not all(
                         isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in precisions.values()):
@@ -74,18 +84,90 @@ class Tolerances:
                     raise ConfigError(f"{self.source} [{pair}.{precision}]", "not a table of outputs",
                                       outputs, "[<pair>.<precision>.<output>] tables of gates", "see the file's header")
                 for output, gates in outputs.items():
-                    if not isinstance(gates, dict):
-                        raise ConfigError(f"{self.source} [{pair}.{precision}.{output}]", "not a table of gates",
-                                          gates, "metric = number lines")
-                    for metric, value in gates.items():
-                        if metric not in KNOWN_METRICS:
-                            raise ConfigError(f"{self.source} [{pair}.{precision}.{output}]", "unknown metric", metric,
-                                              f"one of {', '.join(sorted(KNOWN_METRICS))}", "fix the metric name")
-                        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                            raise ConfigError(f"{self.source} [{pair}.{precision}.{output}.{metric}]",
-                                              "limit must be a non-negative number", value, "e.g. 1e-3")
+                    self._validate_gates(f"{pair}.{precision}.{output}", gates, None)
 
-    def lookup(self, reference: str, candidate: str, precision: str, outputs: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    def _validate_gates(self, where: str, gates: object, base: Mapping[str, Any] | None) -> None:
+        if not isinstance(gates, dict):
+            raise ConfigError(f"{self.source} [{where}]", "not a table of gates", gates, "metric = number lines")
+        for metric, value in gates.items():
+            if metric not in KNOWN_METRICS:
+                raise ConfigError(f"{self.source} [{where}]", "unknown metric", metric,
+                                  f"one of {', '.join(sorted(KNOWN_METRICS))}", "fix the metric name")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{self.source} [{where}.{metric}]", "limit must be a non-negative number", value,
+                                  "e.g. 1e-3")
+            if base is not None and metric in base:
+                looser = value < base[metric] if metric in LOWER_BOUNDS else value > base[metric]
+                if looser:
+                    raise ConfigError(f"{self.source} [{where}.{metric}]", "a per-case override may only tighten",
+                                      value, f"{'at least' if metric in LOWER_BOUNDS else 'at most'} the shared "
+                                      f"gate's {base[metric]}", "loosen the shared gate (measured) or drop the override")
+
+    def _validate_cases(self, cases: object) -> None:
+        if not isinstance(cases, dict):
+            raise ConfigError(f"{self.source} [cases]", "not a table of cases", cases, "[cases.<case>...] tables")
+        for case, entries in cases.items():
+            if not isinstance(entries, dict):
+                raise ConfigError(f"{self.source} [cases.{case}]", "not a table", entries, "see the file's header")
+            for key, precisions in entries.items():
+                where = f"cases.{case}.{key}"
+                if not isinstance(precisions, dict):
+                    raise ConfigError(f"{self.source} [{where}]", "not a table", precisions, "see the file's header")
+                if key == "stages":
+                    self._validate_stage_overrides(where, precisions)
+                    continue
+                reference, _, candidate = key.partition("-vs-")
+                shared = self.table.get(f"{reference}-vs-{family(candidate)}") if candidate else None
+                for precision, outputs in precisions.items():
+                    if not isinstance(outputs, dict):
+                        raise ConfigError(f"{self.source} [{where}.{precision}]", "not a table of outputs", outputs,
+                                          "see the file's header")
+                    for output, gates in outputs.items():
+                        base = shared.get(precision, {}).get(output) if isinstance(shared, dict) else None
+                        if base is None:
+                            raise ConfigError(f"{self.source} [{where}.{precision}.{output}]",
+                                              "overrides a gate that does not exist",
+                                              f"no ['{reference}-vs-{family(candidate)}'.{precision}.{output}]",
+                                              "an override of an existing shared gate", "fix the key or add the gate")
+                        self._validate_gates(f"{where}.{precision}.{output}", gates, base)
+
+    def _validate_stage_overrides(self, where: str, candidates: Mapping[str, Any]) -> None:
+        defaults = self.table.get("stages", {})
+        for candidate, precisions in candidates.items():
+            for precision, stages in (precisions.items() if isinstance(precisions, dict) else [("?", precisions)]):
+                here = f"{where}.{candidate}.{precision}"
+                if precision not in defaults or not isinstance(stages, dict):
+                    raise ConfigError(f"{self.source} [{here}]", "not a stage table of a known precision", stages,
+                                      f"[{where}.'<candidate>'.<precision>] with <precision> in [stages]",
+                                      "see the file's header")
+                for stage, value in stages.items():
+                    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                        raise ConfigError(f"{self.source} [{here}.{stage}]", "limit must be a positive number", value,
+                                          "e.g. 1e-5")
+                    if stage != "depth" and value > defaults[precision]:  # depth is in steps, the rest relative
+                        raise ConfigError(f"{self.source} [{here}.{stage}]", "a per-case override may only tighten",
+                                          value, f"at most [stages].{precision} = {defaults[precision]}",
+                                          "loosen the shared stage limit (measured) or drop the override")
+
+    def stage_limits(self, candidate: str, precision: str, case: str | None = None) -> dict[str, float]:
+        """Per-stage limits of one leg: ``default`` (the [stages] limit of the precision, relative)
+        and the case's overrides for the candidate backend (exact name, else its family)."""
+        limits = {"default": self.stage_limit(precision)}
+        overrides = self.table.get("cases", {}).get(case, {}).get("stages", {}) if case else {}
+        for name in (family(candidate), candidate):
+            limits.update({k: float(v) for k, v in overrides.get(name, {}).get(precision, {}).items()})
+        return limits
+
+    def stages_measured(self, candidate: str, precision: str, case: str | None) -> bool:
+        """True when the case has per-stage gates for this candidate: its stage errors then count
+        in the leg's verdict; elsewhere the stage table is a diagnostic."""
+        overrides = self.table.get("cases", {}).get(case, {}).get("stages", {}) if case else {}
+        return any(precision in overrides.get(name, {}) for name in (family(candidate), candidate))
+
+    def lookup(self, reference: str, candidate: str, precision: str, outputs: tuple[str, ...],
+               case: str | None = None) -> dict[str, dict[str, float]]:
+        """Gates per output: the shared ['<pair>'.<precision>] entry, tightened by the case's
+        overrides for the candidate's family and then for the candidate backend itself."""
         pair = f"{family(reference)}-vs-{family(candidate)}"
         entry = self.table.get(pair, {}).get(precision) if isinstance(self.table.get(pair), dict) else None
         if not entry:
@@ -96,7 +178,13 @@ class Tolerances:
         if missing:
             raise ConfigError(self.source, "no tolerance for some outputs", f"['{pair}'.{precision}] lacks {missing}",
                               f"a table per output: {', '.join(outputs)}", f"add them to {self.source}")
-        return {o: {m: float(v) for m, v in entry[o].items()} for o in outputs}
+        gates = {o: {m: float(v) for m, v in entry[o].items()} for o in outputs}
+        overrides = self.table.get("cases", {}).get(case, {}) if case else {}
+        for key in dict.fromkeys((pair, f"{family(reference)}-vs-{candidate}")):
+            for output, limits in overrides.get(key, {}).get(precision, {}).items():
+                if output in gates:
+                    gates[output].update({m: float(v) for m, v in limits.items()})
+        return gates
 
 
 __all__ = ["Tolerances", "family", "LOWER_BOUNDS", "DEFAULT_TOLERANCES"]

@@ -158,6 +158,26 @@ def test_stage_shapes_that_differ_raise_naming_the_stage_and_both_shapes():
     assert "Expected: (1, 4, 8, 32, 40)." in message
 
 
+def test_source_views_in_another_order_are_matched_before_comparing():
+    ref = _stages()
+    swapped = {**ref, "warped_1": ref["warped_2"].clone(), "warped_2": ref["warped_1"].clone()}
+    assert first_failing(stage_errors(ref, swapped, LIMIT)) is None
+    moved = {**swapped, "warped_1": swapped["warped_1"] + 1.0}  # a real error survives the matching
+    assert first_failing(stage_errors(ref, moved, LIMIT)).stage.startswith("warped")
+
+
+def test_per_stage_limits_and_depth_in_steps():
+    ref = _stages()
+    cand = {**{k: v.clone() for k, v in ref.items()}, "depth": ref["depth"] + 0.5}  # 0.05 steps of 10 mm
+    limits = {"default": LIMIT, "depth": 0.1, "ref_feature": 1e-6}
+    rows = {r.stage: r for r in stage_errors(ref, cand, limits, depth_step=10.0)}
+    assert rows["depth"].unit == "steps" and rows["depth"].relative == pytest.approx(0.05, rel=1e-4)
+    assert rows["depth"].passed and rows["ref_feature"].limit == 1e-6 and rows["warped_2"].limit == LIMIT
+    assert not {r.stage: r for r in stage_errors(ref, cand, {**limits, "depth": 0.01}, depth_step=10.0)}["depth"].passed
+    diffs = localize.stage_diffs(list(rows.values()))
+    assert diffs["stage depth"] and diffs["stage depth"].tolerance == {"steps": 0.1}
+
+
 def test_localisation_table_names_the_first_failing_stage():
     ref = _stages()
     rows = stage_errors(ref, _scaled_from(ref, "cost", 1e-2), LIMIT)
@@ -312,6 +332,7 @@ def _impossible_tolerances(folder: Path) -> Path:
     text = DEFAULT_TOLERANCES.read_text()
     tight = text.replace('["torch-vs-ort".fp32.depth]\nmax_intervals = 0.1', '["torch-vs-ort".fp32.depth]\nmax_sq_err = 0')
     tight = tight.replace("[stages]\nfp32 = 1e-4", "[stages]\nfp32 = 1e-12")
+    tight = tight[:tight.index("\n[cases.")]  # per-case overrides may not be looser than the shared limits
     assert tight.count("max_sq_err = 0\n") == 1 and "fp32 = 1e-12" in tight
     path = folder / "impossible.toml"
     path.write_text(tight)

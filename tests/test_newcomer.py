@@ -18,6 +18,7 @@ from harness.errors import PreflightError
 from harness.model.checkpoint import load_checkpoint, save_checkpoint
 from harness.preflight import CLI_FLAGS, PYTEST_FLAGS, preflight
 from harness.report.record import load_record
+from harness.tolerances import Tolerances
 
 pytest_plugins = ["pytester"]
 
@@ -229,7 +230,8 @@ def test_the_main_jobs_report_shows_gates_and_a_depth_difference_figure(run_args
     assert main([*argv, "--backends", "ort-cpu"]) == 0
     out = capsys.readouterr().out
     leg = next(line for line in out.splitlines() if line.startswith("ort-cpu-raw-vs-torch-fp32"))
-    assert "depth: max_intervals" in leg and "<= 0.1" in leg and "agreement" in leg and leg.endswith("ok")
+    gate = Tolerances.load().lookup("torch-fp32", "ort-cpu", "fp32", ("depth",), case="small")["depth"]["max_intervals"]
+    assert "depth: max_intervals" in leg and f"<= {gate:g}" in leg and "agreement" in leg and leg.endswith("ok")
     (folder,) = reports.iterdir()
     assert (folder / "depth-diff-small.png").is_file()
     report = (folder / "report.md").read_text()

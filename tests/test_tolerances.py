@@ -62,6 +62,8 @@ def test_every_committed_gate_is_a_known_metric(raw_table):
         if pair == "stages":  # localisation limits: one positive number per precision
             assert all(isinstance(v, float) and v > 0 for v in precisions.values())
             continue
+        if pair == "cases":  # per-case overrides: validated on load, checked below
+            continue
         for outputs in precisions.values():
             for gates in outputs.values():
                 assert set(gates) <= KNOWN_METRICS
@@ -143,3 +145,78 @@ def test_missing_file_is_missing_file(tmp_path):
         Tolerances.load(tmp_path / "absent.toml")
     assert isinstance(info.value, FileNotFoundError)
     assert "--harness-tolerances" in str(info.value)
+
+
+# -- per-case overrides -------------------------------------------------------------------------
+
+BASE = """
+[stages]
+fp32 = 1e-4
+["torch-vs-ort".fp32.depth]
+max_intervals = 0.1
+["torch-vs-ort".fp32.photometric_confidence]
+max_sq_err_stable = 1e-5
+agreement = 0.999
+"""
+
+
+def test_a_case_override_tightens_the_family_then_the_backend(tmp_path):
+    path = _write(tmp_path, BASE + """
+[cases.small."torch-vs-ort".fp32.depth]
+max_intervals = 0.01
+[cases.small."torch-vs-ort-cpu".fp32.depth]
+max_intervals = 3e-3
+[cases.small."torch-vs-ort-cpu".fp32.photometric_confidence]
+agreement = 0.9999
+""")
+    tol = Tolerances.load(path)
+    assert tol.lookup("torch-fp32", "ort-cpu", "fp32", OUTPUT_NAMES, case="small") == {
+        "depth": {"max_intervals": 3e-3},
+        "photometric_confidence": {"max_sq_err_stable": 1e-5, "agreement": 0.9999}}
+    assert tol.lookup("torch-fp32", "ort-cuda", "fp32", OUTPUT_NAMES, case="small")["depth"] == {"max_intervals": 0.01}
+    assert tol.lookup("torch-fp32", "ort-cpu", "fp32", OUTPUT_NAMES, case="seed")["depth"] == {"max_intervals": 0.1}
+    assert tol.lookup("torch-fp32", "ort-cpu", "fp32", OUTPUT_NAMES)["depth"] == {"max_intervals": 0.1}
+
+
+@pytest.mark.parametrize(("override", "problem"), [
+    ('[cases.small."torch-vs-ort-cpu".fp32.depth]\nmax_intervals = 0.2', "may only tighten"),
+    ('[cases.small."torch-vs-ort-cpu".fp32.photometric_confidence]\nagreement = 0.99', "may only tighten"),
+    ('[cases.small."torch-vs-trt".fp32.depth]\nmax_intervals = 0.01', "overrides a gate that does not exist"),
+    ('[cases.small."torch-vs-ort-cpu".fp32.depth]\nmax_wobble = 0.01', "unknown metric"),
+    ('[cases.small.stages."ort-cpu".fp32]\nwarped = 1e-3', "may only tighten"),
+    ('[cases.small.stages."ort-cpu".fp64]\nwarped = 1e-5', "known precision"),
+    ('[cases.small.stages."ort-cpu".fp32]\nwarped = 0', "positive"),
+])
+def test_an_override_that_loosens_or_points_nowhere_is_refused(tmp_path, override, problem):
+    with pytest.raises(ConfigError, match=problem):
+        Tolerances.load(_write(tmp_path, BASE + override))
+
+
+def test_stage_limits_per_case_and_backend_and_whether_they_count(tmp_path):
+    tol = Tolerances.load(_write(tmp_path, BASE + """
+[cases.small.stages."ort-cpu".fp32]
+ref_feature = 1e-5
+depth = 3e-3
+"""))
+    assert tol.stage_limits("ort-cpu", "fp32", "small") == {"default": 1e-4, "ref_feature": 1e-5, "depth": 3e-3}
+    assert tol.stage_limits("ort-cuda", "fp32", "small") == {"default": 1e-4}
+    assert tol.stages_measured("ort-cpu", "fp32", "small")
+    assert not tol.stages_measured("ort-cpu", "fp32", "seed") and not tol.stages_measured("ort-cuda", "fp32", "small")
+
+
+def test_the_committed_overrides_never_loosen_a_shared_gate(real, raw_table):
+    for case, entries in raw_table.get("cases", {}).items():
+        for key, precisions in entries.items():
+            if key == "stages":
+                for stages in precisions.values():
+                    for precision, limits in stages.items():
+                        assert all(v <= raw_table["stages"][precision] for s, v in limits.items() if s != "depth")
+                continue
+            reference, _, candidate = key.partition("-vs-")
+            for precision, outputs in precisions.items():
+                for output in outputs:
+                    shared = raw_table[f"{reference}-vs-{family(candidate)}"][precision][output]
+                    merged = real.lookup(f"{reference}-fp32", candidate, precision, (output,), case=case)[output]
+                    for metric, value in shared.items():
+                        tighter = merged[metric] >= value if metric == "agreement" else merged[metric] <= value
+                        assert tighter, (case, key, precision, output, metric)

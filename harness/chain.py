@@ -265,11 +265,11 @@ class Chain:
     def onnx_file_runner(self, path: str | Path, device: str = "cpu", label: str = "",
                          validate_values: bool = True) -> Runner:
         """A prepared ONNX Runtime runner for any ONNX file (a user's graph, a mutated graph);
-        not memoised: the caller closes it."""
-        from harness.backends.onnxruntime_runner import OrtRunner, ensure_available
-
-        ensure_available(torch.device(device), f"ort-{device}")
-        return OrtRunner(path, device=device, label=label, validate_values=validate_values).prepare()
+        not memoised: the caller closes it (``ort_runner_for_file`` is the memoised one)."""
+        backend = f"ort-{torch.device(device).type}"
+        registry.require(backend)
+        return registry.make_runner(backend, Path(path), device=device, label=label,
+                                    validate_values=validate_values).prepare()
 
     def ort_runtime(self, device: str = "cpu") -> str:
         """``onnxruntime <version> <device>``: what a golden baseline records it was taken with."""
@@ -280,10 +280,8 @@ class Chain:
     def ort_runner_for_file(self, onnx_path: Path, device: str = "cpu", label: str = "file") -> Runner:
         """ONNX Runtime on a graph file that no builder made (a user's graph, a mutated copy); closed
         with the chain."""
-        def make() -> Runner:
-            return registry.make_runner(f"ort-{device}", Path(onnx_path), label=label).prepare()
-
-        return self._once(("ort-file", str(Path(onnx_path).resolve()), device), make)
+        return self._once(("ort-file", str(Path(onnx_path).resolve()), device),
+                          lambda: self.onnx_file_runner(onnx_path, device, label))
 
     def candidate_runner(self, leg: Leg) -> Runner:
         spec = registry.get(leg.candidate)  # an unknown name: BackendUnavailable naming the known ones

@@ -298,6 +298,28 @@ def localise_graph(chain: Chain, target: UserTarget, feed: dict[str, torch.Tenso
                               f"stage errors of {target.path.name} ({nodes}; relative max |error|):")
 
 
+def save_user_replay(chain: Chain, result: UserResult, root: Path, one_folder_per_graph: bool,
+                     model: str | None) -> Path:
+    """Save a user graph's inputs and torch reference, named as the graph names its tensors, with
+    the leg's gates, for Polygraphy and trtexec (``harness.report.replay``): into ``root`` itself,
+    or ``root/<graph stem>/`` when several graphs are checked; a folder already there is never
+    overwritten (``-2``, ``-3`` ... instead). Returns the path of ``commands.sh``."""
+    from harness.report.replay import depth_step_of, save_replay
+
+    target = result.leg.target
+    assert target.binding is not None
+    feed = chain.case_feed(target.case)
+    reference = chain.user_reference_outputs(target.case, model)
+    outputs = target.binding.output_roles()  # graph name -> role
+    replay = save_replay(
+        root / target.stem if one_folder_per_graph else root, onnx_path=target.path,
+        inputs={name: feed[role] for role, name in target.binding.input_roles().items()},
+        reference={name: reference[role] for name, role in outputs.items()},
+        gates={name: dict(result.diffs[role].tolerance) for name, role in outputs.items()},
+        depth_step=depth_step_of(feed["depth_values"]), subject=result.leg.id, on_exists="suffix")
+    return Path(replay.commands)
+
+
 # -- the command -----------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
@@ -342,6 +364,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'leg':<72} {'depth mm^2':>10} {'conf':>10} {'result':>7}")
     failed = 0
     failures: list[str] = []
+    replayed: dict[Path, Path] = {}  # ONNX target -> its replay's commands.sh
     for leg in plan_user_legs(targets, backends):
         try:
             result = run_user_leg(chain, leg, tolerances, args.model, args.io_map)
@@ -358,7 +381,14 @@ def run(args: argparse.Namespace) -> int:
                                   "metrics": {}, "tolerance": {}, "artifact": leg.target.artifact(),
                                   "diagnosis": [str(exc)]})
             continue
-        record.parity.append(result.row())
+        row = result.row()
+        if args.save_polygraphy and leg.target.kind == "onnx" and leg.target.path not in replayed:
+            replayed[leg.target.path] = save_user_replay(chain, result, Path(args.save_polygraphy), len(targets) > 1,
+                                                         args.model)
+            print(f"replay for Polygraphy / trtexec: {replayed[leg.target.path]}")
+        if leg.target.path in replayed:
+            row["replay"] = str(replayed[leg.target.path])
+        record.parity.append(row)
         failed += not result.passed
         print(f"{leg.id:<72} {result.diffs['depth'].metrics['max_sq_err']:>10.3g} "
               f"{result.diffs['photometric_confidence'].metrics['max_sq_err']:>10.3g} "
@@ -403,6 +433,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     check.add_argument("--cache-dir", type=Path, default=None, help="(default: ~/.cache/mvsnet-trt-harness)")
     check.add_argument("--tolerances", type=Path, default=None, help="(default: fixtures/tolerances.toml)")
     check.add_argument("--report-dir", type=Path, default=root / "reports", help="(default: reports/)")
+    check.add_argument("--save-polygraphy", type=Path, default=None, metavar="DIR",
+                       help="write DIR/inputs.json, DIR/reference_outputs.json (Polygraphy's formats, the graph's "
+                            "own tensor names), the raw files trtexec reads and DIR/commands.sh with the leg's gates "
+                            "as Polygraphy and trtexec tolerances; DIR/<graph stem>/ for several graphs "
+                            "(default: none)")
     check.set_defaults(func=run)
     return check
 

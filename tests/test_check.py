@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -320,3 +321,32 @@ def test_probe_copy_exposes_the_warped_volumes_and_the_probability(walkthrough, 
     assert sorted(stages.values()) == ["prob", "warped_1", "warped_2"]  # 3 views: 2 source volumes
     outputs = [o.name for o in onnx.load(str(work / "probe" / "mvsnet-probes.onnx")).graph.output]
     assert outputs[:2] == ["out_depth", "out_confidence"] and set(stages) <= set(outputs)
+
+
+def _polygraphy_replay(commands: Path) -> subprocess.CompletedProcess:
+    """Polygraphy's ONNX Runtime runner on the saved files, through the written commands.sh."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(["bash", str(commands), "onnxrt"], capture_output=True, text=True, env=env, timeout=180,
+                          check=False)
+
+
+@pytest.mark.parametrize(("graph", "status"), [("faithful", 0), ("nearest", 1)])
+def test_polygraphy_replaying_check_s_files_agrees_with_check(walkthrough, work, capsys, graph, status):
+    """The issue's check: `harness check --save-polygraphy DIR` on the article's export and on the
+    same graph with nearest sampling; Polygraphy replays DIR on ONNX Runtime and agrees."""
+    pytest.importorskip("polygraphy", reason="polygraphy not installed (pip install -e '.[polygraphy]')")
+    source = work / "mvsnet.onnx"
+    path = source if graph == "faithful" else edited(source, work / "nearest-replayed.onnx",
+                                                     set_grid_attr("mode", b"nearest"))
+    folder = work / f"replay-{graph}"
+    assert check(work, "--onnx", str(path), "--save-polygraphy", str(folder)) == status
+    out = capsys.readouterr().out
+    assert f"replay for Polygraphy / trtexec: {folder / 'commands.sh'}" in out
+    for name in ("inputs.json", "reference_outputs.json", "commands.sh"):
+        assert (folder / name).is_file(), name
+    inputs = json.loads((folder / "inputs.json").read_text())
+    assert set(inputs[0]) == {"in_imgs", "in_proj_matrices", "in_inverse_proj_matrices", "in_depth_values"}
+    replayed = _polygraphy_replay(folder / "commands.sh")
+    assert (replayed.returncode == 0) is (status == 0), replayed.stdout[-2000:] + replayed.stderr[-2000:]
+    assert ("PASSED" if status == 0 else "FAILED") in replayed.stdout + replayed.stderr

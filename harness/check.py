@@ -170,10 +170,11 @@ class UserResult:
     diagnosis: tuple[str, ...] = ()
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    stage_failed: bool = False  # a stage over its measured limit (counted where measured)
 
     @property
     def passed(self) -> bool:
-        return all(self.diffs.values())
+        return all(self.diffs.values()) and not self.stage_failed
 
     def row(self) -> dict[str, Any]:
         target = self.leg.target
@@ -213,17 +214,29 @@ def run_user_leg(chain: Chain, leg: UserLeg, tolerances: Tolerances, model: str 
     feed = {role: feed_all[role] for role in runner.input_names}
     candidate = runner.infer(feed)
     reference = chain.user_reference_outputs(target.case, model)
-    tolerance = tolerances.lookup(leg.reference, leg.backend, "fp32", OUTPUT_NAMES)
+    case = target.case.name
+    # the case's own gates where they were measured (per-case overrides may only tighten)
+    tolerance = tolerances.lookup(leg.reference, leg.backend, "fp32", OUTPUT_NAMES, case=case)
     depth_values = feed_all["depth_values"]
     diffs = compare(reference, candidate, tolerance, depth_values=depth_values)
+    extra: dict[str, Any] = {}
+    stage_failed = False
+    if (model is None and target.kind == "onnx" and target.binding is not None
+            and tolerances.stages_measured(leg.backend, "fp32", case)):
+        # stage errors count in the verdict where their noise was measured (ONNX Runtime CPU, small)
+        rows, nodes = graph_stages(chain, target, feed, tolerances.stage_limits(leg.backend, "fp32", case))
+        stage_failed = any(not r.passed for r in rows)
+        extra["stages"] = {r.stage: {"relative": r.relative, "limit": r.limit, "passed": r.passed} for r in rows}
     diagnosis: tuple[str, ...] = ()
-    if not all(diffs.values()):
-        diagnosis = tuple(diagnose(chain, leg, runner, feed, tolerance, model))
-    return UserResult(leg, diffs, diagnosis, time.perf_counter() - started)
+    if stage_failed or not all(diffs.values()):
+        diagnosis = tuple(diagnose(chain, leg, runner, feed, tolerance, model,
+                                   tolerances.stage_limits(leg.backend, "fp32", case)))
+    return UserResult(leg, diffs, diagnosis, time.perf_counter() - started, extra, stage_failed)
 
 
 def diagnose(chain: Chain, leg: UserLeg, runner, feed: dict[str, torch.Tensor],  # type: ignore[no-untyped-def]
-             tolerance: dict[str, dict[str, float]], model: str | None) -> list[str]:
+             tolerance: dict[str, dict[str, float]], model: str | None,
+             stage_limits: dict[str, float] | None = None) -> list[str]:
     """Known conversion bugs that explain a failure, each checked by running it, never assumed."""
     target = leg.target
     depth_values = feed["depth_values"]
@@ -258,7 +271,7 @@ def diagnose(chain: Chain, leg: UserLeg, runner, feed: dict[str, torch.Tensor], 
                          f"the projections (it passes with the two swapped). Fix the export's input_names, or gate "
                          f"it as exported with --io-map {fixed}")
     if model is None and target.facts is not None and target.binding is not None:  # probes: the harness's MVSNet
-        table = localise_graph(chain, target, feed)
+        table = localise_graph(chain, target, feed, stage_limits)
         if table:
             notes.append(table)
     if not notes:
@@ -268,19 +281,21 @@ def diagnose(chain: Chain, leg: UserLeg, runner, feed: dict[str, torch.Tensor], 
     return notes
 
 
-def localise_graph(chain: Chain, target: UserTarget, feed: dict[str, torch.Tensor]) -> str:
-    """Stage table of the user's graph against the harness MVSNet's probes (ONNX Runtime CPU):
-    the first of warped source volumes / probability volume whose error exceeds [stages].fp32."""
+def graph_stages(chain: Chain, target: UserTarget, feed: dict[str, torch.Tensor],
+                 limit: float | dict[str, float]) -> tuple[list[Any], str]:
+    """The user's graph stage by stage against the harness MVSNet's probes (ONNX Runtime CPU, a
+    probe copy exposing the GridSample and Softmax outputs): the StageError rows and which node
+    gave each stage; no rows when the graph exposes none."""
     import tempfile
 
-    from harness.localize import localisation_table, stage_errors
+    from harness.localize import stage_errors
 
     assert target.binding is not None
     with tempfile.TemporaryDirectory(prefix="harness-probe-") as folder:
         probe = Path(folder) / f"{target.stem}-probes.onnx"
         stages = probe_graph(target.path, probe)
         if not stages:
-            return ""
+            return [], ""
         roles = target.binding.input_roles()
         values = chain.user_onnx_all_outputs(probe, {roles[r]: t.cpu() for r, t in feed.items()})
     reference = chain.user_reference_stages(target.case)
@@ -291,11 +306,40 @@ def localise_graph(chain: Chain, target: UserTarget, feed: dict[str, torch.Tenso
             candidate[stage] = values[name].float().reshape(ref.shape)  # GridSample's [B, C, D*h, w] view
     wanted = {k: v for k, v in reference.items() if k in candidate}
     if not wanted:
-        return ""
-    limit = Tolerances.load().stage_limit("fp32")
+        return [], ""
     nodes = ", ".join(f"{stage} = {name}" for name, stage in stages.items() if stage in candidate)
-    return localisation_table(stage_errors(wanted, candidate, limit),
-                              f"stage errors of {target.path.name} ({nodes}; relative max |error|):")
+    return stage_errors(wanted, candidate, limit), nodes
+
+
+def localise_graph(chain: Chain, target: UserTarget, feed: dict[str, torch.Tensor],
+                   limit: float | dict[str, float] | None = None) -> str:
+    """Stage table of the user's graph against the harness MVSNet's probes: the first of warped
+    source volumes / probability volume whose error exceeds its limit ([stages].fp32 unless given)."""
+    from harness.localize import localisation_table
+
+    rows, nodes = graph_stages(chain, target, feed, Tolerances.load().stage_limit("fp32") if limit is None else limit)
+    if not rows:
+        return ""
+    return localisation_table(rows, f"stage errors of {target.path.name} ({nodes}; relative max |error|):")
+
+
+def audit_user_graph(target: UserTarget) -> list[str]:
+    """The precision audit (harness.convert.precision) of a user's ONNX graph against MVSNet's
+    FP32 regions, its tensors found through the graph's binding: an empty list when every region
+    stays FP32 (and, for a graph with no FP16 tensor at all, no weight was stored through FP16),
+    else one line per finding."""
+    import onnx
+
+    from harness.convert.graph import FLOAT_TYPES, LOW_PRECISION, tensor_types
+    from harness.convert.precision import audit_precision
+    from harness.model.precision import FP32_REGIONS
+
+    assert target.binding is not None
+    names = {**target.binding.input_roles(), **{role: name for name, role in target.binding.output_roles().items()}}
+    model = onnx.load(str(target.path))
+    mixed = any(t in LOW_PRECISION for t in tensor_types(model).values() if t in FLOAT_TYPES)
+    audit = audit_precision(model, FP32_REGIONS, names, whole_graph=not mixed)
+    return [f.row() for f in audit.findings]
 
 
 def save_user_replay(chain: Chain, result: UserResult, root: Path, one_folder_per_graph: bool,
@@ -354,6 +398,8 @@ def run(args: argparse.Namespace) -> int:
         "case": args.case, "io_map": args.io_map, "align_corners": args.align_corners, "device": str(chain.device)})
     print(f"weights {chain.weights_path.name}  scene {args.scene or 'bundled synthetic-000'}  device {chain.device}  "
           f"reference torch-fp32 ({reference})")
+    failed = 0
+    failures: list[str] = []
     for target in targets:
         facts = f": {target.facts.summary()}" if target.facts else ""
         print(f"{target.kind} {target.path}{facts}")
@@ -361,9 +407,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {note}")
         record.artifacts.append(target.artifact())
         record.notes += [f"{target.path.name}: {n}" for n in target.notes]
+        if target.kind == "onnx" and target.binding is not None:
+            findings = audit_user_graph(target)
+            verdict = ("FP32 regions intact (projection and grid, GridSample, variance, softmax and regression)"
+                       if not findings else f"FAIL: {len(findings)} FP32-only operations in or through FP16")
+            print(f"  precision audit: {verdict}")
+            record.notes.append(f"{target.path.name}: precision audit: {verdict}")
+            if findings:
+                failed += 1
+                failures.append("\n".join([f"FAIL precision audit of {target.path.name}: FP32-only operations run in "
+                                           "or are rounded through FP16 (keep them FP32: explicit Casts around them, "
+                                           "or exclude them from AutoCast)", *("  -> " + f for f in findings[:8])]))
     print(f"{'leg':<72} {'depth mm^2':>10} {'conf':>10} {'result':>7}")
-    failed = 0
-    failures: list[str] = []
     replayed: dict[Path, Path] = {}  # ONNX target -> its replay's commands.sh
     for leg in plan_user_legs(targets, backends):
         try:

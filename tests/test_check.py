@@ -350,3 +350,32 @@ def test_polygraphy_replaying_check_s_files_agrees_with_check(walkthrough, work,
     replayed = _polygraphy_replay(folder / "commands.sh")
     assert (replayed.returncode == 0) is (status == 0), replayed.stdout[-2000:] + replayed.stderr[-2000:]
     assert ("PASSED" if status == 0 else "FAILED") in replayed.stdout + replayed.stderr
+
+
+ARTICLE_NAMES = {"imgs": "in_imgs", "proj_matrices": "in_proj_matrices",
+                 "inverse_proj_matrices": "in_inverse_proj_matrices", "depth_values": "in_depth_values",
+                 "depth": "out_depth", "photometric_confidence": "out_confidence"}
+
+
+@pytest.mark.parametrize(("name", "status"), [
+    # bugs below the shared gates: caught by the case's own gates, the stage gates, the precision audit
+    ("bn-epsilon", 1), ("bias-x1.01-last-feature-conv", 1), ("depth-values-offset-regression", 1),
+    ("all-weights-fp16", 1), ("softmax-fp16", 1),
+    ("identity-inserted", 0), ("views-swapped-consistently", 0),  # benign rewrites pass
+])
+def test_catalogue_bugs_in_the_articles_export_fail_check_and_benign_rewrites_pass(walkthrough, work, capsys,
+                                                                                    name, status):
+    """Issue 15's check on a user's graph: the mutation catalogue applied to the article's export
+    (its tensor names mapped), judged by `harness check` alone."""
+    from harness.mutate import CATALOGUE
+
+    example = walkthrough[0]
+    mutation = CATALOGUE[name]
+    source = work / "mvsnet.onnx"
+    if mutation.variant == "raw":
+        source = work / "mvsnet-unsimplified.onnx"
+        if not source.exists():
+            example.export(source, "small", simplify=False)
+    path = work / f"mutated-{name}.onnx"
+    onnx.save(mutation(onnx.load(str(source)), ARTICLE_NAMES), str(path))
+    assert check(work, "--onnx", str(path)) == status, capsys.readouterr().out[-3000:]

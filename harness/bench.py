@@ -20,6 +20,7 @@ import torch
 
 from harness.backends import registry
 from harness.backends.base import Runner
+from harness.backends.onnxruntime_runner import ort_backend
 from harness.chain import Chain
 from harness.compare import compare
 from harness.data.cases import get_case
@@ -94,9 +95,9 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
     feed = chain.workaround_feed(spec.case, spec.workaround)
     if family == "ort":
         target, _, graph = rest.partition("-")
-        name = {"fp16": f"ort-{target}-fp16", "default": "ort-cuda-default"}.get(graph, f"ort-{target}")
-        registry.require(f"ort-{target}")  # what is missing is the runtime on that device
+        registry.require(ort_backend(target))  # what is missing is the runtime on that device
         precision = "fp16" if graph == "fp16" else "fp32"
+        name = ort_backend(target, precision, "default" if graph == "default" else "strict")
         variant = "simplified" if graph in ("simplified", "fp16", "default") else "raw"
         artifact = chain.onnx(spec.case, spec.workaround, spec.exporter, variant, precision, dynamic)
         return registry.make_runner(name, artifact.path, label=graph, validate_values=False, tuned=True), feed

@@ -249,8 +249,9 @@ class Chain:
 
     def ort_runner(self, case: str, workaround: str, exporter: str, variant: str, device: str,
                    precision: str = "fp32", cuda_options: str = "strict") -> Runner:
-        name = f"ort-{device}" + ("-default" if cuda_options == "default" else "") + (
-            "-fp16" if precision == "fp16" else "")
+        from harness.backends.onnxruntime_runner import ort_backend
+
+        name = ort_backend(device, precision, cuda_options)
 
         def make() -> Runner:
             registry.require(name)  # before any export work

@@ -65,13 +65,9 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _leg_line(leg_id: str, diffs: dict, result: str) -> str:  # type: ignore[type-arg]
-    gates = "   ".join(f"{name}: {diff.gate_text()}" for name, diff in diffs.items())
-    return f"{leg_id:<72} {gates}   {result}"
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.chain import VARIANTS, ChainConfig, plan_legs, run_leg
+    from harness.compare import LEG_HEADER, leg_line
     from harness.convert.onnx_export import EXPORTERS
     from harness.convert.workarounds import EXPORTABLE
     from harness.data.cases import CASES
@@ -118,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     print(f"FAIL reference torch-fp32 on {case}: {reason}")
                     record.notes.append(f"FAIL reference torch-fp32 on {case}: {reason}")
                 failed += bool(reasons)
-            print(f"{'leg':<72} gated metric and its limit, per output   result")
+            print(LEG_HEADER)
             for leg in legs:
                 if leg.candidate in skipped:
                     continue
@@ -134,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 row["seconds"] = round(time.perf_counter() - started, 2)
                 record.parity.append(row)
                 failed += not result.passed
-                print(_leg_line(leg.id, result.diffs, "ok" if result.passed else "FAIL"))
+                print(leg_line(leg.id, result.diffs, result.passed))
     except Interrupted as exc:
         interrupted = exc
         record.config["incomplete"] = True

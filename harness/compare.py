@@ -96,6 +96,16 @@ class OutputDiff:
         return f"{self.name:<24} {verdict:<8} {gated}"
 
 
+#: The console's parity table (the main job and the pytest summary print the same lines).
+LEG_HEADER = f"{'leg':<72} gated metric and its limit, per output   result"
+
+
+def leg_line(leg_id: str, diffs: Mapping[str, OutputDiff], passed: bool) -> str:
+    """One leg of the parity table: each output's gated metrics with their limits, then the verdict."""
+    gates = "   ".join(f"{name}: {diff.gate_text()}" for name, diff in diffs.items())
+    return f"{leg_id:<72} {gates}   {'ok' if passed else 'FAIL'}"
+
+
 def _abs_stats(diff: torch.Tensor) -> dict[str, float]:
     flat = diff.abs().flatten()
     if flat.numel() == 0:

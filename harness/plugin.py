@@ -578,14 +578,14 @@ class SessionReporter:
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:
         tr = terminalreporter
         if self.results.parity:
-            from harness.compare import OutputDiff
+            from harness.compare import LEG_HEADER, OutputDiff, leg_line
 
             tr.section("harness parity (vs torch strict FP32: each output's gated metric and its limit)")
-            tr.write_line(f"{'leg':<72} gated metric and its limit, per output   result")
+            tr.write_line(LEG_HEADER)
             for row in sorted(self.results.parity, key=lambda r: str(r["id"])):
-                gates = "   ".join(f"{name}: {OutputDiff(name, m, row.get('tolerance', {}).get(name, {})).gate_text()}"
-                                   for name, m in row["metrics"].items())
-                tr.write_line(f"{row['id']:<72} {gates}   {'ok' if row['passed'] else 'FAIL'}")
+                diffs = {name: OutputDiff(name, m, row.get("tolerance", {}).get(name, {}))
+                         for name, m in row["metrics"].items()}
+                tr.write_line(leg_line(row["id"], diffs, row["passed"]))
         for row in self.results.parity:
             if not row["passed"] and (row.get("replay") or row.get("replay_error")):
                 tr.write_line(f"replay of {row['id']}: {row.get('replay') or row.get('replay_error')}")

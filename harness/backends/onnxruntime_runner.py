@@ -249,6 +249,13 @@ def _ort(device: str, cuda_options: CudaOptions = "strict"):  # type: ignore[no-
     return make
 
 
+def ort_backend(device: str, graph_precision: str = "fp32", cuda_options: str = "strict") -> str:
+    """The registry name of ONNX Runtime on ``device`` for a graph precision and option set
+    (``ort-cpu``, ``ort-cuda-fp16``, ``ort-cuda-default`` ...)."""
+    return (f"ort-{torch.device(device).type}" + ("-default" if cuda_options == "default" else "")
+            + ("-fp16" if graph_precision == "fp16" else ""))
+
+
 CPU_FIX = "pip install onnxruntime"
 CUDA_FIX = "run on a machine with an NVIDIA GPU and pip install onnxruntime-gpu (a build matching your CUDA)"
 BACKENDS = (

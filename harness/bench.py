@@ -33,9 +33,13 @@ from harness.tolerances import Tolerances
 if TYPE_CHECKING:
     from harness.convert.engine import EngineArtifact
 
-CUDA_BACKENDS = ("torch-fp32", "torch-tf32", "torch-fp16", "torch-fast-fp16", "ort-cuda-raw", "ort-cuda-simplified",
-                 "ort-cuda-default", "ort-cuda-fp16", "trt-fp32", "trt-tf32", "trt-fp16")
-CPU_BACKENDS = ("torch-fp32", "ort-cpu-raw", "ort-cpu-simplified")
+#: Every backend that consumes the torch model is timed as declared in the registry (a new one,
+#: e.g. ``torch-aoti``, is timed without an edit here); ONNX Runtime is timed per graph.
+MODEL_BACKENDS = registry.names(consumes="model")
+CUDA_BACKENDS = (*MODEL_BACKENDS, "ort-cuda-raw", "ort-cuda-simplified", "ort-cuda-default", "ort-cuda-fp16",
+                 "trt-fp32", "trt-tf32", "trt-fp16")
+CPU_BACKENDS = (*(name for name in MODEL_BACKENDS if registry.get(name).device == "cpu"),
+                "ort-cpu-raw", "ort-cpu-simplified")
 BASELINE = "torch-fp32"
 #: Timed for comparison, parity reported but not asserted by the benchmark suite: autocast runs
 #: the sampling-grid projection in FP16 (H100/H200: depth p99 3.6 mm at the seed shape, NaN at
@@ -53,6 +57,8 @@ class BenchSpec:
 
     @property
     def precision(self) -> str:
+        if self.backend in MODEL_BACKENDS:
+            return registry.get(self.backend).precision
         if self.backend.endswith("fp16"):
             return "fp16"
         # ort-cuda-default: ONNX Runtime as shipped allows TF32
@@ -89,9 +95,9 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
     device = chain.device
     dynamic = is_dynamic(chain, spec)
     family, _, rest = spec.backend.partition("-")
-    if family == "torch":
-        return registry.make_runner(spec.backend, chain.model, device=device, validate_values=False), \
-            chain.reference_feed(spec.case)
+    if spec.backend in MODEL_BACKENDS:
+        return registry.make_runner(spec.backend, chain.model, device=device, validate_values=False,
+                                    **chain.model_context(spec.backend)), chain.reference_feed(spec.case)
     feed = chain.workaround_feed(spec.case, spec.workaround)
     if family == "ort":
         target, _, graph = rest.partition("-")

@@ -242,10 +242,16 @@ class Chain:
                           lambda: registry.make_runner(f"torch-{precision}", self.model, device=dev,
                                                        with_inverse=with_inverse).prepare())
 
+    def model_context(self, name: str) -> dict[str, Any]:
+        """What backend ``name`` asks of the chain besides the model (its spec's ``context``)."""
+        known = {"cache_dir": self.cache.root, "model_digest": self.export_digest}
+        return {key: known[key] for key in registry.get(name).context}
+
     def model_runner(self, name: str, **settings: Any) -> Runner:
         """A backend that consumes the torch model (e.g. ``torch-fast-fp16``), on the chain's device."""
         return self._once(("model", name, tuple(sorted(settings.items()))),
-                          lambda: registry.make_runner(name, self.model, device=self.device, **settings).prepare())
+                          lambda: registry.make_runner(name, self.model, device=self.device,
+                                                       **{**self.model_context(name), **settings}).prepare())
 
     def ort_runner(self, case: str, workaround: str, exporter: str, variant: str, device: str,
                    precision: str = "fp32", cuda_options: str = "strict") -> Runner:

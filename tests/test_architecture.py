@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 HARNESS = Path(__file__).resolve().parents[1] / "harness"
 #: Modules of the bottom layers and what they may import from the harness.
 LOW_LAYERS = ("harness.errors", "harness.model", "harness.data", "harness.compare", "harness.timing",
@@ -125,3 +127,28 @@ def test_every_declared_backend_has_a_tolerance_table():
     tolerances = Tolerances.load()
     for name, spec in registry.specs().items():
         tolerances.lookup("torch-fp32", name, spec.precision, ("depth", "photometric_confidence"))
+
+
+def code_strings(path: Path) -> list[tuple[int, str]]:
+    """String constants of a module's code (docstrings left out: prose may name anything)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)
+                  and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)}
+    return [(node.lineno, node.value) for node in ast.walk(tree) if isinstance(node, ast.Constant)
+            and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+@pytest.mark.parametrize("backend, module", [("torch-aoti", "aoti_runner.py"), ("torch-fast-fp16", "torch_runner.py")])
+def test_a_backend_is_one_module(backend, module):
+    """Adding ``torch-aoti`` and making ``torch-fast-fp16`` a gate candidate touched one module each
+    (plus tolerances): no other code in harness/ names them; the gate, the main job, bench and
+    doctor reach them through the registry."""
+    named = [f"{path.relative_to(HARNESS.parent)}:{line}" for path in HARNESS.rglob("*.py") if path.name != module
+             for line, text in code_strings(path) if backend in text]
+    assert named == []
+
+
+def test_the_one_module_check_can_fail(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text('"""torch-aoti in prose is fine."""\nBENCH = ("torch-aoti",)\n', encoding="utf-8")
+    assert [text for _, text in code_strings(source)] == ["torch-aoti"]

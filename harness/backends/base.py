@@ -131,6 +131,9 @@ class BackendSpec:
         available: ``() -> None`` when it can run here, else the missing piece (a skip reason).
         candidate: compared with the reference in the parity gate and the main job.
         fix: what to do when ``available()`` names a missing piece.
+        context: what else its runner takes from the chain that makes it, by name: ``cache_dir``
+            (the artifact cache's folder), ``model_digest`` (what identifies the model's
+            function: weights and settings). A backend that caches its own artifact asks for both.
     """
 
     name: str
@@ -143,3 +146,4 @@ class BackendSpec:
     candidate: bool = True
     settings: Mapping[str, Any] = field(default_factory=dict)  # fixed constructor settings
     fix: str | None = None
+    context: tuple[str, ...] = ()

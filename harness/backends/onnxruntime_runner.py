@@ -258,6 +258,9 @@ def ort_backend(device: str, graph_precision: str = "fp32", cuda_options: str = 
 
 CPU_FIX = "pip install onnxruntime"
 CUDA_FIX = "run on a machine with an NVIDIA GPU and pip install onnxruntime-gpu (a build matching your CUDA)"
+#: Where this module's backends are listed among the registry's (harness.backends.registry).
+ORDER = 20
+
 BACKENDS = (
     BackendSpec("ort-cpu", "onnx", "fp32", "cpu", _ort("cpu"), _missing("cpu"), graph="fp32", fix=CPU_FIX),
     BackendSpec("ort-cuda", "onnx", "fp32", "cuda", _ort("cuda"), _missing("cuda"), graph="fp32", fix=CUDA_FIX),

@@ -5,21 +5,38 @@ device, availability, how to make its runner); this module collects them. Every 
 chain, and through it the pytest gate, the main job, bench, the property suite, localisation,
 the bring-your-own check) gets its runners from ``make_runner``; no other module outside
 ``harness/backends/`` constructs a runner. Adding a backend is one module with a ``BACKENDS``
-table (listed in ``MODULES`` below) plus its tolerance table in fixtures/tolerances.toml.
+table (found by ``backend_modules`` below) plus its tolerance table in fixtures/tolerances.toml.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
+from types import ModuleType
 from typing import Any
 
 from harness.backends.base import BackendSpec, Consumes, Runner
 from harness.errors import BackendUnavailable
 
-#: The modules that declare backends, in the order their backends are listed.
-MODULES = ("harness.backends.torch_runner", "harness.backends.onnxruntime_runner", "harness.backends.tensorrt_runner")
+#: The package whose modules declare backends: every module in it with a ``BACKENDS`` table is a
+#: backend module, found without a list to edit. Modules are taken by their ``ORDER`` (default
+#: 100: after the built-in ones), then by name; that order is the order backends are listed in.
+PACKAGE = "harness.backends"
 
 _SPECS: dict[str, BackendSpec] | None = None
+
+
+def backend_modules() -> list[ModuleType]:
+    """The modules of ``PACKAGE`` that declare ``BACKENDS``, in listing order."""
+    package = importlib.import_module(PACKAGE)
+    found = []
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name == "registry":
+            continue
+        module = importlib.import_module(f"{PACKAGE}.{info.name}")
+        if hasattr(module, "BACKENDS"):
+            found.append(module)
+    return sorted(found, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
 def specs() -> dict[str, BackendSpec]:
@@ -27,10 +44,10 @@ def specs() -> dict[str, BackendSpec]:
     global _SPECS
     if _SPECS is None:
         found: dict[str, BackendSpec] = {}
-        for module in MODULES:
-            for spec in importlib.import_module(module).BACKENDS:
+        for module in backend_modules():
+            for spec in module.BACKENDS:
                 if spec.name in found:
-                    raise AssertionError(f"backend {spec.name} declared twice ({module})")
+                    raise AssertionError(f"backend {spec.name} declared twice ({module.__name__})")
                 found[spec.name] = spec
         _SPECS = found
     return _SPECS

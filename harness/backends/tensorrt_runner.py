@@ -295,6 +295,9 @@ def _trt(precision: str):  # type: ignore[no-untyped-def]
     return make
 
 
+#: Where this module's backends are listed among the registry's (harness.backends.registry).
+ORDER = 30
+
 BACKENDS = (
     BackendSpec("trt-fp32", "engine", "fp32", "cuda", _trt("fp32"), _missing, graph="fp32"),  # TF32 cleared
     BackendSpec("trt-tf32", "engine", "tf32", "cuda", _trt("tf32"), _missing, graph="fp32"),

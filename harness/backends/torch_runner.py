@@ -180,6 +180,9 @@ def _fast(model: MVSNet, **settings: Any) -> TorchFastRunner:
     return TorchFastRunner(model, settings.pop("device", "cuda"), half=True, **settings)
 
 
+#: Where this module's backends are listed among the registry's (harness.backends.registry).
+ORDER = 0
+
 BACKENDS = (
     # the reference, and PyTorch's own reduced-precision modes (bench and attribution hops)
     BackendSpec("torch-fp32", "model", "fp32", "cpu", _eager("fp32"), lambda: None, candidate=False),

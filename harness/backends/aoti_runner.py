@@ -1,0 +1,224 @@
+"""torch.export + AOTInductor: the model compiled ahead of time into a ``.pt2`` package,
+PyTorch's own deployment artifact (what a user ships instead of a TensorRT engine).
+
+The runner consumes the torch model. At its first call for a feed shape it exports the original
+three-input call (``torch.inverse`` stays inside: torch.export handles it, unlike ONNX), compiles
+the exported program with AOTInductor into a package cached on disk by content (the model's
+digest, the shapes, the device, torch's version) and loads it. ``aten.grid_sampler`` is lowered
+to ``grid_sampler_2d`` first: left to Inductor's decomposition on CUDA it becomes
+``cudnn_grid_sampler``, which has no AOTInductor C shim (a proxy-executor fallback).
+
+Loading a package runs native code that can take the process down (on the H200 used here,
+torch 2.11+cu130, loading any CUDA package segfaults, even a one-convolution model's). So every
+freshly built package is first loaded and run once in a child process; a crash there is recorded
+with the cache entry and raised as ``BackendUnavailable`` (a skip with that reason), and a later
+session hits the recorded verdict without compiling again.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.backends.base import BackendSpec, Runner
+from harness.convert.cache import ArtifactCache
+from harness.convert.workarounds import INPUTS_WITHOUT_INVERSE
+from harness.errors import BackendUnavailable
+
+NAME = "torch-aoti"
+#: What the child process does with a package: load it, run it once on the saved feed, say each
+#: stage on stdout so that a crash names the stage it died in.
+_CHECK = """
+import sys, torch
+print("stage load", flush=True)
+fn = torch._inductor.aoti_load_package(sys.argv[1])
+print("stage run", flush=True)
+feed = torch.load(sys.argv[2])
+fn(*feed)
+if torch.cuda.is_available():
+    torch.cuda.synchronize()
+print("stage done", flush=True)
+"""
+CHECK_TIMEOUT_S = 600.0
+
+
+def _compiler() -> str | None:
+    """The C++ compiler AOTInductor would call ($CXX, else the first of g++, c++, clang++)."""
+    wanted = os.environ.get("CXX")
+    if wanted:
+        return shutil.which(wanted)
+    return next((found for name in ("g++", "c++", "clang++") if (found := shutil.which(name))), None)
+
+
+def aoti_missing() -> str | None:
+    """None when a package can be built here, else what is missing."""
+    try:
+        import torch._inductor  # noqa: F401
+        from torch._inductor import aoti_compile_and_package  # noqa: F401
+    except ImportError as exc:
+        return f"torch {torch.__version__} has no AOTInductor ({exc})"
+    if _compiler() is None:
+        return "no C++ compiler for AOTInductor ($CXX, g++, c++ or clang++ on PATH)"
+    return None
+
+
+def _grid_sampler_2d(input: torch.Tensor, grid: torch.Tensor, interpolation_mode: int, padding_mode: int,
+                     align_corners: bool) -> torch.Tensor:
+    return torch.ops.aten.grid_sampler_2d.default(input, grid, interpolation_mode, padding_mode, align_corners)
+
+
+def describe_crash(returncode: int, stages: list[str]) -> str:
+    """``loading the package crashed the process (SIGSEGV)``-style text from a child's end."""
+    stage = stages[-1] if stages else "start"
+    doing = {"start": "starting the check", "load": "loading the package", "run": "running the package"}.get(stage, stage)
+    if returncode < 0:
+        try:
+            how = signal.Signals(-returncode).name
+        except ValueError:
+            how = f"signal {-returncode}"
+    else:
+        how = f"exit status {returncode}"
+    return f"{doing} crashed the process ({how})"
+
+
+class AotiRunner(Runner):
+    """The model as an AOTInductor package on ``device``.
+
+    Args:
+        model: the network (copied when it lives on another device).
+        device: ``cpu`` or ``cuda[:i]``.
+        cache_dir: the artifact cache; None: the harness's default cache.
+        model_digest: what identifies the model's function (weights and settings); None: the
+            package is compiled into a temporary folder, not cached.
+        load_check: load and run each freshly built package in a child process first.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
+                 model_digest: str | None = None, load_check: bool = True, validate_values: bool = True) -> None:
+        super().__init__(validate_values)
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable(NAME, "no CUDA device", "run on a machine with an NVIDIA GPU, or with --harness-device cpu")
+        missing = aoti_missing()
+        if missing:
+            raise BackendUnavailable(NAME, missing, "install a C++ compiler (e.g. apt install g++) or set $CXX")
+        self.source = model
+        self.cache = ArtifactCache(cache_dir) if model_digest is not None else None
+        self.model_digest = model_digest
+        self.load_check = load_check
+        self.input_names = INPUTS_WITHOUT_INVERSE
+        self.name = NAME
+        self._packages: dict[tuple[tuple[int, ...], ...], Any] = {}
+        self._facts: dict[str, Any] = {}
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+
+    def _prepare(self) -> None:
+        on_device = next(self.source.parameters()).device
+        self.model = self.source if on_device == self.device else copy.deepcopy(self.source).to(self.device)
+        self.model.eval()
+
+    def _close(self) -> None:
+        self._packages.clear()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
+    # -- building ----------------------------------------------------------------------------
+    def _fields(self, args: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+        return {"model": self.model_digest, "shapes": [list(a.shape) for a in args], "dtype": "float32",
+                "device": self.device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
+                "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+                "grid_sampler": "grid_sampler_2d", "format": 1}
+
+    def _build(self, args: tuple[torch.Tensor, ...], path: Path) -> dict[str, Any]:
+        started = time.perf_counter()
+        with torch.no_grad():
+            exported = torch.export.export(self.model, args)
+        table = torch.export.default_decompositions()
+        table[torch.ops.aten.grid_sampler.default] = _grid_sampler_2d
+        exported = exported.run_decompositions(table)
+        export_s = time.perf_counter() - started
+        started = time.perf_counter()
+        torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
+        facts: dict[str, Any] = {"export_seconds": round(export_s, 3), "compile_seconds": round(time.perf_counter() - started, 3),
+                                 "package_mib": round(path.stat().st_size / 2**20, 3)}
+        if self.load_check:
+            facts["load_check"] = self._check_in_child(path, args)
+        return facts
+
+    def _check_in_child(self, path: Path, args: tuple[torch.Tensor, ...]) -> str:
+        """``ok``, or what crashed, from loading and running the package in a child process."""
+        with tempfile.TemporaryDirectory(prefix="harness-aoti-") as scratch:
+            feed = Path(scratch) / "feed.pt"
+            torch.save(tuple(a.detach() for a in args), feed)
+            try:
+                done = subprocess.run([sys.executable, "-c", _CHECK, str(path), str(feed)], capture_output=True,
+                                      text=True, timeout=CHECK_TIMEOUT_S, check=False)
+            except subprocess.TimeoutExpired:
+                return f"loading and running the package took over {CHECK_TIMEOUT_S:.0f} s"
+        stages = [line.split(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith("stage ")]
+        if done.returncode == 0 and stages[-1:] == ["done"]:
+            return "ok"
+        tail = [line for line in done.stderr.strip().splitlines() if line.strip()][-1:]
+        return describe_crash(done.returncode, stages) + (f": {tail[0][:300]}" if tail and done.returncode > 0 else "")
+
+    def _package(self, args: tuple[torch.Tensor, ...]) -> Any:
+        shapes = tuple(tuple(a.shape) for a in args)
+        if shapes in self._packages:
+            return self._packages[shapes]
+        if self.cache is not None:
+            entry = self.cache.get_or_build("aoti", self._fields(args), "model.pt2", lambda p: self._build(args, p))
+            path, facts = entry.path, {k: entry.meta.get(k) for k in ("export_seconds", "compile_seconds", "package_mib", "load_check")}
+            facts.update(cache=entry.status, package_sha256=entry.sha256[:16])
+        else:
+            if self._scratch is None:
+                self._scratch = tempfile.TemporaryDirectory(prefix="harness-aoti-")
+            path = Path(self._scratch.name) / f"model-{len(self._packages)}.pt2"
+            facts = {**self._build(args, path), "cache": "none (no model digest)"}
+        self._facts = facts
+        verdict = facts.get("load_check")
+        if verdict not in (None, "ok"):
+            raise BackendUnavailable(
+                NAME, f"{verdict} with torch {torch.__version__} on {self._device_text()} (a known limitation of this "
+                f"torch build: see README, 'torch-aoti'); package {path}",
+                "use another torch build (the CPU leg runs), or delete the cache entry to check again")
+        self._packages[shapes] = torch._inductor.aoti_load_package(str(path))
+        return self._packages[shapes]
+
+    def _device_text(self) -> str:
+        if self.device.type != "cuda":
+            return "cpu"
+        return f"{torch.cuda.get_device_name(self.device)} (CUDA {torch.version.cuda})"
+
+    # -- inference ---------------------------------------------------------------------------
+    def _infer(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        args = tuple(feed[name] for name in self.input_names)
+        out = self._package(args)(*args)
+        if not isinstance(out, dict):  # older torch: outputs flattened in the model's order
+            out = dict(zip(("depth", "photometric_confidence"), out, strict=True))
+        return {k: v.float() for k, v in out.items()}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "runtime": "torch.export + AOTInductor", "torch": torch.__version__,
+                "precision": "fp32", "inverse": "torch.inverse (exported)", **self._facts}
+
+
+def _make(model: torch.nn.Module, **settings: Any) -> AotiRunner:
+    return AotiRunner(model, settings.pop("device", "cpu"), **settings)
+
+
+BACKENDS = (
+    # PyTorch's own ahead-of-time deployment path; runs where the chain runs (CPU or CUDA)
+    BackendSpec(NAME, "model", "fp32", "cpu", _make, aoti_missing, context=("cache_dir", "model_digest"),
+                fix="install a C++ compiler (e.g. apt install g++) or set $CXX"),
+)

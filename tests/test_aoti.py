@@ -1,0 +1,98 @@
+"""torch-aoti: the model through torch.export and AOTInductor into a cached .pt2 package, a
+backend declared in one module (harness/backends/aoti_runner.py) and reached by every front
+through the registry. A one-convolution model keeps the compiles short here; the MVSNet leg
+itself runs in suites/test_parity.py and suites/test_benchmark.py."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+import torch
+
+from harness.backends import aoti_runner, registry
+from harness.bench import CPU_BACKENDS, CUDA_BACKENDS, BenchSpec
+from harness.chain import CANDIDATES, MODEL_LEG, Chain, ChainConfig, Leg, plan_legs
+from harness.errors import BackendUnavailable
+
+pytestmark = pytest.mark.skipif(aoti_runner.aoti_missing() is not None,
+                                reason=f"torch-aoti: {aoti_runner.aoti_missing()}")
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+def test_declared_once_and_reached_by_every_front():
+    spec = registry.get("torch-aoti")
+    assert (spec.consumes, spec.precision, spec.candidate) == ("model", "fp32", True)
+    assert "torch-aoti" in CANDIDATES and "torch-aoti" in CPU_BACKENDS and "torch-aoti" in CUDA_BACKENDS
+    assert BenchSpec("torch-aoti", "small").precision == "fp32"
+    # a model consumer is one leg per case, never crossed with graph variants or exporters
+    legs = plan_legs(("small", "seed"), ("precomputed", "closed_form"), ("torchscript", "dynamo"),
+                     ("raw", "simplified"), ("torch-aoti",))
+    assert legs == [Leg("torch-aoti", *MODEL_LEG, "small"), Leg("torch-aoti", *MODEL_LEG, "seed")]
+
+
+def test_the_chain_hands_it_the_cache_and_the_model_digest(tmp_path):
+    chain = Chain(ChainConfig(device="cpu", cache_dir=tmp_path))
+    assert chain.model_context("torch-aoti") == {"cache_dir": tmp_path, "model_digest": chain.export_digest}
+    assert chain.model_context("torch-fp32") == {}
+
+
+def test_package_matches_eager_and_is_cached_by_content(tmp_path, monkeypatch):
+    model, x = Tiny().eval(), torch.rand(1, 3, 16, 16)
+    runner = aoti_runner.AotiRunner(model, cache_dir=tmp_path, model_digest="tiny-1").prepare()
+    out = runner._package((x,))(x)
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    assert torch.allclose(out, model(x), atol=1e-5)
+    facts = runner.describe()
+    assert facts["cache"] == "miss" and facts["load_check"] == "ok" and facts["package_mib"] > 0
+    # a second runner (a later session) hits the package: no export, no compile
+    monkeypatch.setattr(aoti_runner.AotiRunner, "_build", lambda *a: pytest.fail("rebuilt a cached package"))
+    again = aoti_runner.AotiRunner(model, cache_dir=tmp_path, model_digest="tiny-1").prepare()
+    again._package((x,))
+    assert again.describe()["cache"] == "hit"
+    assert again.describe()["package_sha256"] == facts["package_sha256"]
+
+
+def test_a_package_that_crashes_its_loader_is_a_skip_with_the_stage_and_signal(tmp_path, monkeypatch):
+    # what the H200 image does (torch 2.11+cu130 segfaults loading any CUDA package), played on the CPU
+    monkeypatch.setattr(aoti_runner, "_CHECK",
+                        "import os, signal; print('stage load', flush=True); os.kill(os.getpid(), signal.SIGSEGV)")
+    model, x = Tiny().eval(), torch.rand(1, 3, 16, 16)
+    runner = aoti_runner.AotiRunner(model, cache_dir=tmp_path, model_digest="tiny-crash").prepare()
+    with pytest.raises(BackendUnavailable, match=r"loading the package crashed the process \(SIGSEGV\)") as caught:
+        runner._package((x,))
+    assert caught.value.backend == "torch-aoti" and "torch " + torch.__version__ in caught.value.missing
+    # the verdict is stored with the package: a later session skips at once, without compiling
+    monkeypatch.setattr(aoti_runner.AotiRunner, "_build", lambda *a: pytest.fail("rebuilt a cached package"))
+    with pytest.raises(BackendUnavailable, match="SIGSEGV"):
+        aoti_runner.AotiRunner(model, cache_dir=tmp_path, model_digest="tiny-crash").prepare()._package((x,))
+
+
+def test_crash_text_names_the_stage_and_how_it_ended():
+    assert aoti_runner.describe_crash(-signal.SIGSEGV, ["load"]) == "loading the package crashed the process (SIGSEGV)"
+    assert aoti_runner.describe_crash(-signal.SIGABRT, ["load", "run"]) == "running the package crashed the process (SIGABRT)"
+    assert aoti_runner.describe_crash(1, []) == "starting the check crashed the process (exit status 1)"
+
+
+def test_without_a_digest_nothing_is_cached(tmp_path):
+    model, x = Tiny().eval(), torch.rand(1, 3, 8, 8)
+    runner = aoti_runner.AotiRunner(model, cache_dir=tmp_path, load_check=False).prepare()
+    runner._package((x,))
+    assert runner.describe()["cache"].startswith("none") and not any(tmp_path.iterdir())
+    runner.close()
+
+
+def test_no_compiler_is_the_reason_it_is_unavailable(monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    assert aoti_runner.aoti_missing() == "no C++ compiler for AOTInductor ($CXX, g++, c++ or clang++ on PATH)"
+    with pytest.raises(BackendUnavailable, match=r"no C\+\+ compiler"):
+        registry.make_runner("torch-aoti", Tiny())

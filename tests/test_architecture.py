@@ -10,7 +10,7 @@ from pathlib import Path
 HARNESS = Path(__file__).resolve().parents[1] / "harness"
 #: Modules of the bottom layers and what they may import from the harness.
 LOW_LAYERS = ("harness.errors", "harness.model", "harness.data", "harness.compare", "harness.timing",
-              "harness.fileio", "harness.metrics")
+              "harness.fileio", "harness.metrics", "harness.modelspec", "harness.default_model")
 
 
 def module_name(path: Path) -> str:

@@ -95,6 +95,8 @@ class ModelSpec:
             ONNX Runtime on CUDA, need it); None when the model cannot say without running.
         feed_fix: the Fix of the message for a feed whose names do not match the runner's inputs.
         parity_note: the paragraph report.md prints under its parity heading.
+        leg_fields: fields of a parity row that are the model's own leg settings (MVSNet: its
+            ``workaround``), shown as columns after the reference.
     """
 
     name: str
@@ -105,6 +107,7 @@ class ModelSpec:
     output_shape: OutputShape | None = field(default=None, repr=False, compare=False)
     feed_fix: str = "feed exactly the model's inputs, by name"
     parity_note: str = ""
+    leg_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = [o.name for o in self.outputs]

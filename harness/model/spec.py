@@ -71,6 +71,7 @@ MVSNET = ModelSpec(
     output_shape=output_shape,
     feed_fix="prepare the feed with the workaround's prepare_feed()",
     parity_note=PARITY_NOTE,
+    leg_fields=("workaround",),
 )
 
 __all__ = ["FEATURE_STRIDE", "INPUTS", "MVSNET", "REQUIRED_INPUTS", "output_shape", "validate_feed"]

@@ -64,20 +64,19 @@ def parity_frame(record: RunRecord, model_spec: ModelSpec | None = None) -> pd.D
     """One row per leg: the gated metric and its limit for each output first (what decided the
     verdict), then each output's metric columns as its spec lists them (MVSNet: the article's
     max squared errors and the depth metrics); fractions of pixels as percentages."""
-    outputs = parity_outputs(record, model_spec)
+    spec = resolve(model_spec)
+    outputs = parity_outputs(record, spec)
     rows = []
     for row in record.parity:
         metrics, tolerance = row.get("metrics", {}), row.get("tolerance", {})
-        out: dict[str, Any] = {
-            "case": row.get("case"), "candidate": row.get("candidate"), "reference": row.get("reference"),
-            "workaround": row.get("workaround"), "exporter": row.get("exporter"), "graph": row.get("variant"),
-            "passed": row.get("passed"),
-        }
-        for spec in outputs:
-            out[spec.gate_title] = gate_cell(metrics.get(spec.name, {}), tolerance.get(spec.name, {}))
-        for spec in outputs:
-            for metric, title in spec.table_columns:
-                out[title] = metrics.get(spec.name, {}).get(metric)
+        out: dict[str, Any] = {"case": row.get("case"), "candidate": row.get("candidate"), "reference": row.get("reference")}
+        out.update({name: row.get(name) for name in spec.leg_fields})  # the model's own leg settings
+        out.update({"exporter": row.get("exporter"), "graph": row.get("variant"), "passed": row.get("passed")})
+        for output in outputs:
+            out[output.gate_title] = gate_cell(metrics.get(output.name, {}), tolerance.get(output.name, {}))
+        for output in outputs:
+            for metric, title in output.table_columns:
+                out[title] = metrics.get(output.name, {}).get(metric)
         rows.append(out)
     return pd.DataFrame(rows)
 

@@ -139,6 +139,7 @@ def test_parity_frame_takes_its_columns_from_the_model_spec():
     assert frame.loc[0, "mask gate (limit)"] == "max_abs 2.5e-07 <= 0.0001"
     assert frame.loc[0, "features max abs"] == 1e-6 and frame.loc[0, "mask agreement"] == 0.99995
     assert not [c for c in frame.columns if "depth" in c or "conf" in c]
+    assert "workaround" not in frame.columns  # MVSNet's leg setting, a column of its spec only
 
 
 def test_report_of_another_model_names_it_and_shows_its_fractions_as_percentages():

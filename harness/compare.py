@@ -1,20 +1,23 @@
 """Output comparison as data: outputs in, one frozen ``OutputDiff`` per output name out.
 
+Which metrics an output gets is its metric kind in the model's spec (``harness.modelspec``;
+MVSNet's ``depth`` is a depth, its ``photometric_confidence`` a confidence), never its name.
 Metrics (all computed on CPU in float64 from the two outputs; depth in scene units, mm on DTU):
 
 * ``max_sq_err``: the source article's metric, max over pixels of (candidate - reference)^2;
 * ``max_abs``, ``mean_abs``, ``p99_abs``: absolute error statistics;
 * ``nan``: non-finite values in the candidate (any fails);
-* depth only: ``frac_over_1mm`` / ``2mm`` / ``4mm`` (fraction of pixels whose depth differs by
+* depth kind only: ``frac_over_1mm`` / ``2mm`` / ``4mm`` (fraction of pixels whose depth differs by
   more than that), ``p99_intervals`` / ``max_intervals`` (the same errors in depth-hypothesis
   steps, which is how reduced-precision errors scale) and ``index_flips`` (pixels whose integer hypothesis index differs: the
   photometric confidence is gathered there, so a flip moves the confidence window);
-* confidence only: ``agreement`` (fraction of pixels on the same side of the 0.8 threshold that
+* confidence kind only: ``agreement`` (fraction of pixels on the same side of the 0.8 threshold that
   MVSNet_pytorch's fusion uses) and ``max_sq_err_stable``: max squared error over pixels whose
   expected hypothesis index lies farther than ``INDEX_MARGIN`` from an integer in both outputs.
   The confidence is gathered at the truncated index, so where the index sits on an integer
   boundary a rounding-level difference moves the whole window; those pixels are counted by
-  ``index_flips`` / ``near_boundary`` instead of dominating the maximum.
+  ``index_flips`` / ``near_boundary`` instead of dominating the maximum (the depth-kind output
+  of the same model gives the index).
 
 A tolerance gates some of these metrics with upper bounds (``agreement`` with a lower bound).
 """
@@ -26,7 +29,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from harness.default_model import resolve
 from harness.errors import ParityError
+from harness.modelspec import ModelSpec
 
 CONFIDENCE_THRESHOLD = 0.8
 INDEX_MARGIN = 0.02  # hypotheses
@@ -142,8 +147,14 @@ def compare(
     candidate: Mapping[str, torch.Tensor],
     tolerance: Mapping[str, Mapping[str, float]] | None = None,
     depth_values: torch.Tensor | None = None,
+    model_spec: ModelSpec | None = None,
 ) -> dict[str, OutputDiff]:
-    """Compare every output the reference has. ``tolerance`` maps output name -> gates."""
+    """Compare every output the reference has. ``tolerance`` maps output name -> gates.
+
+    ``depth_values`` (``[B, D]``): the depth hypotheses, for the depth kind's metrics in steps and
+    index flips. ``model_spec`` gives each output's metric kind (MVSNet's when None); an output
+    the spec does not list gets the absolute statistics only."""
+    kinds = resolve(model_spec).kinds()
     tolerance = tolerance or {}
     results: dict[str, OutputDiff] = {}
     missing = [name for name in reference if name not in candidate]
@@ -157,17 +168,19 @@ def compare(
             raise ParityError(name, "shape differs", tuple(cand[name].shape), tuple(ref[name].shape),
                               "check the export shapes and the runner's output allocation")
     flips = unstable = None
-    if depth_values is not None and "depth" in ref:
+    depth = next((name for name in ref if kinds.get(name) == "depth"), None)
+    if depth_values is not None and depth is not None:
         depth_values = depth_values.detach().cpu()
-        flips = depth_index(ref["depth"], depth_values) != depth_index(cand["depth"], depth_values)
-        unstable = flips | near_index_boundary(ref["depth"], depth_values) | near_index_boundary(cand["depth"], depth_values)
+        flips = depth_index(ref[depth], depth_values) != depth_index(cand[depth], depth_values)
+        unstable = flips | near_index_boundary(ref[depth], depth_values) | near_index_boundary(cand[depth], depth_values)
     for name in ref:
         r, c = ref[name], cand[name]
         finite = torch.isfinite(c)
         metrics: dict[str, float] = {"nan": float((~finite).sum())}
         diff = torch.where(finite, c - r, torch.zeros_like(r))
         metrics.update(_abs_stats(diff))
-        if name == "depth":
+        kind = kinds.get(name, "plain")
+        if kind == "depth":
             for mm in (1, 2, 4):
                 metrics[f"frac_over_{mm}mm"] = float((diff.abs() > mm).double().mean())
             if flips is not None and unstable is not None:
@@ -180,7 +193,7 @@ def compare(
                 if step > 0:
                     metrics["p99_intervals"] = metrics["p99_abs"] / step
                     metrics["max_intervals"] = metrics["max_abs"] / step
-        elif name == "photometric_confidence":
+        elif kind == "confidence":
             metrics["agreement"] = float(((r > CONFIDENCE_THRESHOLD) == (c > CONFIDENCE_THRESHOLD)).double().mean())
             stable = diff if unstable is None else diff[~unstable]
             metrics["max_sq_err_stable"] = float((stable**2).max()) if stable.numel() else 0.0

@@ -1,6 +1,6 @@
 """The dependency rules of DESIGN.md, read from the source (function-level imports included):
-no import cycle in harness/, and the low layers (errors, model, data, compare, timing) import
-nothing above them."""
+no import cycle in harness/, the low layers (errors, model, data, compare, timing) import
+nothing above them, and the model-neutral layers import nothing of MVSNet's (the model seam)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,17 @@ import pytest
 HARNESS = Path(__file__).resolve().parents[1] / "harness"
 #: Modules of the bottom layers and what they may import from the harness.
 LOW_LAYERS = ("harness.errors", "harness.model", "harness.data", "harness.compare", "harness.timing",
-              "harness.fileio", "harness.metrics")
+              "harness.fileio", "harness.metrics", "harness.modelspec", "harness.default_model")
+#: The model-neutral layers (DESIGN.md, "Model seam"): they read a ModelSpec and import nothing of
+#: MVSNet's modules, not even through the modules they import.
+NEUTRAL = ("harness.modelspec", "harness.errors", "harness.fileio", "harness.backends.base",
+           "harness.backends.onnxruntime_runner", "harness.backends.tensorrt_runner", "harness.backends.trt_api",
+           "harness.backends.renamed", "harness.compare", "harness.timing", "harness.convert.cache",
+           "harness.tolerances", "harness.report")
+#: What is MVSNet's: the model package, the data package and the export workarounds.
+MVSNET = ("harness.model", "harness.data", "harness.convert.workarounds")
+#: The one way a neutral layer reaches MVSNet: the default spec, imported when no spec is injected.
+DEFAULT_MODEL = "harness.default_model"
 
 
 def module_name(path: Path) -> str:
@@ -86,6 +96,35 @@ def test_low_layers_import_nothing_above_them():
     offending = {m: sorted(t for t in targets if not low(t) and t != "harness")
                  for m, targets in harness_imports().items() if low(m)}
     assert {m: t for m, t in offending.items() if t} == {}
+
+
+def within(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def test_the_model_neutral_layers_import_nothing_of_mvsnet():
+    graph = harness_imports()
+    neutral = sorted(m for m in graph if within(m, NEUTRAL))
+    assert {"harness.backends.base", "harness.compare", "harness.timing", "harness.convert.cache",
+            "harness.report.markdown", "harness.report.write", "harness.report.record"} <= set(neutral)
+    direct = {m: sorted(t for t in graph[m] if within(t, MVSNET)) for m in neutral}
+    assert {m: t for m, t in direct.items() if t} == {}
+
+
+def test_the_neutral_layers_reach_mvsnet_only_through_the_default_spec():
+    """Everything a neutral module imports, followed transitively, is MVSNet-free, except past
+    harness.default_model, which imports MVSNet's spec (inside its function) and nothing else."""
+    graph = harness_imports()
+    assert graph[DEFAULT_MODEL] == {"harness.modelspec", "harness.model.spec"}
+    reached: dict[str, str] = {}  # module -> the neutral module it was reached from
+    todo = [(m, m) for m in graph if within(m, NEUTRAL)]
+    while todo:
+        module, origin = todo.pop()
+        if module in reached or module == DEFAULT_MODEL:
+            continue
+        reached[module] = origin
+        todo += [(t, origin) for t in graph[module] if t in graph]
+    assert {m: o for m, o in reached.items() if within(m, MVSNET)} == {}
 
 
 def runner_classes() -> set[str]:

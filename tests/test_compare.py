@@ -245,3 +245,29 @@ def test_gate_text_shows_each_gated_metric_with_its_limit_and_fractions_as_perce
     assert failing.gate_text() == "max_intervals 0.2 <= 0.1 FAIL"
     assert OutputDiff("depth", {"max_abs": 1.0}).gate_text() == "(no gate)"
     assert format_metric("frac_over_1mm", 0.0123) == "1.230%"
+
+
+# -- metric kinds come from the model spec, not from output names ---------------------------------
+
+def test_metric_kinds_follow_the_spec_whatever_the_outputs_are_called():
+    from harness.modelspec import ModelSpec, OutputSpec
+
+    reference, candidate = _pair()
+    renamed = ModelSpec("renamed", "Renamed", ("x",), (OutputSpec("range", "depth"), OutputSpec("belief", "confidence")))
+    ours = compare({"range": reference["depth"], "belief": reference["photometric_confidence"]},
+                   {"range": candidate["depth"], "belief": candidate["photometric_confidence"]},
+                   depth_values=DEPTH_VALUES, model_spec=renamed)
+    mvsnet = compare(reference, candidate, depth_values=DEPTH_VALUES)
+    assert ours["range"].metrics == mvsnet["depth"].metrics
+    assert ours["belief"].metrics == mvsnet["photometric_confidence"].metrics
+
+
+def test_outputs_of_plain_kind_or_not_in_the_spec_get_the_absolute_statistics_only():
+    from harness.modelspec import ModelSpec, OutputSpec
+
+    reference, candidate = _pair()
+    plain = ModelSpec("plain", "Plain", ("x",), (OutputSpec("depth"),))
+    diffs = compare(reference, candidate, depth_values=DEPTH_VALUES, model_spec=plain)
+    assert set(diffs["depth"].metrics) == {"nan", "max_abs", "mean_abs", "p99_abs", "max_sq_err"}
+    assert set(diffs["photometric_confidence"].metrics) == {"nan", "max_abs", "mean_abs", "p99_abs", "max_sq_err"}
+    assert diffs["depth"].metrics["max_abs"] == 5.0

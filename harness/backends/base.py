@@ -1,8 +1,10 @@
 """The contract every runtime implements.
 
-``infer(feed)`` checks the feed (names, dtypes, ranks, MVSNet's shape rules and, unless
-disabled, finite values) and then calls the subclass's ``_infer``. Outputs are dicts keyed by
-name. Runners never time themselves (``harness.timing`` does) and never import each other.
+``infer(feed)`` checks the feed (names and dtypes here, then the model's own rules from its
+``ModelSpec``: for MVSNet its shape rules and, unless disabled, finite values) and then calls the
+subclass's ``_infer``. Outputs are dicts keyed by name. Runners never time themselves
+(``harness.timing`` does) and never import each other, nor any model: the spec is injected
+(``model_spec=``), MVSNet's when none is (``harness.default_model``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any, Literal
 
 import torch
 
-from harness.errors import InvalidInput, ShapeError
-from harness.model.inputs import check_shapes, check_values
+from harness.default_model import resolve
+from harness.errors import InvalidArgument, InvalidInput
+from harness.modelspec import ModelSpec
 
 
 class Runner(ABC):
@@ -26,15 +29,27 @@ class Runner(ABC):
         name: short label used in test ids and reports (``torch-fp32``, ``ort-cpu`` ...).
         input_names: the graph's inputs, in order.
         device: where ``infer`` expects inputs and leaves outputs.
+        model_spec: the model the feeds and outputs belong to (``model_spec=`` at construction;
+            MVSNet's when none is given).
     """
 
     name: str = "runner"
     input_names: tuple[str, ...] = ()
     device: torch.device = torch.device("cpu")
 
-    def __init__(self, validate_values: bool = True) -> None:
+    def __init__(self, validate_values: bool = True, model_spec: ModelSpec | None = None) -> None:
         self.validate_values = validate_values
+        self._spec = model_spec
         self._prepared = False
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        """The model's spec: the injected one, else the default (resolved on first use, so a
+        runner given a spec never loads MVSNet's modules)."""
+        if getattr(self, "_spec", None) is None:
+            self._spec = resolve(None)
+        assert self._spec is not None
+        return self._spec
 
     # -- lifecycle -------------------------------------------------------------------------
     def prepare(self) -> Runner:
@@ -62,13 +77,14 @@ class Runner(ABC):
 
     # -- inference -------------------------------------------------------------------------
     def check_feed(self, feed: dict[str, torch.Tensor]) -> None:
+        """Names, then dtypes (float32), then the spec's own checks (values unless disabled)."""
+        spec = self.model_spec
         missing = [n for n in self.input_names if n not in feed]
         unexpected = [n for n in feed if n not in self.input_names]
         if missing or unexpected:
             raise InvalidInput(
                 self.name, "feed names do not match the model's inputs",
-                f"missing {missing}, unexpected {unexpected}", f"exactly {list(self.input_names)}",
-                "prepare the feed with the workaround's prepare_feed()",
+                f"missing {missing}, unexpected {unexpected}", f"exactly {list(self.input_names)}", spec.feed_fix,
             )
         for name in self.input_names:
             tensor = feed[name]
@@ -78,19 +94,11 @@ class Runner(ABC):
             if tensor.dtype != torch.float32:
                 raise InvalidInput(f"{self.name}: {name}", "wrong dtype", str(tensor.dtype), "torch.float32",
                                    "cast with .float()")
-        roles = [n for n in ("imgs", "proj_matrices", "depth_values") if n not in feed]
-        if roles:  # a graph with other names than the harness's: bind it instead of a bare KeyError
-            raise InvalidInput(
-                self.name, "the model's inputs are not named by MVSNet's roles", f"inputs {list(self.input_names)}",
-                "imgs, proj_matrices, depth_values (and optionally inverse_proj_matrices)",
-                "run a user graph through chain.user_onnx_runner() / `python -m harness check`, which bind its names",
-            )
-        check_shapes(feed["imgs"], feed["proj_matrices"], feed["depth_values"], feed.get("inverse_proj_matrices"))
-        if self.validate_values:
-            check_values(feed["imgs"], feed["proj_matrices"], feed["depth_values"], feed.get("inverse_proj_matrices"))
+        spec.validate(feed, subject=self.name, input_names=tuple(self.input_names), values=self.validate_values)
 
     def infer(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Run once: ``{name: tensor}`` in, ``{"depth", "photometric_confidence"}`` out."""
+        """Run once: ``{name: tensor}`` in, ``{output name: tensor}`` out (the spec's outputs;
+        MVSNet's ``depth`` and ``photometric_confidence``)."""
         self.prepare()
         self.check_feed(feed)
         feed = {name: feed[name].to(self.device).contiguous() for name in self.input_names}
@@ -100,11 +108,16 @@ class Runner(ABC):
     def _infer(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Inputs already checked, on ``self.device`` and contiguous."""
 
-    def output_shape(self, feed: dict[str, torch.Tensor]) -> tuple[int, int, int]:
-        imgs = feed["imgs"]
-        if imgs.dim() != 5:
-            raise ShapeError("imgs", "wrong rank", imgs.dim(), 5)
-        return int(imgs.shape[0]), int(imgs.shape[3]) // 4, int(imgs.shape[4]) // 4
+    def output_shape(self, feed: dict[str, torch.Tensor], name: str | None = None) -> tuple[int, ...]:
+        """The shape of output ``name`` (any output when None) for ``feed``, as the spec says
+        (MVSNet: ``(B, H/4, W/4)``)."""
+        shape = self.model_spec.output_shape
+        if shape is None:
+            raise InvalidArgument(
+                f"{self.name}: {self.model_spec.name}", "the model spec gives no output shapes", "output_shape=None",
+                "a ModelSpec with output_shape", "give the spec an output_shape(feed, name) function",
+            )
+        return shape(feed, name)
 
     def describe(self) -> dict[str, Any]:
         """Provenance of this runner for reports (runtime versions, providers, precision)."""

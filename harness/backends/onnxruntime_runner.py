@@ -33,6 +33,7 @@ import torch
 
 from harness.backends.base import BackendSpec, Runner
 from harness.errors import ArtifactError, BackendUnavailable, InvalidInput
+from harness.modelspec import ModelSpec
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 CudaOptions = Literal["strict", "default"]
@@ -103,12 +104,13 @@ class OrtRunner(Runner):
             steady state); parity runs give the memory back after each run.
         cuda_options: ``strict`` (TF32 off, the harness's stream) or ``default`` (ONNX Runtime as
             shipped); see the module docstring.
+        model_spec: the model the graph is (its feed checks and output shapes); MVSNet's when None.
     """
 
     def __init__(self, onnx_path: str | Path, device: str | torch.device = "cpu", label: str = "",
                  validate_values: bool = True, threads: int | None = None, tuned: bool = False,
-                 cuda_options: CudaOptions = "strict") -> None:
-        super().__init__(validate_values)
+                 cuda_options: CudaOptions = "strict", model_spec: ModelSpec | None = None) -> None:
+        super().__init__(validate_values, model_spec)
         if cuda_options not in ("strict", "default"):
             raise InvalidInput("ONNX Runtime CUDA options", "unknown option set", cuda_options, "strict or default")
         self.path = Path(onnx_path)
@@ -192,12 +194,13 @@ class OrtRunner(Runner):
         return self._infer_cuda(feed)
 
     def _infer_cuda(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        batch, h, w = self.output_shape(feed)
         binding = self._session.io_binding()
         index = self.device.index or 0
         for name, tensor in feed.items():
             binding.bind_input(name, "cuda", index, np.float32, list(tensor.shape), tensor.data_ptr())
-        outputs = {name: torch.empty((batch, h, w), dtype=torch.float32, device=self.device) for name in self.output_names}
+        # outputs are allocated here, in the shapes the model spec gives for this feed
+        outputs = {name: torch.empty(self.output_shape(feed, name), dtype=torch.float32, device=self.device)
+                   for name in self.output_names}
         for name, tensor in outputs.items():
             binding.bind_output(name, "cuda", index, np.float32, list(tensor.shape), tensor.data_ptr())
         caller = torch.cuda.current_stream(self.device)

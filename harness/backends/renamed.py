@@ -24,7 +24,7 @@ class RenamedRunner(Runner):
     """
 
     def __init__(self, inner: Runner, inputs: dict[str, str], outputs: dict[str, str], name: str) -> None:
-        super().__init__(inner.validate_values)
+        super().__init__(inner.validate_values, inner.model_spec)  # the roles are the wrapped model's
         self.inner = inner
         self.roles_to_graph = dict(inputs)
         self.graph_to_roles = dict(outputs)

@@ -23,6 +23,7 @@ import torch
 from harness.backends import trt_api
 from harness.backends.base import BackendSpec, Runner
 from harness.errors import BackendUnavailable, EngineBuildError, InvalidArgument, InvalidInput, RunError, ShapeError
+from harness.modelspec import ModelSpec
 
 Buffers = Literal["torch", "pycuda"]
 ALIGNMENT = 256  # bytes; TensorRT's requirement for I/O addresses
@@ -41,11 +42,13 @@ class TrtRunner(Runner):
         label: suffix of ``name`` (``trt-<label>``), e.g. the precision.
         flavour: ``auto``, ``tensorrt`` or ``tensorrt_rtx``.
         buffers: ``torch`` (CUDA tensors in place) or ``pycuda`` (pinned host + device copies).
+        model_spec: the model the engine is (its feed checks); MVSNet's when None.
     """
 
     def __init__(self, engine_path: str | Path, label: str = "", flavour: str = "auto", buffers: Buffers = "torch",
-                 validate_values: bool = True, runtime_cache: Path | None = None, cuda_graph: bool = False) -> None:
-        super().__init__(validate_values)
+                 validate_values: bool = True, runtime_cache: Path | None = None, cuda_graph: bool = False,
+                 model_spec: ModelSpec | None = None) -> None:
+        super().__init__(validate_values, model_spec)
         self.name = f"trt-{label}" if label else "trt"
         self.info = trt_api.bind(flavour)
         self.device = trt_api.require_cuda(self.name)

@@ -1,21 +1,28 @@
-"""report.md from a run record: pandas tables rendered as Markdown (no tabulate needed)."""
+"""report.md from a run record: pandas tables rendered as Markdown (no tabulate needed).
+
+What the parity table shows of each output (its gate column, its metric columns and their
+titles) and how the report names the model come from the model's spec (``harness.modelspec``;
+MVSNet's when none is given), so this module names no output.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any
 
 import pandas as pd
 
-from harness.compare import OutputDiff
+from harness.compare import FRACTIONS, OutputDiff
+from harness.default_model import resolve
+from harness.modelspec import ModelSpec, OutputSpec
 from harness.report.machine import one_line
 from harness.report.record import RunRecord
 
-#: Columns holding fractions of the pixels: rendered as percentages (the CSV keeps the numbers).
-PERCENT_COLUMNS = frozenset({"depth > 1 mm", "conf agreement"})
 
-
-def to_markdown(frame: pd.DataFrame, float_format: str = "{:.3g}") -> str:
+def to_markdown(frame: pd.DataFrame, float_format: str = "{:.3g}", percent: Collection[str] = ()) -> str:
+    """``frame`` as a Markdown table; floats with ``float_format``, the ``percent`` columns
+    (fractions of the pixels) as percentages, NaN cells empty."""
     if frame.empty:
         return "_(none)_\n"
 
@@ -23,7 +30,7 @@ def to_markdown(frame: pd.DataFrame, float_format: str = "{:.3g}") -> str:
         if isinstance(value, float):
             if math.isnan(value):
                 return ""
-            return f"{100 * value:.3f}%" if column in PERCENT_COLUMNS else float_format.format(value)
+            return f"{100 * value:.3f}%" if column in percent else float_format.format(value)
         return str(value).replace("|", "\\|")
 
     columns = [str(c) for c in frame.columns]
@@ -38,25 +45,39 @@ def gate_cell(metrics: dict, tolerance: dict) -> str:  # type: ignore[type-arg]
     return OutputDiff("output", metrics, tolerance).gate_text() if tolerance else "(no gate)"
 
 
-def parity_frame(record: RunRecord) -> pd.DataFrame:
+def parity_outputs(record: RunRecord, model_spec: ModelSpec | None = None) -> tuple[OutputSpec, ...]:
+    """The outputs the parity table shows: the spec's, then any other output the rows hold
+    (with default columns), so a row's metrics never vanish from the table."""
+    spec = resolve(model_spec)
+    listed = set(spec.output_names)
+    others = dict.fromkeys(name for row in record.parity for name in row.get("metrics", {}) if name not in listed)
+    return (*spec.outputs, *(OutputSpec(name) for name in others))
+
+
+def percent_columns(outputs: tuple[OutputSpec, ...]) -> frozenset[str]:
+    """Parity-table columns holding fractions of the pixels (rendered as percentages; the CSV
+    keeps the numbers)."""
+    return frozenset(title for out in outputs for metric, title in out.table_columns if metric in FRACTIONS)
+
+
+def parity_frame(record: RunRecord, model_spec: ModelSpec | None = None) -> pd.DataFrame:
     """One row per leg: the gated metric and its limit for each output first (what decided the
-    verdict), then the article's max squared errors and the depth metrics; fractions of pixels
-    as percentages."""
+    verdict), then each output's metric columns as its spec lists them (MVSNet: the article's
+    max squared errors and the depth metrics); fractions of pixels as percentages."""
+    spec = resolve(model_spec)
+    outputs = parity_outputs(record, spec)
     rows = []
     for row in record.parity:
         metrics, tolerance = row.get("metrics", {}), row.get("tolerance", {})
-        depth, conf = metrics.get("depth", {}), metrics.get("photometric_confidence", {})
-        rows.append({
-            "case": row.get("case"), "candidate": row.get("candidate"), "reference": row.get("reference"),
-            "workaround": row.get("workaround"), "exporter": row.get("exporter"), "graph": row.get("variant"),
-            "passed": row.get("passed"),
-            "depth gate (limit)": gate_cell(depth, tolerance.get("depth", {})),
-            "confidence gate (limit)": gate_cell(conf, tolerance.get("photometric_confidence", {})),
-            "depth max sq err (mm²)": depth.get("max_sq_err"), "depth max abs (mm)": depth.get("max_abs"),
-            "depth p99 abs (mm)": depth.get("p99_abs"), "depth > 1 mm": depth.get("frac_over_1mm"),
-            "index flips": depth.get("index_flips"), "conf max sq err (all pixels)": conf.get("max_sq_err"),
-            "conf agreement": conf.get("agreement"),
-        })
+        out: dict[str, Any] = {"case": row.get("case"), "candidate": row.get("candidate"), "reference": row.get("reference")}
+        out.update({name: row.get(name) for name in spec.leg_fields})  # the model's own leg settings
+        out.update({"exporter": row.get("exporter"), "graph": row.get("variant"), "passed": row.get("passed")})
+        for output in outputs:
+            out[output.gate_title] = gate_cell(metrics.get(output.name, {}), tolerance.get(output.name, {}))
+        for output in outputs:
+            for metric, title in output.table_columns:
+                out[title] = metrics.get(output.name, {}).get(metric)
+        rows.append(out)
     return pd.DataFrame(rows)
 
 
@@ -89,8 +110,8 @@ def timing_frame(record: RunRecord) -> pd.DataFrame:
     return frame.dropna(axis=1, how="all")
 
 
-def tables(record: RunRecord) -> dict[str, pd.DataFrame]:
-    return {"parity": parity_frame(record), "artifacts": artifacts_frame(record),
+def tables(record: RunRecord, model_spec: ModelSpec | None = None) -> dict[str, pd.DataFrame]:
+    return {"parity": parity_frame(record, model_spec), "artifacts": artifacts_frame(record),
             "accuracy": accuracy_frame(record), "timing": timing_frame(record)}
 
 
@@ -100,21 +121,20 @@ def session_line(session: dict) -> str:  # type: ignore[type-arg]
 
 
 def render_report(record: RunRecord, frames: dict[str, pd.DataFrame] | None = None,
-                  figures: list[str] | None = None) -> str:
-    frames = frames or tables(record)
+                  figures: list[str] | None = None, model_spec: ModelSpec | None = None) -> str:
+    """report.md of ``record``; the model's title, parity note and columns from ``model_spec``
+    (MVSNet's when None)."""
+    spec = resolve(model_spec)
+    frames = frames or tables(record, spec)
     machine = record.machine
     parts = [
-        f"# MVSNet conversion report ({record.kind}, {record.created_utc})\n",
+        f"# {spec.title} conversion report ({record.kind}, {record.created_utc})\n",
         one_line(machine, record.profile) + "\n",
         f"commit `{machine.get('commit')}`{' (dirty)' if machine.get('dirty') else ''}\n",
     ]
     if not frames["parity"].empty:
-        parts += ["## Parity against torch strict FP32\n",
-                  "The gate columns hold the metrics each verdict was decided by, with their limits from "
-                  "fixtures/tolerances.toml (depth gates in depth-hypothesis steps). Max squared error is the "
-                  "source article's metric (depth in mm²); the confidence's max over all pixels includes pixels "
-                  "whose truncated depth index flipped, which the gate counts instead (index flips).\n",
-                  to_markdown(frames["parity"])]
+        parts += ["## Parity against torch strict FP32\n", *([spec.parity_note + "\n"] if spec.parity_note else []),
+                  to_markdown(frames["parity"], percent=percent_columns(parity_outputs(record, spec)))]
         parts += [f"![{name.removesuffix('.png')}]({name})\n" for name in figures or [] if name.startswith("depth-")
                   and frames["timing"].empty]
         replays = [f"- {r['id']}{'' if r.get('passed') else ' (failed)'}: [commands.sh](<{r['replay']}>)"

@@ -13,7 +13,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from harness.default_model import resolve  # noqa: E402
 from harness.fileio import atomic_write_bytes  # noqa: E402
+from harness.modelspec import ModelSpec  # noqa: E402
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -23,8 +25,10 @@ def _save(fig: Any, path: Path) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def latency_plot(rows: list[dict[str, Any]], case: str, path: Path, title: str = "") -> Path | None:
-    """Median per backend (dot), whisker from p90 to p99; backends sorted fastest first."""
+def latency_plot(rows: list[dict[str, Any]], case: str, path: Path, title: str = "",
+                 model_spec: ModelSpec | None = None) -> Path | None:
+    """Median per backend (dot), whisker from p90 to p99; backends sorted fastest first. The
+    default title names the model by its spec's title (MVSNet's when None)."""
     timed = sorted((r for r in rows if r["case"] == case and "median_ms" in r), key=lambda r: r["median_ms"])
     if not timed:
         return None
@@ -38,7 +42,7 @@ def latency_plot(rows: list[dict[str, Any]], case: str, path: Path, title: str =
     ax.invert_yaxis()
     ax.set_xlabel("latency per inference (ms): median, p90-p99")
     ax.set_xlim(left=0)
-    ax.set_title(title or f"MVSNet, case {case}")
+    ax.set_title(title or f"{resolve(model_spec).title}, case {case}")
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
 
@@ -70,8 +74,9 @@ def depth_difference_maps(reference: torch.Tensor, candidates: dict[str, torch.T
     return _save(fig, path)
 
 
-def cross_gpu_plot(table: list[dict[str, Any]], gpus: list[str], case: str, path: Path) -> Path | None:
-    """Grouped bars: median ms per backend, one bar per GPU."""
+def cross_gpu_plot(table: list[dict[str, Any]], gpus: list[str], case: str, path: Path,
+                   model_spec: ModelSpec | None = None) -> Path | None:
+    """Grouped bars: median ms per backend, one bar per GPU (titled by the model's spec)."""
     backends = sorted({r["backend"] for r in table if r["case"] == case})
     if not backends:
         return None
@@ -85,7 +90,7 @@ def cross_gpu_plot(table: list[dict[str, Any]], gpus: list[str], case: str, path
         ax.bar([i + g * width for i in range(len(backends))], values, width, label=gpu)
     ax.set_xticks([i + width * (len(gpus) - 1) / 2 for i in range(len(backends))], backends, rotation=30, ha="right")
     ax.set_ylabel("median latency (ms)")
-    ax.set_title(f"MVSNet, case {case}: latency per backend and GPU")
+    ax.set_title(f"{resolve(model_spec).title}, case {case}: latency per backend and GPU")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)

@@ -208,3 +208,44 @@ def test_describe_names_the_runner_and_device():
 def test_runner_is_abstract():
     with pytest.raises(TypeError):
         Runner()  # type: ignore[abstract]
+
+
+# -- an injected model spec: the runner checks that model's feeds, not MVSNet's ------------------
+
+def _one_input_spec():
+    from harness.modelspec import ModelSpec, OutputSpec
+
+    def validate(feed, *, subject, input_names, values):
+        if feed["x"].dim() != 2:
+            raise ShapeError(f"{subject}: x", "wrong rank", feed["x"].dim(), 2)
+
+    return ModelSpec("line", "Line", ("x",), (OutputSpec("y"),), validate=validate, feed_fix="feed x only")
+
+
+class OneInputRunner(Runner):
+    name = "line"
+    input_names = ("x",)
+
+    def _infer(self, feed):
+        return {"y": feed["x"] * 2}
+
+
+def test_an_injected_spec_replaces_mvsnets_checks():
+    runner = OneInputRunner(model_spec=_one_input_spec())
+    assert runner.model_spec.name == "line"
+    assert torch.equal(runner.infer({"x": torch.ones(2, 3)})["y"], torch.full((2, 3), 2.0))
+    with pytest.raises(ShapeError, match=r"line: x \| wrong rank: 1"):
+        runner.infer({"x": torch.ones(3)})
+    with pytest.raises(InvalidInput, match="feed names do not match") as info:
+        runner.infer({"imgs": torch.ones(2, 3)})
+    assert "Fix: feed x only." in str(info.value)
+
+
+def test_a_runner_without_a_spec_gets_mvsnets():
+    assert FakeRunner().model_spec.name == "mvsnet"
+    assert FakeRunner().model_spec.output_names == ("depth", "photometric_confidence")
+
+
+def test_output_shape_of_a_spec_that_gives_none_says_so():
+    with pytest.raises(InvalidArgument, match="the model spec gives no output shapes"):
+        OneInputRunner(model_spec=_one_input_spec()).output_shape({"x": torch.ones(2, 3)})

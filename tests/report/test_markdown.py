@@ -114,3 +114,43 @@ def test_cpu_timing_is_not_described_as_cuda_events():
     text = render_report(_record(timing=[{"case": "small", "backend": "torch-fp32", "median_ms": 100.0,
                                           "device": "cpu", "clock": "perf_counter"}]))
     assert "perf_counter around one inference on the CPU" in text and "CUDA events" not in text
+
+
+# -- another model: the spec names the model and its outputs' columns ---------------------------
+
+def _two_head_spec():
+    from harness.modelspec import ModelSpec, OutputSpec
+
+    return ModelSpec("heads", "Two-head CNN", ("image",), (
+        OutputSpec("mask", "confidence", columns=(("agreement", "mask agreement"), ("max_abs", "mask max abs"))),
+        OutputSpec("features"),
+    ))
+
+
+def _two_head_row() -> dict:
+    return {"case": "toy", "candidate": "ort-cpu", "reference": "torch-fp32", "passed": True,
+            "metrics": {"mask": {"max_abs": 2.5e-7, "agreement": 0.99995}, "features": {"max_abs": 1e-6, "max_sq_err": 1e-12}},
+            "tolerance": {"mask": {"max_abs": 1e-4}}}
+
+
+def test_parity_frame_takes_its_columns_from_the_model_spec():
+    frame = parity_frame(_record(parity=[_two_head_row()]), _two_head_spec())
+    assert "mask gate (limit)" in frame.columns and "features gate (limit)" in frame.columns
+    assert frame.loc[0, "mask gate (limit)"] == "max_abs 2.5e-07 <= 0.0001"
+    assert frame.loc[0, "features max abs"] == 1e-6 and frame.loc[0, "mask agreement"] == 0.99995
+    assert not [c for c in frame.columns if "depth" in c or "conf" in c]
+    assert "workaround" not in frame.columns  # MVSNet's leg setting, a column of its spec only
+
+
+def test_report_of_another_model_names_it_and_shows_its_fractions_as_percentages():
+    text = render_report(_record(parity=[_two_head_row()]), model_spec=_two_head_spec())
+    assert text.startswith("# Two-head CNN conversion report (pytest, ")
+    assert "MVSNet" not in text and "depth" not in text
+    assert "| 99.995% |" in text
+
+
+def test_outputs_a_row_holds_beyond_the_spec_get_default_columns():
+    row = _row()
+    row["metrics"]["extra"] = {"max_abs": 0.5, "max_sq_err": 0.25}
+    frame = parity_frame(_record(parity=[row]))
+    assert frame.loc[0, "extra max abs"] == 0.5 and frame.loc[0, "extra gate (limit)"] == "(no gate)"

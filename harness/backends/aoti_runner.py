@@ -34,6 +34,7 @@ from harness.backends.base import BackendSpec, Runner
 from harness.convert.cache import ArtifactCache
 from harness.convert.workarounds import INPUTS_WITHOUT_INVERSE
 from harness.errors import BackendUnavailable
+from harness.modelspec import ModelSpec
 
 NAME = "torch-aoti"
 #: What the child process does with a package: load it, run it once on the saved feed, say each
@@ -100,12 +101,15 @@ class AotiRunner(Runner):
         cache_dir: the artifact cache; None: the harness's default cache.
         model_digest: what identifies the model's function (weights and settings); None: the
             package is compiled into a temporary folder, not cached.
+        model_spec: the model's names and feed checks (``harness.modelspec``; default MVSNet's).
+        input_names: the model's positional inputs, in order.
         load_check: load and run each freshly built package in a child process first.
     """
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
-                 model_digest: str | None = None, load_check: bool = True, validate_values: bool = True) -> None:
-        super().__init__(validate_values)
+                 model_digest: str | None = None, load_check: bool = True, validate_values: bool = True,
+                 model_spec: ModelSpec | None = None, input_names: tuple[str, ...] = INPUTS_WITHOUT_INVERSE) -> None:
+        super().__init__(validate_values, model_spec)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable(NAME, "no CUDA device", "run on a machine with an NVIDIA GPU, or with --harness-device cpu")
@@ -116,7 +120,7 @@ class AotiRunner(Runner):
         self.cache = ArtifactCache(cache_dir) if model_digest is not None else None
         self.model_digest = model_digest
         self.load_check = load_check
-        self.input_names = INPUTS_WITHOUT_INVERSE
+        self.input_names = input_names  # the model's call, in order (MVSNet: the original three inputs)
         self.name = NAME
         self._packages: dict[tuple[tuple[int, ...], ...], Any] = {}
         self._facts: dict[str, Any] = {}
@@ -205,7 +209,7 @@ class AotiRunner(Runner):
         args = tuple(feed[name] for name in self.input_names)
         out = self._package(args)(*args)
         if not isinstance(out, dict):  # older torch: outputs flattened in the model's order
-            out = dict(zip(("depth", "photometric_confidence"), out, strict=True))
+            out = dict(zip(self.model_spec.output_names, out, strict=True))
         return {k: v.float() for k, v in out.items()}
 
     def describe(self) -> dict[str, Any]:

@@ -169,9 +169,20 @@ def bench_one(chain: Chain, spec: BenchSpec, timing: TimingConfig, tolerances: T
         row["skipped"] = f"{exc.backend}: {exc.missing}"
         log(f"  {spec.backend:<22} skipped: {row['skipped']}")
         return row
+    feed = _on(device, host_feed)
     try:
-        feed = _on(device, host_feed)
         outputs = runner.infer(feed)  # first call: compiles, captures graphs, picks algorithms
+    except BackendUnavailable as exc:  # found only at the first call (e.g. a package its loader cannot load)
+        runner.close()
+        row["skipped"] = f"{exc.backend}: {exc.missing}"
+        log(f"  {spec.backend:<22} skipped: {row['skipped']}")
+        return row
+    except HarnessError as exc:
+        runner.close()
+        row["error"] = str(exc)
+        log(f"  {spec.backend:<22} error: {exc}")
+        return row
+    try:
         row["prepare_s"] = round(time.perf_counter() - started, 2)
         if reference is not None:
             gates = tolerances.lookup(BASELINE, runner.name, spec.precision, OUTPUT_NAMES)

@@ -365,3 +365,15 @@ def test_the_benchmark_and_trtexec_time_the_same_engine(case_name, trt_dynamic, 
     assert spec_engine(chain, spec) == (case_name, "precomputed", "torchscript", "simplified", "fp16", dynamic)  # type: ignore[arg-type]
     suite = (Path(__file__).resolve().parents[1] / "suites" / "test_benchmark.py").read_text()
     assert "spec_engine(chain, spec)" in suite and "chain.engine(" not in suite
+
+
+def test_bench_one_skips_a_backend_that_finds_out_at_its_first_call(cpu_chain, tolerances, monkeypatch):
+    """torch-aoti learns that its package cannot be loaded here only when the first call builds it
+    (H200, torch 2.11+cu130: the loader segfaults): a skipped row with the reason, not a crash."""
+    def refuse(self, feed):
+        raise BackendUnavailable("torch-aoti", "loading the package crashed the process (SIGSEGV)", "use another torch")
+
+    monkeypatch.setattr(TorchRunner, "_infer", refuse)
+    row = bench_one(cpu_chain, BenchSpec("torch-fp32", "small"), TINY, tolerances, None, log=lambda _: None)
+    assert row["skipped"] == "torch-aoti: loading the package crashed the process (SIGSEGV)"
+    assert "median_ms" not in row and "error" not in row

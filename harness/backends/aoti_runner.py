@@ -8,8 +8,9 @@ digest, the shapes, the device, torch's version) and loads it. ``aten.grid_sampl
 to ``grid_sampler_2d`` first: left to Inductor's decomposition on CUDA it becomes
 ``cudnn_grid_sampler``, which has no AOTInductor C shim (a proxy-executor fallback).
 
-Loading a package runs native code that can take the process down (on the H200 used here,
-torch 2.11+cu130, loading any CUDA package segfaults, even a one-convolution model's). So every
+Loading a package runs native code that can take the process down (on the H200 machine used
+here, torch 2.11+cu130, loading any package segfaults: CUDA or CPU, MVSNet's or a one-convolution
+model's, in the process that compiled it or a fresh one). So every
 freshly built package is first loaded and run once in a child process; a crash there is recorded
 with the cache entry and raised as ``BackendUnavailable`` (a skip with that reason), and a later
 session hits the recorded verdict without compiling again.
@@ -195,7 +196,8 @@ class AotiRunner(Runner):
             raise BackendUnavailable(
                 NAME, f"{verdict} with torch {torch.__version__} on {self._device_text()} (a known limitation of this "
                 f"torch build: see README, 'torch-aoti'); package {path}",
-                "use another torch build (the CPU leg runs), or delete the cache entry to check again")
+                "use a torch build whose AOTInductor loader works on this machine (torch 2.13 CPU loads and runs "
+                "these packages), or delete the cache entry to check again")
         self._packages[shapes] = torch._inductor.aoti_load_package(str(path))
         return self._packages[shapes]
 

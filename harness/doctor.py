@@ -8,8 +8,9 @@ error}, ``gpus`` (torch's: [{index, name, compute_capability, memory_gib}]), ``t
 build ("cuda"/"cpu"), cuda, cudnn, cuda_available, cuda_error}, ``onnx``/``onnxsim``/``pycuda``
 {version, error}, ``onnxruntime`` {version, error, providers}, ``tensorrt`` {flavour, version,
 error, compute_capability, engine_runs_here, blocker}, ``cache`` {path, exists, size_mib},
-``backends`` {name: {available, reason}} for each of ``BACKENDS``, ``required`` (the --require
-names) and ``unavailable_required`` {name: reason}.
+``backends`` {name: {available, reason}} for each of ``BACKENDS``, ``registry`` {name: {consumes,
+precision, available, reason}} for every backend the registry declares, ``required`` (the
+--require names: families of ``BACKENDS`` or registry names) and ``unavailable_required`` {name: reason}.
 
 Exit status: 0; 1 when a ``--require``d backend is unavailable; 2 for an unknown name in it.
 """
@@ -178,7 +179,23 @@ def probe(cache_dir: Path | None = None) -> dict[str, Any]:
         "trt": facts["tensorrt"]["blocker"],
     }
     facts["backends"] = {name: {"available": reasons[name] is None, "reason": reasons[name]} for name in BACKENDS}
+    facts["registry"] = registry_facts()
     return facts
+
+
+def registry_facts() -> dict[str, dict[str, Any]]:
+    """Every backend the registry declares (what --harness-backends, run and bench take), with
+    its own availability check: ``{name: {consumes, precision, available, reason}}``."""
+    from harness.backends import registry
+
+    found: dict[str, dict[str, Any]] = {}
+    for name, spec in registry.specs().items():
+        try:
+            reason = spec.available()
+        except Exception as exc:  # noqa: BLE001 - a check that breaks is a reason, not a crash
+            reason = f"availability check failed ({_error(exc)})"
+        found[name] = {"consumes": spec.consumes, "precision": spec.precision, "available": reason is None, "reason": reason}
+    return found
 
 
 def render(facts: dict[str, Any]) -> str:
@@ -202,6 +219,10 @@ def render(facts: dict[str, Any]) -> str:
         f"TensorRT     {trt_line}",
         f"cache        {cache['path']} ({cache['size_mib']} MiB{'' if cache['exists'] else ', not created yet'})",
         "",
+        "registry backends (--harness-backends, run --backends; --require takes these or the families below)",
+        *(f"  {name:<17} {b['consumes']:<6} {b['precision']:<5} {'available' if b['available'] else b['reason']}"
+          for name, b in facts.get("registry", {}).items()),
+        "",
         "backends",
         *(f"  {name:<11} {'available' if b['available'] else b['reason']}" for name, b in facts["backends"].items()),
     ]
@@ -212,14 +233,18 @@ def run(args: argparse.Namespace) -> int:
     from harness.errors import InvalidArgument
 
     required = tuple(dict.fromkeys(v.strip() for v in (args.require or "").split(",") if v.strip()))
-    unknown = [name for name in required if name not in BACKENDS]
+    from harness.backends import registry
+
+    unknown = [name for name in required if name not in BACKENDS and name not in registry.specs()]
     if unknown:
         error = InvalidArgument("doctor --require", "unknown backend", ", ".join(unknown),
-                                f"a comma list of {', '.join(BACKENDS)}", "pick names from that list")
+                                f"a comma list of {', '.join(BACKENDS)}, or of the registry's {', '.join(registry.specs())}",
+                                "pick names from those lists")
         print(f"error: {error}", file=sys.stderr)
         return 2
     facts = probe(args.cache_dir)
-    missing = {name: facts["backends"][name]["reason"] for name in required if not facts["backends"][name]["available"]}
+    known = {**facts["registry"], **facts["backends"]}
+    missing = {name: known[name]["reason"] for name in required if not known[name]["available"]}
     facts["required"], facts["unavailable_required"] = list(required), missing
     print(json.dumps(facts, indent=2, default=str) if args.json else render(facts))
     for name, reason in missing.items():

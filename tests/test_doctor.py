@@ -21,7 +21,7 @@ from harness import doctor
 from harness.backends import trt_api
 
 DOCUMENTED_KEYS = {"python", "platform", "nvidia_smi", "gpus", "torch", "onnx", "onnxsim", "pycuda", "onnxruntime",
-                   "tensorrt", "cache", "backends", "required", "unavailable_required"}
+                   "tensorrt", "cache", "backends", "registry", "required", "unavailable_required"}
 H100_GPU = [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "memory_gib": 79.1}]
 
 
@@ -222,3 +222,20 @@ def test_this_cpu_machine_unpatched(capsys, monkeypatch, tmp_path):
     out, err = capsys.readouterr()
     assert "none visible to torch" in out and "(CPU build)" in out and "CPUExecutionProvider" in out
     assert "tensorrt not importable" in err and "ort-cuda is unavailable: no CUDA device" in err
+
+
+def test_the_registry_section_lists_every_declared_backend_with_its_own_check(cpu_machine, capsys):
+    from harness.backends import registry
+
+    assert doctor_main("--cache-dir", str(cpu_machine)) == 0
+    out = capsys.readouterr().out
+    section = out.split("registry backends (")[1].split("\n\n")[0].splitlines()[1:]
+    assert [line.split()[0] for line in section] == list(registry.specs())
+    assert "  torch-fast-fp16   model  fp16  no CUDA device" in section
+    assert any(line.startswith("  torch-aoti        model  fp32  ") for line in section)
+
+
+def test_require_takes_registry_names(cpu_machine, capsys):
+    assert doctor_main("--require", "torch-fast-fp16", "--cache-dir", str(cpu_machine)) == 1
+    assert "required backend torch-fast-fp16 is unavailable: no CUDA device" in capsys.readouterr().err
+    assert doctor_main("--require", "ort-cpu-fp16,torch-cpu", "--cache-dir", str(cpu_machine)) == 0

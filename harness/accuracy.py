@@ -27,8 +27,8 @@ THRESHOLDS = ("thres2mm", "thres4mm", "thres8mm")
 def accuracy_row(outputs: dict[str, torch.Tensor], gt: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
     depth = outputs["depth"][0].detach().float().cpu()
     if depth.shape != gt.shape:
-        raise InvalidInput("ground truth", "size differs from the depth map", tuple(gt.shape), tuple(depth.shape),
-                           "store ground truth at 1/4 of the image size")
+        raise InvalidInput("ground truth", "size differs from the depth map", observed=tuple(gt.shape), expected=tuple(depth.shape),
+                           fix="store ground truth at 1/4 of the image size")
     return depth_metrics(depth, gt, mask, outputs["photometric_confidence"][0].detach().float().cpu())
 
 
@@ -38,8 +38,8 @@ def backend_accuracy(chain: Chain, leg: Leg | None, case: str,
     ``outputs`` saves a second inference when the caller already has the backend's outputs."""
     views = chain.views(case)
     if views.depth is None or views.mask is None:
-        raise InvalidInput(views.source or case, "scene has no ground truth", "no depths/NNNNNNNN.pfm",
-                           "a scene folder with ground truth", "use the bundled scene or add depths/ and masks/")
+        raise InvalidInput(views.source or case, "scene has no ground truth", observed="no depths/NNNNNNNN.pfm",
+                           expected="a scene folder with ground truth", fix="use the bundled scene or add depths/ and masks/")
     if leg is None:
         outputs, name = chain.reference_outputs(case), "torch-fp32"
     else:

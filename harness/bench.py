@@ -90,8 +90,8 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
     ONNX Runtime backend on the raw, simplified or FP16 (simplified) graph, ``ort-cuda-default``
     ONNX Runtime as shipped on the simplified graph."""
     if spec.backend not in CUDA_BACKENDS + CPU_BACKENDS:
-        raise InvalidArgument("benchmark backend", "unknown backend", spec.backend,
-                              f"one of {', '.join(dict.fromkeys(CUDA_BACKENDS + CPU_BACKENDS))}")
+        raise InvalidArgument("benchmark backend", "unknown backend", observed=spec.backend,
+                              expected=f"one of {', '.join(dict.fromkeys(CUDA_BACKENDS + CPU_BACKENDS))}")
     device = chain.device
     dynamic = is_dynamic(chain, spec)
     family, _, rest = spec.backend.partition("-")

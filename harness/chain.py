@@ -50,9 +50,9 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BackendUnavailable("device", "no CUDA device", "run with --harness-device cpu, or on a GPU machine")
+        raise BackendUnavailable("device", "no CUDA device", fix="run with --harness-device cpu, or on a GPU machine")
     if not (device == "cpu" or device.startswith("cuda")):
-        raise InvalidArgument("device", "unknown device", device, "auto, cpu, cuda or cuda:N")
+        raise InvalidArgument("device", "unknown device", observed=device, expected="auto, cpu, cuda or cuda:N")
     return torch.device(device)
 
 
@@ -179,7 +179,7 @@ class Chain:
     def onnx(self, case: str, workaround: str, exporter: str, variant: str = "raw", precision: str = "fp32",
              dynamic: bool = False, probes: bool = False) -> OnnxArtifact:
         if variant not in VARIANTS:
-            raise InvalidArgument("ONNX variant", "unknown variant", variant, " or ".join(VARIANTS))
+            raise InvalidArgument("ONNX variant", "unknown variant", observed=variant, expected=" or ".join(VARIANTS))
 
         def build_raw() -> OnnxArtifact:
             config = ExportConfig(exporter=exporter, opset=self.config.opset, workaround=workaround,  # type: ignore[arg-type]
@@ -416,7 +416,7 @@ class Chain:
                 trt_api.require_cuda(name)
             except BackendUnavailable as exc:
                 raise BackendUnavailable(exc.backend, f"{exc.missing} (the engine's plan header: built with "
-                                         f"TensorRT {header.version_text})", exc.fix) from None
+                                         f"TensorRT {header.version_text})", fix=exc.fix) from None
             require_runtime_match(header, info.label, info.version)
             inner = registry.make_runner("trt-fp32", Path(path), label=f"user-{Path(path).stem}",
                                          flavour=self.config.trt_flavour, buffers=self.config.trt_buffers)

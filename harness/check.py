@@ -113,8 +113,8 @@ def prepare_onnx(path: Path, io_map: str | None = None, case: str | None = None)
         notes.append(f"case {this.name} ({this.shape_id}) from the graph's static input shapes")
     else:
         raise InvalidArgument(str(path), "the graph's input shapes are dynamic and no case was given",
-                              "; ".join(s.describe() for s in facts.inputs), "a case to run it at",
-                              f"pass --case (one of {', '.join(CASES)})")
+                              observed="; ".join(s.describe() for s in facts.inputs), expected="a case to run it at",
+                              fix=f"pass --case (one of {', '.join(CASES)})")
     check_against(binding, facts.inputs, facts.outputs, this.input_shapes(binding.with_inverse), str(path), this.name,
                   f"run it at the shape it was exported for (leave out --case: the graph's static shapes are used) "
                   f"or re-export it for case {this.name} ({this.shape_id})")
@@ -372,15 +372,15 @@ def run(args: argparse.Namespace) -> int:
     from harness.report.write import write_run
 
     if not args.onnx and not args.engine:
-        raise InvalidArgument("check", "nothing to check", "no --onnx and no --engine", "one or both",
-                              "python -m harness check --onnx mvsnet.onnx [--engine mvsnet.trt]")
+        raise InvalidArgument("check", "nothing to check", observed="no --onnx and no --engine", expected="one or both",
+                              fix="python -m harness check --onnx mvsnet.onnx [--engine mvsnet.trt]")
     from harness.preflight import Flags, preflight
 
     backends = tuple(v.strip() for v in args.backends.split(",") if v.strip())
     unknown = [b for b in backends if b not in ONNX_BACKENDS]
     if unknown or not backends:
-        raise InvalidArgument("--backends", "unknown or no backend", ", ".join(unknown) or "empty list",
-                              f"a comma list of {', '.join(ONNX_BACKENDS)}", f"--backends {','.join(ONNX_BACKENDS)}")
+        raise InvalidArgument("--backends", "unknown or no backend", observed=", ".join(unknown) or "empty list",
+                              expected=f"a comma list of {', '.join(ONNX_BACKENDS)}", fix=f"--backends {','.join(ONNX_BACKENDS)}")
     tolerances = Tolerances.load(args.tolerances)
     # the same start-of-session checks as the main job (device, weights, cache and reports writable)
     chain = preflight(ChainConfig(weights=args.weights, scene=args.scene, cache_dir=args.cache_dir, device=args.device,

@@ -41,12 +41,12 @@ def _choices(flag: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     into one that tests nothing)."""
     values = _csv(text)
     if not values:
-        raise InvalidArgument(flag, "empty list", repr(text), f"one or more of {', '.join(allowed)}",
-                              f"pass {flag} {allowed[0]}")
+        raise InvalidArgument(flag, "empty list", observed=repr(text), expected=f"one or more of {', '.join(allowed)}",
+                              fix=f"pass {flag} {allowed[0]}")
     bad = [v for v in values if v not in allowed]
     if bad:
-        raise InvalidArgument(flag, "unknown value" + ("s" if len(bad) > 1 else ""), ", ".join(bad),
-                              f"any of {', '.join(allowed)}", f"pass {flag} with names from that list")
+        raise InvalidArgument(flag, "unknown value" + ("s" if len(bad) > 1 else ""), observed=", ".join(bad),
+                              expected=f"any of {', '.join(allowed)}", fix=f"pass {flag} with names from that list")
     return values
 
 
@@ -85,10 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     backends = _choices("--backends", args.backends, CANDIDATES)
     legs = plan_legs(cases, workarounds, exporters, variants, backends)
     if not legs:
-        raise InvalidArgument("run", "these options leave no leg to run", f"--workarounds {args.workarounds} "
+        raise InvalidArgument("run", "these options leave no leg to run", observed=f"--workarounds {args.workarounds} "
                               f"--exporters {args.exporters} --backends {args.backends}",
-                              "at least one possible combination (custom_op: torchscript exporter, ONNX Runtime only)",
-                              "add --exporters torchscript or another workaround")
+                              expected="at least one possible combination (custom_op: torchscript exporter, ONNX Runtime only)",
+                              fix="add --exporters torchscript or another workaround")
     tolerances = Tolerances.load(args.tolerances)
     chain = preflight(ChainConfig(weights=args.weights, scene=args.scene, cache_dir=args.cache_dir,
                                   device=args.device, opset=args.opset, trt_flavour=args.trt,
@@ -309,8 +309,8 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
                       args.report_dir, CLI_FLAGS)
     seeds = list(HELD_OUT_SEEDS[args.first:args.first + args.scenes])
     if not seeds:
-        raise InvalidArgument("--scenes", "no held-out scene selected", f"--first {args.first} --scenes {args.scenes}",
-                              f"--first below {len(HELD_OUT_SEEDS)} and --scenes >= 1", "pass --scenes 20")
+        raise InvalidArgument("--scenes", "no held-out scene selected", observed=f"--first {args.first} --scenes {args.scenes}",
+                              expected=f"--first below {len(HELD_OUT_SEEDS)} and --scenes >= 1", fix="pass --scenes 20")
     record = RunRecord(kind="accuracy", profile="held-out", config={
         "weights": str(chain.weights_path), "cases": args.cases, "seeds": f"{seeds[0]}..{seeds[-1]}",
         "device": str(chain.device)})

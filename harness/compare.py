@@ -159,14 +159,14 @@ def compare(
     results: dict[str, OutputDiff] = {}
     missing = [name for name in reference if name not in candidate]
     if missing:
-        raise ParityError("candidate outputs", "missing outputs", missing, f"{sorted(reference)}",
-                          "export the graph with the harness's output names")
+        raise ParityError("candidate outputs", "missing outputs", observed=missing, expected=f"{sorted(reference)}",
+                          fix="export the graph with the harness's output names")
     ref = {k: v.detach().cpu().to(torch.float64) for k, v in reference.items()}
     cand = {k: candidate[k].detach().cpu().to(torch.float64) for k in reference}
     for name in ref:
         if ref[name].shape != cand[name].shape:
-            raise ParityError(name, "shape differs", tuple(cand[name].shape), tuple(ref[name].shape),
-                              "check the export shapes and the runner's output allocation")
+            raise ParityError(name, "shape differs", observed=tuple(cand[name].shape), expected=tuple(ref[name].shape),
+                              fix="check the export shapes and the runner's output allocation")
     flips = unstable = None
     depth = next((name for name in ref if kinds.get(name) == "depth"), None)
     if depth_values is not None and depth is not None:
@@ -209,7 +209,7 @@ def assert_parity(diffs: Mapping[str, OutputDiff], subject: str, detail: str = "
     rows = "\n".join("  " + d.row() for d in diffs.values()) + (f"\n{detail}" if detail else "")
     needed = "; ".join(f"{d.name}: {', '.join(f'{m}={v:.3g}' for m, v in d.needed.items())}" for d in diffs.values() if not d)
     raise ParityError(
-        subject, "outputs differ beyond tolerance", "\n" + rows + "\n", "every gate within fixtures/tolerances.toml",
-        f"if the difference is expected, the tolerance that would pass is {needed}; otherwise localise it "
+        subject, "outputs differ beyond tolerance", observed="\n" + rows + "\n", expected="every gate within fixtures/tolerances.toml",
+        fix=f"if the difference is expected, the tolerance that would pass is {needed}; otherwise localise it "
         "(per-stage probes) before loosening anything",
     )

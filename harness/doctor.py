@@ -237,9 +237,9 @@ def run(args: argparse.Namespace) -> int:
 
     unknown = [name for name in required if name not in BACKENDS and name not in registry.specs()]
     if unknown:
-        error = InvalidArgument("doctor --require", "unknown backend", ", ".join(unknown),
-                                f"a comma list of {', '.join(BACKENDS)}, or of the registry's {', '.join(registry.specs())}",
-                                "pick names from those lists")
+        error = InvalidArgument("doctor --require", "unknown backend", observed=", ".join(unknown),
+                                expected=f"a comma list of {', '.join(BACKENDS)}, or of the registry's {', '.join(registry.specs())}",
+                                fix="pick names from those lists")
         print(f"error: {error}", file=sys.stderr)
         return 2
     facts = probe(args.cache_dir)

@@ -19,6 +19,7 @@ class HarnessError(Exception):
         self,
         subject: str,
         problem: str,
+        *,
         observed: object = None,
         expected: object = None,
         fix: str | None = None,
@@ -43,9 +44,15 @@ class HarnessError(Exception):
 
     def __reduce__(self):  # keep the structured fields across pickling (pytest-xdist)
         return (
-            type(self),
-            (self.subject, self.problem, self.observed, self.expected, self.fix),
+            _rebuild,
+            (type(self), (self.subject, self.problem),
+             {"observed": self.observed, "expected": self.expected, "fix": self.fix}),
         )
+
+
+def _rebuild(cls: type[HarnessError], args: tuple[object, ...], keywords: dict[str, object]) -> HarnessError:
+    """Unpickle an error with its keyword-only fields (``__reduce__`` cannot pass keywords)."""
+    return cls(*args, **keywords)  # type: ignore[arg-type]
 
 
 class InvalidArgument(HarnessError, ValueError):
@@ -95,13 +102,13 @@ class UnsupportedOperator(ExportError):
 class BackendUnavailable(HarnessError, RuntimeError):
     """A backend cannot run here. ``missing`` names the missing piece (used as skip reason)."""
 
-    def __init__(self, backend: str, missing: str, fix: str | None = None) -> None:
+    def __init__(self, backend: str, missing: str, *, fix: str | None = None) -> None:
         self.backend = backend
         self.missing = missing
-        super().__init__(backend, "backend unavailable", missing, None, fix)
+        super().__init__(backend, "backend unavailable", observed=missing, fix=fix)
 
     def __reduce__(self):
-        return (type(self), (self.backend, self.missing, self.fix))
+        return (_rebuild, (type(self), (self.backend, self.missing), {"fix": self.fix}))
 
 
 class EngineBuildError(HarnessError, RuntimeError):
@@ -143,7 +150,7 @@ class Interrupted(HarnessError, KeyboardInterrupt):
 
         self.signum = signum
         name = signal.Signals(signum).name
-        super().__init__("run", f"interrupted by {name}", None, None, None)
+        super().__init__("run", f"interrupted by {name}")
 
     def __reduce__(self):
         return (type(self), (self.signum,))

@@ -25,9 +25,9 @@ _FILE_MODE = 0o666 & ~_umask()  # what open() would have given; mkstemp alone gi
 
 
 def cannot_write(where: Path, exc: OSError, problem: str = "cannot write here") -> WriteError:
-    return WriteError(str(where), problem, f"{type(exc).__name__}: {exc.strerror or exc}",
-                      "a writable folder with free space",
-                      "point the harness elsewhere (pytest: --harness-report-dir / --harness-cache-dir; python -m "
+    return WriteError(str(where), problem, observed=f"{type(exc).__name__}: {exc.strerror or exc}",
+                      expected="a writable folder with free space",
+                      fix="point the harness elsewhere (pytest: --harness-report-dir / --harness-cache-dir; python -m "
                       "harness: --report-dir / --cache-dir; or HARNESS_CACHE_DIR) or make the folder writable")
 
 
@@ -103,4 +103,4 @@ def new_run_dir(root: Path, stamp: str | None = None) -> Path:
         except OSError as exc:
             raise cannot_write(root, exc, "cannot create a run folder in the reports folder") from None
         return candidate
-    raise HarnessError(str(root), "no free report folder name", stamp, "fewer than 1000 runs a second")
+    raise HarnessError(str(root), "no free report folder name", observed=stamp, expected="fewer than 1000 runs a second")

@@ -61,8 +61,8 @@ def load_golden(directory: str | Path, key: str) -> tuple[dict[str, torch.Tensor
     """``(outputs, meta)`` stored under ``key``, or None when the directory has no such baseline."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise MissingFile(str(directory), "golden directory not found", "no such directory",
-                          "a directory of golden baselines", f"run: python -m harness mutate --write-golden {directory}")
+        raise MissingFile(str(directory), "golden directory not found", observed="no such directory",
+                          expected="a directory of golden baselines", fix=f"run: python -m harness mutate --write-golden {directory}")
     data, meta = directory / f"{key}.npz", directory / f"{key}.json"
     if not data.is_file() or not meta.is_file():
         return None
@@ -71,8 +71,8 @@ def load_golden(directory: str | Path, key: str) -> tuple[dict[str, torch.Tensor
             outputs = {name: torch.from_numpy(np.array(arrays[name])) for name in arrays.files}
         info = json.loads(meta.read_text(encoding="utf-8"))
     except (ValueError, OSError) as exc:
-        raise DataFormatError(str(data), "golden baseline unreadable", f"{type(exc).__name__}: {exc}",
-                              "an .npz of arrays and its .json", f"re-baseline: python -m harness mutate --write-golden {directory}") from None
+        raise DataFormatError(str(data), "golden baseline unreadable", observed=f"{type(exc).__name__}: {exc}",
+                              expected="an .npz of arrays and its .json", fix=f"re-baseline: python -m harness mutate --write-golden {directory}") from None
     return outputs, info
 
 

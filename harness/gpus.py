@@ -39,25 +39,25 @@ def parse_gpus(text: str, available: int) -> tuple[int, ...]:
     process sees (after any ``CUDA_VISIBLE_DEVICES`` it inherited)."""
     if text.strip().lower() == "all":
         if available <= 0:
-            raise InvalidArgument(_FLAG, "no CUDA device", "'all' with 0 GPUs visible", "a machine with a CUDA GPU",
-                                  f"run without {_FLAG}, or on a GPU machine")
+            raise InvalidArgument(_FLAG, "no CUDA device", observed="'all' with 0 GPUs visible", expected="a machine with a CUDA GPU",
+                                  fix=f"run without {_FLAG}, or on a GPU machine")
         return tuple(range(available))
     tokens = [t.strip() for t in text.split(",") if t.strip()]
     if not tokens:
-        raise InvalidArgument(_FLAG, "empty list", repr(text), "all, or a comma list of GPU indices such as 0,1",
-                              f"pass {_FLAG} all")
+        raise InvalidArgument(_FLAG, "empty list", observed=repr(text), expected="all, or a comma list of GPU indices such as 0,1",
+                              fix=f"pass {_FLAG} all")
     gpus: list[int] = []
     for token in tokens:
         if not re.fullmatch(r"-?\d+", token):
-            raise InvalidArgument(_FLAG, "not a GPU index", repr(token), "all, or integers such as 0,1,3", f"pass {_FLAG} all")
+            raise InvalidArgument(_FLAG, "not a GPU index", observed=repr(token), expected="all, or integers such as 0,1,3", fix=f"pass {_FLAG} all")
         index = int(token)
         if not 0 <= index < available:
             visible = f"0..{available - 1}: {available} GPU(s) visible" if available else "a GPU: no CUDA device"
-            raise InvalidArgument(_FLAG, "GPU index out of range", index, visible,
-                                  f"pass {_FLAG} all, or check CUDA_VISIBLE_DEVICES")
+            raise InvalidArgument(_FLAG, "GPU index out of range", observed=index, expected=visible,
+                                  fix=f"pass {_FLAG} all, or check CUDA_VISIBLE_DEVICES")
         if index in gpus:
-            raise InvalidArgument(_FLAG, "duplicate GPU index", f"{index} in {text.strip()}",
-                                  "each GPU once (one worker per GPU)", "list each GPU once")
+            raise InvalidArgument(_FLAG, "duplicate GPU index", observed=f"{index} in {text.strip()}",
+                                  expected="each GPU once (one worker per GPU)", fix="list each GPU once")
         gpus.append(index)
     return tuple(gpus)
 
@@ -68,7 +68,7 @@ def worker_index(worker_id: str) -> int:
         return 0
     match = _WORKER.match(worker_id)
     if not match:
-        raise InvalidArgument("worker id", "not a pytest-xdist worker id", repr(worker_id), "gw0, gw1, ... or master")
+        raise InvalidArgument("worker id", "not a pytest-xdist worker id", observed=repr(worker_id), expected="gw0, gw1, ... or master")
     return int(match.group(1))
 
 
@@ -76,16 +76,16 @@ def check_worker_count(workers: int, gpus: tuple[int, ...]) -> None:
     """The controller's check: exactly one worker per GPU."""
     if workers != len(gpus):
         raise InvalidArgument(_FLAG, "worker count differs from GPU count",
-                              f"{workers} worker(s) for {len(gpus)} GPU(s) {list(gpus)}",
-                              "one worker per GPU", f"run with -n {len(gpus)}")
+                              observed=f"{workers} worker(s) for {len(gpus)} GPU(s) {list(gpus)}",
+                              expected="one worker per GPU", fix=f"run with -n {len(gpus)}")
 
 
 def gpu_for_worker(worker_id: str, gpus: tuple[int, ...]) -> int:
     """Worker N owns ``gpus[N]``."""
     index = worker_index(worker_id)
     if index >= len(gpus):
-        raise InvalidArgument(_FLAG, "more workers than GPUs", f"worker {worker_id} with {len(gpus)} GPU(s) {list(gpus)}",
-                              "each worker owns one GPU", f"run with -n {len(gpus)}")
+        raise InvalidArgument(_FLAG, "more workers than GPUs", observed=f"worker {worker_id} with {len(gpus)} GPU(s) {list(gpus)}",
+                              expected="each worker owns one GPU", fix=f"run with -n {len(gpus)}")
     return gpus[index]
 
 
@@ -98,15 +98,15 @@ def pin_worker(worker_id: str, gpus: tuple[int, ...], environ: MutableMapping[st
     torch = sys.modules.get("torch")  # not imported: nothing has initialised CUDA through torch
     if torch is not None and torch.cuda.is_initialized():
         raise CudaAlreadyInitialised(worker_id, "CUDA already initialised before pinning the worker to its GPU",
-                                     "torch.cuda.is_initialized() is True", "pin_worker before any CUDA call",
-                                     "call harness.gpus.pin_worker first in pytest_configure")
+                                     observed="torch.cuda.is_initialized() is True", expected="pin_worker before any CUDA call",
+                                     fix="call harness.gpus.pin_worker first in pytest_configure")
     relative = gpu_for_worker(worker_id, gpus)
     inherited = environ.get("CUDA_VISIBLE_DEVICES")
     entries = None if inherited is None else [e.strip() for e in inherited.split(",") if e.strip()]
     if entries is not None and (relative >= len(entries) or not entries[relative].isdigit()):
         raise InvalidArgument("CUDA_VISIBLE_DEVICES", "cannot map GPU index to a physical GPU",
-                              f"index {relative} in {inherited!r}", "integer indices covering every listed GPU",
-                              "unset CUDA_VISIBLE_DEVICES or list integer GPU indices")
+                              observed=f"index {relative} in {inherited!r}", expected="integer indices covering every listed GPU",
+                              fix="unset CUDA_VISIBLE_DEVICES or list integer GPU indices")
     physical = relative if entries is None else int(entries[relative])
     environ["CUDA_VISIBLE_DEVICES"] = environ[PHYSICAL_GPU_ENV] = str(physical)
     return physical

@@ -62,7 +62,7 @@ def candidate_stages(chain: Chain, leg: Leg) -> dict[str, torch.Tensor]:
     family, _, rest = leg.candidate.partition("-")
     if family != "ort":
         raise BackendUnavailable(leg.candidate, "stage probes run on ONNX Runtime here (a TensorRT probe engine "
-                                 "needs a GPU it can run on)", "localise on an ort-* leg of the same graph")
+                                 "needs a GPU it can run on)", fix="localise on an ort-* leg of the same graph")
     backend = f"ort-{rest.split('-')[0]}"  # the strict FP32 session runs either graph precision's probe build
     registry.require(backend)
     artifact = chain.onnx(leg.case, leg.workaround, leg.exporter, leg.variant, leg.graph_precision, probes=True)
@@ -118,7 +118,7 @@ def stage_errors(reference: dict[str, torch.Tensor], candidate: dict[str, torch.
             continue
         cand = candidate[name]
         if cand.shape != ref.shape:
-            raise HarnessError(name, "probe shape differs", tuple(cand.shape), tuple(ref.shape))
+            raise HarnessError(name, "probe shape differs", observed=tuple(cand.shape), expected=tuple(ref.shape))
         worst = _max_abs_diff(ref, cand)
         scale = float(ref.float().abs().max()) or 1.0
         if name == "photometric_confidence" and ref.numel() > 1:
@@ -249,11 +249,11 @@ def assert_attribution_within_gates(rows: list[dict[str, Any]]) -> None:
 
     unjudged = [r["hop"] for r in rows if "hop_max_abs_mm" in r and "within_gate" not in r]
     if unjudged:
-        raise ParityError("attribution", "hops were not judged", unjudged, "rows from attribution(chain, case, "
-                          "tolerances)", "pass the session's tolerances to attribution()")
+        raise ParityError("attribution", "hops were not judged", observed=unjudged, expected="rows from attribution(chain, case, "
+                          "tolerances)", fix="pass the session's tolerances to attribution()")
     exceeded = exceeded_hops(rows)
     if exceeded:
         first = next(r for r in rows if r["hop"] == exceeded[0])
         raise ParityError(f"attribution, case {first['case']}", f"hop {first['hop']} ({first['label']}) exceeds its "
-                          "gate", first["exceeded"], first["gate"],
-                          f"the error enters at {first['hop']} (from {first['from']}); localise that leg")
+                          "gate", observed=first["exceeded"], expected=first["gate"],
+                          fix=f"the error enters at {first['hop']} (from {first['from']}); localise that leg")

@@ -70,7 +70,7 @@ class OutputSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in METRIC_KINDS:
-            raise InvalidArgument(f"output {self.name}", "unknown metric kind", self.kind, " / ".join(METRIC_KINDS))
+            raise InvalidArgument(f"output {self.name}", "unknown metric kind", observed=self.kind, expected=" / ".join(METRIC_KINDS))
 
     @property
     def gate_title(self) -> str:
@@ -112,8 +112,8 @@ class ModelSpec:
     def __post_init__(self) -> None:
         names = [o.name for o in self.outputs]
         if len(set(names)) != len(names) or not names:
-            raise InvalidArgument(f"model spec {self.name}", "output names empty or repeated", names,
-                                  "one OutputSpec per distinct output")
+            raise InvalidArgument(f"model spec {self.name}", "output names empty or repeated", observed=names,
+                                  expected="one OutputSpec per distinct output")
 
     @property
     def output_names(self) -> tuple[str, ...]:

@@ -88,7 +88,7 @@ def _of(model: onnx.ModelProto, *ops: str) -> list[int]:
 
 def _need(found: list[int], what: str) -> list[int]:
     if not found:
-        raise MutationError(what, "not found in the graph", "no match", f"an MVSNet export with {what}", NOT_APPLICABLE)
+        raise MutationError(what, "not found in the graph", observed="no match", expected=f"an MVSNet export with {what}", fix=NOT_APPLICABLE)
     return found
 
 
@@ -256,8 +256,8 @@ def _bias_dropped(model: onnx.ModelProto) -> onnx.ModelProto:
     """The bias of a 3-D convolution lost (an exporter that drops an optional input)."""
     node = model.graph.node[_convs(model, 5)[2]]
     if len(node.input) < 3 or constant_value(model, node.input[2]) is None:
-        raise MutationError(node.name, "3-D convolution without a constant bias", list(node.input),
-                            "Conv(x, weight, bias) with an initializer bias", NOT_APPLICABLE)
+        raise MutationError(node.name, "3-D convolution without a constant bias", observed=list(node.input),
+                            expected="Conv(x, weight, bias) with an initializer bias", fix=NOT_APPLICABLE)
     del node.input[2]
     return model
 
@@ -402,8 +402,8 @@ def _confidence_window(model: onnx.ModelProto) -> onnx.ModelProto:
         if value is not None and value.dtype.kind == "i" and value.size == 4 and list(value.flatten()) == [-1, 0, 1, 2]:
             set_constant_value(model, name, value + 1)
             return model
-    raise MutationError("confidence window", "offsets not found in the graph", "no int constant [-1, 0, 1, 2]",
-                        "the gathered confidence window of harness/model/mvsnet.py", NOT_APPLICABLE)
+    raise MutationError("confidence window", "offsets not found in the graph", observed="no int constant [-1, 0, 1, 2]",
+                        expected="the gathered confidence window of harness/model/mvsnet.py", fix=NOT_APPLICABLE)
 
 
 # -- benign rewrites: must pass -----------------------------------------------------------------------
@@ -427,8 +427,8 @@ def _onnxsim_again(model: onnx.ModelProto) -> onnx.ModelProto:
 
     simplified, ok = onnxsim.simplify(model)
     if not ok:
-        raise MutationError("onnxsim", "second simplification failed its check", "outputs differ",
-                            "onnxsim's own check passing", "report it to onnxsim; leave this rewrite out")
+        raise MutationError("onnxsim", "second simplification failed its check", observed="outputs differ",
+                            expected="onnxsim's own check passing", fix="report it to onnxsim; leave this rewrite out")
     return simplified
 
 
@@ -448,6 +448,6 @@ def _raw(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _need_pairs(pairs: list[tuple[int, int]], what: str) -> list[tuple[int, int]]:
     if not pairs:
-        raise MutationError(what, "views 1 and 2 are not gathered by constant indices", "no pair of Gathers",
-                            "Gather(axis=1) with constant indices 1 and 2 on one tensor", NOT_APPLICABLE)
+        raise MutationError(what, "views 1 and 2 are not gathered by constant indices", observed="no pair of Gathers",
+                            expected="Gather(axis=1) with constant indices 1 and 2 on one tensor", fix=NOT_APPLICABLE)
     return pairs

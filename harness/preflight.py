@@ -69,9 +69,9 @@ def _stop(problem: str, exc: HarnessError | str, fix: str, flags: Flags, own_fix
         flag = fix.split(" ")[1] if fix.startswith("pass ") else ""
         if use_inner and flag and flag not in inner:  # the inner fix is specific; the flag still has to be named
             inner = f"{inner}; {fix}"
-        return PreflightError(exc.subject, exc.problem if use_inner else f"{problem}: {exc.problem}", exc.observed,
-                              exc.expected, inner if use_inner else fix)
-    return PreflightError("session start", problem, exc, None, fix)
+        return PreflightError(exc.subject, exc.problem if use_inner else f"{problem}: {exc.problem}", observed=exc.observed,
+                              expected=exc.expected, fix=inner if use_inner else fix)
+    return PreflightError("session start", problem, observed=exc, expected=None, fix=fix)
 
 
 def preflight(config: ChainConfig, cases: Iterable[str], report_dir: Path | None, flags: Flags,

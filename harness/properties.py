@@ -166,7 +166,7 @@ def permute_sources(views: Views, order: Sequence[int]) -> Views:
     """The same rig with the source views (1..N-1) in ``order``; the reference stays view 0."""
     n = views.images.shape[0]
     if sorted(order) != list(range(1, n)):
-        raise InvalidArgument("source order", "not a permutation of the source views", list(order), f"1..{n - 1}")
+        raise InvalidArgument("source order", "not a permutation of the source views", observed=list(order), expected=f"1..{n - 1}")
     index = [0, *order]
     return replace(views, images=views.images[index], intrinsics=views.intrinsics[index],
                    extrinsics=views.extrinsics[index], view_ids=tuple(views.view_ids[i] for i in index))
@@ -190,7 +190,7 @@ def misplace_hypotheses(views: Views, rig: RigCase, side: str) -> Views:
     if side == "near":
         lo, hi = (f * NEAR_PLANE for f in NEAR_SPAN)
         return replace(views, depth_min=lo, depth_interval=(hi - lo) / (rig.num_depth - 1) / rig.interval_scale)
-    raise InvalidArgument("misplaced side", "unknown side", side, "near or far")
+    raise InvalidArgument("misplaced side", "unknown side", observed=side, expected="near or far")
 
 
 # -- legs, dynamic graphs and runners ------------------------------------------------------------

@@ -34,10 +34,10 @@ class TimingConfig:
 
     def __post_init__(self) -> None:
         if self.min_rounds < 1 or self.max_rounds < self.min_rounds:
-            raise InvalidArgument("timing rounds", "inconsistent", f"min {self.min_rounds}, max {self.max_rounds}",
-                                  "1 <= min_rounds <= max_rounds")
+            raise InvalidArgument("timing rounds", "inconsistent", observed=f"min {self.min_rounds}, max {self.max_rounds}",
+                                  expected="1 <= min_rounds <= max_rounds")
         if self.warmup_ms < 0 or self.min_seconds < 0:
-            raise InvalidArgument("timing", "negative duration", f"{self.warmup_ms} ms / {self.min_seconds} s", ">= 0")
+            raise InvalidArgument("timing", "negative duration", observed=f"{self.warmup_ms} ms / {self.min_seconds} s", expected=">= 0")
 
 
 PROFILES: dict[str, TimingConfig] = {
@@ -75,7 +75,7 @@ class TimingStats:
     @classmethod
     def from_samples(cls, samples_ms: list[float] | tuple[float, ...], clock: str) -> TimingStats:
         if not samples_ms:
-            raise InvalidArgument("timing samples", "empty", 0, "at least one sample")
+            raise InvalidArgument("timing samples", "empty", observed=0, expected="at least one sample")
         ordered = tuple(sorted(float(s) for s in samples_ms))
         mean = statistics.fmean(ordered)
         std = statistics.stdev(ordered) if len(ordered) > 1 else 0.0

@@ -48,21 +48,21 @@ class Tolerances:
     def load(cls, path: str | Path | None = None) -> Tolerances:
         path = Path(path) if path is not None else DEFAULT_TOLERANCES
         if not path.is_file():
-            raise MissingFile(str(path), "tolerances file not found", "no such file", "a TOML file of gates",
-                              "pass --harness-tolerances PATH or restore fixtures/tolerances.toml")
+            raise MissingFile(str(path), "tolerances file not found", observed="no such file", expected="a TOML file of gates",
+                              fix="pass --harness-tolerances PATH or restore fixtures/tolerances.toml")
         try:
             table = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(str(path), "not valid TOML", str(exc), "TOML tables of numeric gates",
-                              "fix the syntax at the reported line") from None
+            raise ConfigError(str(path), "not valid TOML", observed=str(exc), expected="TOML tables of numeric gates",
+                              fix="fix the syntax at the reported line") from None
         return cls(table, str(path))
 
     def stage_limit(self, precision: str) -> float:
         """Relative per-stage limit for localisation ([stages] table, by precision)."""
         stages = self.table.get("stages")
         if not isinstance(stages, dict) or precision not in stages:
-            raise ConfigError(self.source, "no stage tolerance", f"[stages].{precision}",
-                              "a number per precision under [stages]", f"add '{precision} = 1e-2' to [stages]")
+            raise ConfigError(self.source, "no stage tolerance", observed=f"[stages].{precision}",
+                              expected="a number per precision under [stages]", fix=f"add '{precision} = 1e-2' to [stages]")
         return float(stages[precision])
 
     def _validate(self) -> None:
@@ -73,46 +73,46 @@ class Tolerances:
             if pair == "stages":
                 if not isinstance(precisions, dict) or not all(
                         isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in precisions.values()):
-                    raise ConfigError(f"{self.source} [stages]", "not a table of positive numbers", precisions,
-                                      "fp32 = 1e-4 style lines", "see the file's header")
+                    raise ConfigError(f"{self.source} [stages]", "not a table of positive numbers", observed=precisions,
+                                      expected="fp32 = 1e-4 style lines", fix="see the file's header")
                 continue
             if not isinstance(precisions, dict) or "-vs-" not in pair:
-                raise ConfigError(f"{self.source} [{pair}]", "not a pair table", type(precisions).__name__,
-                                  "['<reference>-vs-<candidate>'.<precision>.<output>] tables", "see the file's header")
+                raise ConfigError(f"{self.source} [{pair}]", "not a pair table", observed=type(precisions).__name__,
+                                  expected="['<reference>-vs-<candidate>'.<precision>.<output>] tables", fix="see the file's header")
             for precision, outputs in precisions.items():
                 if not isinstance(outputs, dict):
                     raise ConfigError(f"{self.source} [{pair}.{precision}]", "not a table of outputs",
-                                      outputs, "[<pair>.<precision>.<output>] tables of gates", "see the file's header")
+                                      observed=outputs, expected="[<pair>.<precision>.<output>] tables of gates", fix="see the file's header")
                 for output, gates in outputs.items():
                     self._validate_gates(f"{pair}.{precision}.{output}", gates, None)
 
     def _validate_gates(self, where: str, gates: object, base: Mapping[str, Any] | None) -> None:
         if not isinstance(gates, dict):
-            raise ConfigError(f"{self.source} [{where}]", "not a table of gates", gates, "metric = number lines")
+            raise ConfigError(f"{self.source} [{where}]", "not a table of gates", observed=gates, expected="metric = number lines")
         for metric, value in gates.items():
             if metric not in KNOWN_METRICS:
-                raise ConfigError(f"{self.source} [{where}]", "unknown metric", metric,
-                                  f"one of {', '.join(sorted(KNOWN_METRICS))}", "fix the metric name")
+                raise ConfigError(f"{self.source} [{where}]", "unknown metric", observed=metric,
+                                  expected=f"one of {', '.join(sorted(KNOWN_METRICS))}", fix="fix the metric name")
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{self.source} [{where}.{metric}]", "limit must be a non-negative number", value,
-                                  "e.g. 1e-3")
+                raise ConfigError(f"{self.source} [{where}.{metric}]", "limit must be a non-negative number", observed=value,
+                                  expected="e.g. 1e-3")
             if base is not None and metric in base:
                 looser = value < base[metric] if metric in LOWER_BOUNDS else value > base[metric]
                 if looser:
                     raise ConfigError(f"{self.source} [{where}.{metric}]", "a per-case override may only tighten",
-                                      value, f"{'at least' if metric in LOWER_BOUNDS else 'at most'} the shared "
-                                      f"gate's {base[metric]}", "loosen the shared gate (measured) or drop the override")
+                                      observed=value, expected=f"{'at least' if metric in LOWER_BOUNDS else 'at most'} the shared "
+                                      f"gate's {base[metric]}", fix="loosen the shared gate (measured) or drop the override")
 
     def _validate_cases(self, cases: object) -> None:
         if not isinstance(cases, dict):
-            raise ConfigError(f"{self.source} [cases]", "not a table of cases", cases, "[cases.<case>...] tables")
+            raise ConfigError(f"{self.source} [cases]", "not a table of cases", observed=cases, expected="[cases.<case>...] tables")
         for case, entries in cases.items():
             if not isinstance(entries, dict):
-                raise ConfigError(f"{self.source} [cases.{case}]", "not a table", entries, "see the file's header")
+                raise ConfigError(f"{self.source} [cases.{case}]", "not a table", observed=entries, expected="see the file's header")
             for key, precisions in entries.items():
                 where = f"cases.{case}.{key}"
                 if not isinstance(precisions, dict):
-                    raise ConfigError(f"{self.source} [{where}]", "not a table", precisions, "see the file's header")
+                    raise ConfigError(f"{self.source} [{where}]", "not a table", observed=precisions, expected="see the file's header")
                 if key == "stages":
                     self._validate_stage_overrides(where, precisions)
                     continue
@@ -120,15 +120,15 @@ class Tolerances:
                 shared = self.table.get(f"{reference}-vs-{family(candidate)}") if candidate else None
                 for precision, outputs in precisions.items():
                     if not isinstance(outputs, dict):
-                        raise ConfigError(f"{self.source} [{where}.{precision}]", "not a table of outputs", outputs,
-                                          "see the file's header")
+                        raise ConfigError(f"{self.source} [{where}.{precision}]", "not a table of outputs", observed=outputs,
+                                          expected="see the file's header")
                     for output, gates in outputs.items():
                         base = shared.get(precision, {}).get(output) if isinstance(shared, dict) else None
                         if base is None:
                             raise ConfigError(f"{self.source} [{where}.{precision}.{output}]",
                                               "overrides a gate that does not exist",
-                                              f"no ['{reference}-vs-{family(candidate)}'.{precision}.{output}]",
-                                              "an override of an existing shared gate", "fix the key or add the gate")
+                                              observed=f"no ['{reference}-vs-{family(candidate)}'.{precision}.{output}]",
+                                              expected="an override of an existing shared gate", fix="fix the key or add the gate")
                         self._validate_gates(f"{where}.{precision}.{output}", gates, base)
 
     def _validate_stage_overrides(self, where: str, candidates: Mapping[str, Any]) -> None:
@@ -137,17 +137,17 @@ class Tolerances:
             for precision, stages in (precisions.items() if isinstance(precisions, dict) else [("?", precisions)]):
                 here = f"{where}.{candidate}.{precision}"
                 if precision not in defaults or not isinstance(stages, dict):
-                    raise ConfigError(f"{self.source} [{here}]", "not a stage table of a known precision", stages,
-                                      f"[{where}.'<candidate>'.<precision>] with <precision> in [stages]",
-                                      "see the file's header")
+                    raise ConfigError(f"{self.source} [{here}]", "not a stage table of a known precision", observed=stages,
+                                      expected=f"[{where}.'<candidate>'.<precision>] with <precision> in [stages]",
+                                      fix="see the file's header")
                 for stage, value in stages.items():
                     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                        raise ConfigError(f"{self.source} [{here}.{stage}]", "limit must be a positive number", value,
-                                          "e.g. 1e-5")
+                        raise ConfigError(f"{self.source} [{here}.{stage}]", "limit must be a positive number", observed=value,
+                                          expected="e.g. 1e-5")
                     if stage != "depth" and value > defaults[precision]:  # depth is in steps, the rest relative
                         raise ConfigError(f"{self.source} [{here}.{stage}]", "a per-case override may only tighten",
-                                          value, f"at most [stages].{precision} = {defaults[precision]}",
-                                          "loosen the shared stage limit (measured) or drop the override")
+                                          observed=value, expected=f"at most [stages].{precision} = {defaults[precision]}",
+                                          fix="loosen the shared stage limit (measured) or drop the override")
 
     def stage_limits(self, candidate: str, precision: str, case: str | None = None) -> dict[str, float]:
         """Per-stage limits of one leg: ``default`` (the [stages] limit of the precision, relative)
@@ -171,13 +171,13 @@ class Tolerances:
         pair = f"{family(reference)}-vs-{family(candidate)}"
         entry = self.table.get(pair, {}).get(precision) if isinstance(self.table.get(pair), dict) else None
         if not entry:
-            raise ConfigError(self.source, "no tolerance for this comparison", f"['{pair}'.{precision}]",
-                              f"tables ['{pair}'.{precision}.<output>] for {', '.join(outputs)}",
-                              f"add them to {self.source} (measure first: the failure message prints the values that pass)")
+            raise ConfigError(self.source, "no tolerance for this comparison", observed=f"['{pair}'.{precision}]",
+                              expected=f"tables ['{pair}'.{precision}.<output>] for {', '.join(outputs)}",
+                              fix=f"add them to {self.source} (measure first: the failure message prints the values that pass)")
         missing = [o for o in outputs if o not in entry]
         if missing:
-            raise ConfigError(self.source, "no tolerance for some outputs", f"['{pair}'.{precision}] lacks {missing}",
-                              f"a table per output: {', '.join(outputs)}", f"add them to {self.source}")
+            raise ConfigError(self.source, "no tolerance for some outputs", observed=f"['{pair}'.{precision}] lacks {missing}",
+                              expected=f"a table per output: {', '.join(outputs)}", fix=f"add them to {self.source}")
         gates = {o: {m: float(v) for m, v in entry[o].items()} for o in outputs}
         overrides = self.table.get("cases", {}).get(case, {}) if case else {}
         for key in dict.fromkeys((pair, f"{family(reference)}-vs-{candidate}")):

@@ -58,10 +58,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.init not in ("plane-sweep", "random"):
-            raise InvalidArgument("train --init", "unknown initialisation", self.init, "plane-sweep or random")
+            raise InvalidArgument("train --init", "unknown initialisation", observed=self.init, expected="plane-sweep or random")
         if self.steps < 1 or self.batch < 1 or self.pool < self.batch:
-            raise InvalidArgument("train", "inconsistent sizes", f"steps {self.steps}, batch {self.batch}, pool {self.pool}",
-                                  "steps >= 1, batch >= 1, pool >= batch")
+            raise InvalidArgument("train", "inconsistent sizes", observed=f"steps {self.steps}, batch {self.batch}, pool {self.pool}",
+                                  expected="steps >= 1, batch >= 1, pool >= batch")
 
 
 def scene_spec(seed: int, config: TrainConfig) -> SceneSpec:

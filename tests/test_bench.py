@@ -371,7 +371,7 @@ def test_bench_one_skips_a_backend_that_finds_out_at_its_first_call(cpu_chain, t
     """torch-aoti learns that its package cannot be loaded here only when the first call builds it
     (H200, torch 2.11+cu130: the loader segfaults): a skipped row with the reason, not a crash."""
     def refuse(self, feed):
-        raise BackendUnavailable("torch-aoti", "loading the package crashed the process (SIGSEGV)", "use another torch")
+        raise BackendUnavailable("torch-aoti", "loading the package crashed the process (SIGSEGV)", fix="use another torch")
 
     monkeypatch.setattr(TorchRunner, "_infer", refuse)
     row = bench_one(cpu_chain, BenchSpec("torch-fp32", "small"), TINY, tolerances, None, log=lambda _: None)

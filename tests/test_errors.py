@@ -34,13 +34,13 @@ FIVE_FIELD_ERRORS = [
 
 
 def test_message_has_the_documented_shape():
-    error = HarnessError("imgs", "wrong shape", (1, 3, 128), "[B, N, 3, H, W]", "stack the views on dim 1")
+    error = HarnessError("imgs", "wrong shape", observed=(1, 3, 128), expected="[B, N, 3, H, W]", fix="stack the views on dim 1")
     assert str(error) == "imgs | wrong shape: (1, 3, 128). Expected: [B, N, 3, H, W]. Fix: stack the views on dim 1."
 
 
 def test_optional_parts_are_left_out():
     assert str(HarnessError("s", "problem")) == "s | problem."
-    assert str(HarnessError("s", "problem", "obs")) == "s | problem: obs."
+    assert str(HarnessError("s", "problem", observed="obs")) == "s | problem: obs."
     assert str(HarnessError("s", "problem", expected="e")) == "s | problem. Expected: e."
     assert str(HarnessError("s", "problem", fix="do it")) == "s | problem. Fix: do it."
 
@@ -51,11 +51,11 @@ def test_fix_ends_with_exactly_one_period():
 
 
 def test_falsy_observed_values_are_still_shown():
-    assert str(HarnessError("s", "p", 0, 0)) == "s | p: 0. Expected: 0."
+    assert str(HarnessError("s", "p", observed=0, expected=0)) == "s | p: 0. Expected: 0."
 
 
 def test_fields_are_kept_as_attributes():
-    error = InvalidArgument("opset", "unsupported", 15, "16..23", "pass --harness-opset 17")
+    error = InvalidArgument("opset", "unsupported", observed=15, expected="16..23", fix="pass --harness-opset 17")
     assert (error.subject, error.problem, error.observed, error.expected, error.fix) == (
         "opset", "unsupported", 15, "16..23", "pass --harness-opset 17")
 
@@ -87,7 +87,7 @@ def test_every_error_class_is_a_harness_error():
 
 def test_missing_file_can_be_caught_as_file_not_found():
     with pytest.raises(FileNotFoundError, match="no such file"):
-        raise MissingFile("a.ckpt", "checkpoint not found", "no such file")
+        raise MissingFile("a.ckpt", "checkpoint not found", observed="no such file")
 
 
 def test_parity_error_is_reported_as_a_failure_by_pytest():
@@ -97,7 +97,7 @@ def test_parity_error_is_reported_as_a_failure_by_pytest():
 
 @pytest.mark.parametrize("cls", FIVE_FIELD_ERRORS)
 def test_pickling_keeps_the_fields_and_message(cls):
-    error = cls("subject", "problem", {"observed": [1, 2]}, "expected", "fix it")
+    error = cls("subject", "problem", observed={"observed": [1, 2]}, expected="expected", fix="fix it")
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is cls
     assert str(copy) == str(error)
@@ -106,7 +106,7 @@ def test_pickling_keeps_the_fields_and_message(cls):
 
 
 def test_backend_unavailable_keeps_backend_and_missing():
-    error = BackendUnavailable("ort-cuda", "no CUDA device", "run on a GPU machine")
+    error = BackendUnavailable("ort-cuda", "no CUDA device", fix="run on a GPU machine")
     assert str(error) == "ort-cuda | backend unavailable: no CUDA device. Fix: run on a GPU machine."
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is BackendUnavailable
@@ -124,5 +124,14 @@ def test_run_time_failures_have_their_own_type_distinct_from_build_errors():
 
     assert issubclass(RunError, RuntimeError) and issubclass(RunError, HarnessError)
     assert not issubclass(RunError, EngineBuildError) and not issubclass(EngineBuildError, RunError)
-    error = RunError("trt-fp32", "execute_async_v3 failed", "illegal address", "a successful enqueue")
+    error = RunError("trt-fp32", "execute_async_v3 failed", observed="illegal address", expected="a successful enqueue")
     assert str(error).startswith("trt-fp32 | execute_async_v3 failed: illegal address.")
+
+
+@pytest.mark.parametrize("cls", FIVE_FIELD_ERRORS)
+def test_observed_expected_and_fix_are_keyword_only(cls):
+    """Three free-text slots in a row are easy to swap: after subject and problem, each is named."""
+    with pytest.raises(TypeError, match="positional"):
+        cls("subject", "problem", "observed", "expected", "fix it")
+    with pytest.raises(TypeError, match="positional"):
+        BackendUnavailable("ort-cuda", "no CUDA device", "run on a GPU machine")

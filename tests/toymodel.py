@@ -77,14 +77,14 @@ def validate_toy(feed: Mapping[str, torch.Tensor], *, subject: str, input_names:
     """The toy's rules: one RGB image batch with even height and width; finite when ``values``."""
     image = feed["image"]
     if image.dim() != 4 or image.shape[1] != 3:
-        raise ShapeError(f"{subject}: image", "wrong shape", tuple(image.shape), "[B, 3, H, W]",
-                         "stack RGB images on dim 0, channels first")
+        raise ShapeError(f"{subject}: image", "wrong shape", observed=tuple(image.shape), expected="[B, 3, H, W]",
+                         fix="stack RGB images on dim 0, channels first")
     if image.shape[2] % 2 or image.shape[3] % 2:
-        raise ShapeError(f"{subject}: image", "odd image size", tuple(image.shape[2:]), "even H and W",
-                         "crop one row or column")
+        raise ShapeError(f"{subject}: image", "odd image size", observed=tuple(image.shape[2:]), expected="even H and W",
+                         fix="crop one row or column")
     if values and not bool(torch.isfinite(image).all()):
-        raise InvalidInput(f"{subject}: image", "holds NaN or Inf", int((~torch.isfinite(image)).sum()),
-                           "finite values only", "check the image decoding")
+        raise InvalidInput(f"{subject}: image", "holds NaN or Inf", observed=int((~torch.isfinite(image)).sum()),
+                           expected="finite values only", fix="check the image decoding")
 
 
 def toy_output_shape(feed: Mapping[str, torch.Tensor], name: str | None = None) -> tuple[int, ...]:

@@ -113,10 +113,10 @@ class AotiRunner(Runner):
         super().__init__(validate_values, model_spec)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailable(NAME, "no CUDA device", "run on a machine with an NVIDIA GPU, or with --harness-device cpu")
+            raise BackendUnavailable(NAME, "no CUDA device", fix="run on a machine with an NVIDIA GPU, or with --harness-device cpu")
         missing = aoti_missing()
         if missing:
-            raise BackendUnavailable(NAME, missing, "install a C++ compiler (e.g. apt install g++) or set $CXX")
+            raise BackendUnavailable(NAME, missing, fix="install a C++ compiler (e.g. apt install g++) or set $CXX")
         self.source = model
         self.cache = ArtifactCache(cache_dir) if model_digest is not None else None
         self.model_digest = model_digest
@@ -196,7 +196,7 @@ class AotiRunner(Runner):
             raise BackendUnavailable(
                 NAME, f"{verdict} with torch {torch.__version__} on {self._device_text()} (a known limitation of this "
                 f"torch build: see README, 'torch-aoti'); package {path}",
-                "use a torch build whose AOTInductor loader works on this machine (torch 2.13 CPU loads and runs "
+                fix="use a torch build whose AOTInductor loader works on this machine (torch 2.13 CPU loads and runs "
                 "these packages), or delete the cache entry to check again")
         self._packages[shapes] = torch._inductor.aoti_load_package(str(path))
         return self._packages[shapes]

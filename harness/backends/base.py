@@ -84,16 +84,16 @@ class Runner(ABC):
         if missing or unexpected:
             raise InvalidInput(
                 self.name, "feed names do not match the model's inputs",
-                f"missing {missing}, unexpected {unexpected}", f"exactly {list(self.input_names)}", spec.feed_fix,
+                observed=f"missing {missing}, unexpected {unexpected}", expected=f"exactly {list(self.input_names)}", fix=spec.feed_fix,
             )
         for name in self.input_names:
             tensor = feed[name]
             if not isinstance(tensor, torch.Tensor):
-                raise InvalidInput(f"{self.name}: {name}", "is not a torch.Tensor", type(tensor).__name__,
-                                   "torch.Tensor", "convert with torch.from_numpy")
+                raise InvalidInput(f"{self.name}: {name}", "is not a torch.Tensor", observed=type(tensor).__name__,
+                                   expected="torch.Tensor", fix="convert with torch.from_numpy")
             if tensor.dtype != torch.float32:
-                raise InvalidInput(f"{self.name}: {name}", "wrong dtype", str(tensor.dtype), "torch.float32",
-                                   "cast with .float()")
+                raise InvalidInput(f"{self.name}: {name}", "wrong dtype", observed=str(tensor.dtype), expected="torch.float32",
+                                   fix="cast with .float()")
         spec.validate(feed, subject=self.name, input_names=tuple(self.input_names), values=self.validate_values)
 
     def infer(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -114,8 +114,8 @@ class Runner(ABC):
         shape = self.model_spec.output_shape
         if shape is None:
             raise InvalidArgument(
-                f"{self.name}: {self.model_spec.name}", "the model spec gives no output shapes", "output_shape=None",
-                "a ModelSpec with output_shape", "give the spec an output_shape(feed, name) function",
+                f"{self.name}: {self.model_spec.name}", "the model spec gives no output shapes", observed="output_shape=None",
+                expected="a ModelSpec with output_shape", fix="give the spec an output_shape(feed, name) function",
             )
         return shape(feed, name)
 

@@ -46,7 +46,7 @@ def import_onnxruntime() -> Any:
         ort = importlib.import_module("onnxruntime")
     except ImportError as exc:
         raise BackendUnavailable("onnxruntime", f"onnxruntime not importable ({exc})",
-                                 "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)") from None
+                                 fix="pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)") from None
     ort.set_default_logger_severity(ERRORS_ONLY)  # its default logger prints warnings to the console
     return ort
 
@@ -85,13 +85,13 @@ def available_providers() -> list[str]:
 def ensure_available(device: torch.device, name: str = "onnxruntime") -> None:
     """Raise ``BackendUnavailable`` naming what is missing for ONNX Runtime on ``device``."""
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable(name, "no CUDA device", "run on a machine with an NVIDIA GPU")
+        raise BackendUnavailable(name, "no CUDA device", fix="run on a machine with an NVIDIA GPU")
     ort = import_onnxruntime()
     provider = PROVIDERS[device.type]
     if provider not in ort.get_available_providers():
         raise BackendUnavailable(
             name, f"{provider} missing from onnxruntime {ort.__version__}",
-            "pip install onnxruntime-gpu (a build matching your CUDA) instead of onnxruntime",
+            fix="pip install onnxruntime-gpu (a build matching your CUDA) instead of onnxruntime",
         )
 
 
@@ -112,7 +112,7 @@ class OrtRunner(Runner):
                  cuda_options: CudaOptions = "strict", model_spec: ModelSpec | None = None) -> None:
         super().__init__(validate_values, model_spec)
         if cuda_options not in ("strict", "default"):
-            raise InvalidInput("ONNX Runtime CUDA options", "unknown option set", cuda_options, "strict or default")
+            raise InvalidInput("ONNX Runtime CUDA options", "unknown option set", observed=cuda_options, expected="strict or default")
         self.path = Path(onnx_path)
         self.device = torch.device(device)
         self.provider = PROVIDERS[self.device.type]
@@ -152,9 +152,9 @@ class OrtRunner(Runner):
                 self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types; report, never swallow
             raise ArtifactError(
-                str(self.path), "ONNX Runtime cannot load the graph", f"{type(exc).__name__}: {str(exc)[:200]}",
-                "a complete ONNX file this onnxruntime supports",
-                "delete the file's cache entry (the harness rebuilds it) or re-export the model",
+                str(self.path), "ONNX Runtime cannot load the graph", observed=f"{type(exc).__name__}: {str(exc)[:200]}",
+                expected="a complete ONNX file this onnxruntime supports",
+                fix="delete the file's cache entry (the harness rebuilds it) or re-export the model",
             ) from exc
         names = tuple(i.name for i in self._session.get_inputs())
         self.input_names = names
@@ -174,8 +174,8 @@ class OrtRunner(Runner):
             if tuple(feed[name].shape) != shape:
                 raise InvalidInput(
                     f"{self.name}: {name}", "shape differs from the ONNX graph's static shape",
-                    tuple(feed[name].shape), shape,
-                    "export a graph for this shape (the harness does per case) or use a dynamic-shape export",
+                    observed=tuple(feed[name].shape), expected=shape,
+                    fix="export a graph for this shape (the harness does per case) or use a dynamic-shape export",
                 )
 
     def _infer(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

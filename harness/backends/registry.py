@@ -64,7 +64,7 @@ def get(name: str) -> BackendSpec:
         return specs()[name]
     except KeyError:
         raise BackendUnavailable(name, f"no backend named {name} in this harness version",
-                                 f"pick from {', '.join(specs())}") from None
+                                 fix=f"pick from {', '.join(specs())}") from None
 
 
 def available(name: str) -> str | None:
@@ -78,7 +78,7 @@ def require(name: str) -> None:
     spec = get(name)
     reason = spec.available()
     if reason is not None:
-        raise BackendUnavailable(name, reason, spec.fix)
+        raise BackendUnavailable(name, reason, fix=spec.fix)
 
 
 def make_runner(name: str, artifact: Any, **settings: Any) -> Runner:

@@ -50,9 +50,9 @@ class RenamedRunner(Runner):
             raise
         except Exception as exc:  # noqa: BLE001 - a runtime's own error on the user's graph: reported, not swallowed
             raise GraphRuntimeError(
-                self.name, "the runtime failed on the graph", f"{type(exc).__name__}: {str(exc)[:300]}",
-                f"a graph that runs at these input shapes ({', '.join(f'{k} {tuple(v.shape)}' for k, v in feed.items())})",
-                "run it at the shape it was exported for (harness check without --case), or re-export it",
+                self.name, "the runtime failed on the graph", observed=f"{type(exc).__name__}: {str(exc)[:300]}",
+                expected=f"a graph that runs at these input shapes ({', '.join(f'{k} {tuple(v.shape)}' for k, v in feed.items())})",
+                fix="run it at the shape it was exported for (harness check without --case), or re-export it",
             ) from exc
         return {self.graph_to_roles[name]: value for name, value in out.items() if name in self.graph_to_roles}
 

@@ -53,16 +53,16 @@ class TrtRunner(Runner):
         self.info = trt_api.bind(flavour)
         self.device = trt_api.require_cuda(self.name)
         if buffers not in ("torch", "pycuda"):
-            raise InvalidArgument("trt buffers", "unknown buffer mode", buffers, "torch or pycuda")
+            raise InvalidArgument("trt buffers", "unknown buffer mode", observed=buffers, expected="torch or pycuda")
         if cuda_graph and buffers != "torch":
-            raise InvalidArgument("trt cuda_graph", "needs torch buffers", buffers, "buffers='torch'",
-                                  "drop --harness-trt-buffers pycuda or the CUDA graph")
+            raise InvalidArgument("trt cuda_graph", "needs torch buffers", observed=buffers, expected="buffers='torch'",
+                                  fix="drop --harness-trt-buffers pycuda or the CUDA graph")
         if buffers == "pycuda":
             try:
                 importlib.import_module("pycuda.driver")
             except ImportError:
                 raise BackendUnavailable(self.name, "pycuda not importable (buffer mode pycuda)",
-                                         "pip install pycuda, or use the default torch buffers") from None
+                                         fix="pip install pycuda, or use the default torch buffers") from None
         self.path = Path(engine_path)
         self.buffers = buffers
         self.cuda_graph = cuda_graph
@@ -88,10 +88,10 @@ class TrtRunner(Runner):
             logged = (self._logger.errors() or ["no error logged"])[-1]
             if blocker is not None or "compute capability" in logged:
                 raise BackendUnavailable(self.name, blocker or logged[:200],
-                                         f"run on a GPU the engine supports ({self.info.label} said: {logged[:200]})")
-            raise EngineBuildError(str(self.path), "TensorRT could not deserialize the engine", logged[:300],
-                                   "an engine built by the same TensorRT version for this GPU",
-                                   "delete the cache entry (it is rebuilt) or rebuild for this GPU")
+                                         fix=f"run on a GPU the engine supports ({self.info.label} said: {logged[:200]})")
+            raise EngineBuildError(str(self.path), "TensorRT could not deserialize the engine", observed=logged[:300],
+                                   expected="an engine built by the same TensorRT version for this GPU",
+                                   fix="delete the cache entry (it is rebuilt) or rebuild for this GPU")
         self._engine = engine
         self._context = self._create_context(engine)
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -138,19 +138,19 @@ class TrtRunner(Runner):
             tensor = feed[name]
             expected = trt_api.torch_dtype(engine.get_tensor_dtype(name))
             if tensor.dtype != expected:
-                raise InvalidInput(f"{self.name}: {name}", "dtype differs from the engine's", str(tensor.dtype),
-                                   str(expected), f"cast the input with .to({expected})")
+                raise InvalidInput(f"{self.name}: {name}", "dtype differs from the engine's", observed=str(tensor.dtype),
+                                   expected=str(expected), fix=f"cast the input with .to({expected})")
             shape = tuple(tensor.shape)
             if self._dynamic(name):
                 low, _, high = (trt_api.dims_tuple(d) for d in engine.get_tensor_profile_shape(name, 0))
             else:
                 low = high = trt_api.dims_tuple(engine.get_tensor_shape(name))
             if len(shape) != len(low) or any(s < a or s > b for a, s, b in zip(low, shape, high)):
-                raise ShapeError(f"{self.name}: {name}", "shape outside the engine's profile", shape,
-                                 f"between {low} and {high}", "rebuild the engine with a profile that covers this case")
+                raise ShapeError(f"{self.name}: {name}", "shape outside the engine's profile", observed=shape,
+                                 expected=f"between {low} and {high}", fix="rebuild the engine with a profile that covers this case")
             if not context.set_input_shape(name, shape):
-                raise ShapeError(f"{self.name}: {name}", "TensorRT refused the input shape", shape,
-                                 f"between {low} and {high}", "rebuild the engine with a wider profile")
+                raise ShapeError(f"{self.name}: {name}", "TensorRT refused the input shape", observed=shape,
+                                 expected=f"between {low} and {high}", fix="rebuild the engine with a wider profile")
             bound[name] = tensor
         return bound
 
@@ -164,8 +164,8 @@ class TrtRunner(Runner):
             shape = trt_api.dims_tuple(context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
                 missing = context.infer_shapes()
-                raise ShapeError(f"{self.name}: {name}", "output shape unresolved", shape, "all dimensions known",
-                                 f"set shapes for {missing}")
+                raise ShapeError(f"{self.name}: {name}", "output shape unresolved", observed=shape, expected="all dimensions known",
+                                 fix=f"set shapes for {missing}")
             shapes[name] = shape
         return shapes
 
@@ -188,8 +188,8 @@ class TrtRunner(Runner):
         caller = torch.cuda.current_stream(self.device)
         self._stream.wait_stream(caller)  # inputs were produced on the caller's stream
         if not context.execute_async_v3(self._stream.cuda_stream):
-            raise RunError(self.name, "execute_async_v3 failed", "; ".join(self._logger.errors()[-3:]),
-                           "a successful enqueue", "check the TensorRT errors quoted")
+            raise RunError(self.name, "execute_async_v3 failed", observed="; ".join(self._logger.errors()[-3:]),
+                           expected="a successful enqueue", fix="check the TensorRT errors quoted")
         caller.wait_stream(self._stream)  # consumers of the outputs wait for TensorRT's work
         for tensor in (*inputs.values(), *outputs.values()):
             tensor.record_stream(self._stream)
@@ -213,8 +213,8 @@ class TrtRunner(Runner):
                 context.set_tensor_address(name, tensor.data_ptr())
             self._stream.wait_stream(caller)
             if not context.execute_async_v3(self._stream.cuda_stream):  # TensorRT wants one run first
-                raise RunError(self.name, "execute_async_v3 failed", "; ".join(self._logger.errors()[-3:]),
-                               "a successful enqueue", "check the TensorRT errors quoted")
+                raise RunError(self.name, "execute_async_v3 failed", observed="; ".join(self._logger.errors()[-3:]),
+                               expected="a successful enqueue", fix="check the TensorRT errors quoted")
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=self._stream):
                 context.execute_async_v3(self._stream.cuda_stream)
@@ -271,8 +271,8 @@ class _PycudaBuffers:
                 context.set_tensor_address(name, int(dev))
                 outs[name] = host
             if not context.execute_async_v3(self.stream.handle):
-                raise RunError(runner.name, "execute_async_v3 failed (pycuda buffers)", "see the TensorRT log",
-                               "a successful enqueue")
+                raise RunError(runner.name, "execute_async_v3 failed (pycuda buffers)", observed="see the TensorRT log",
+                               expected="a successful enqueue")
             for name, host in outs.items():
                 self.cuda.memcpy_dtoh_async(host, self.device_mem[name], self.stream)
             self.stream.synchronize()

@@ -57,13 +57,13 @@ class TorchRunner(Runner):
     ) -> None:
         super().__init__(validate_values)
         if precision not in PRECISIONS:
-            raise InvalidArgument("torch precision", "unknown precision", precision, " / ".join(PRECISIONS))
+            raise InvalidArgument("torch precision", "unknown precision", observed=precision, expected=" / ".join(PRECISIONS))
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailable(f"torch-{precision}", "no CUDA device", "run on a machine with an NVIDIA GPU")
+            raise BackendUnavailable(f"torch-{precision}", "no CUDA device", fix="run on a machine with an NVIDIA GPU")
         if precision != "fp32" and self.device.type != "cuda":
             raise BackendUnavailable(f"torch-{precision}", f"{precision} needs a CUDA device (no CUDA device)",
-                                     "run on a GPU machine; on CPU only torch-fp32 exists")
+                                     fix="run on a GPU machine; on CPU only torch-fp32 exists")
         # a runner owns its copy on another device: moving the caller's model in place would
         # break everyone else holding it (the exporters, other runners)
         on_device = next(model.parameters()).device
@@ -110,7 +110,7 @@ class TorchFastRunner(Runner):
         self.name = f"torch-fast-{self.precision}"
         if self.device.type != "cuda" or not torch.cuda.is_available():
             raise BackendUnavailable(self.name, "no CUDA device (torch.compile + CUDA graphs path)",
-                                     "run on a GPU machine; on CPU use torch-fp32")
+                                     fix="run on a GPU machine; on CPU use torch-fp32")
         self.source = model
         self.half = half
         self.compile_mode = compile_mode

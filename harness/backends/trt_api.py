@@ -72,8 +72,8 @@ def bind(flavour: str = "auto") -> TrtInfo:
     global _bound
     flavour = os.environ.get(ENV_FLAVOUR, flavour) if flavour == "auto" else flavour
     if flavour not in ("auto", *FLAVOURS):
-        raise InvalidArgument("TensorRT flavour", "unknown module", flavour, "auto, tensorrt or tensorrt_rtx",
-                              "pass --harness-trt auto")
+        raise InvalidArgument("TensorRT flavour", "unknown module", observed=flavour, expected="auto, tensorrt or tensorrt_rtx",
+                              fix="pass --harness-trt auto")
     candidates: tuple[Flavour, ...] = FLAVOURS if flavour == "auto" else (flavour,)  # type: ignore[assignment]
     if _bound is not None and _bound.flavour in candidates:
         return _bound
@@ -88,7 +88,7 @@ def bind(flavour: str = "auto") -> TrtInfo:
         _bound = TrtInfo(name, str(getattr(module, "__version__", "unknown")))
         return _bound
     raise BackendUnavailable(
-        "trt", "tensorrt not importable", "pip install tensorrt (pypi.nvidia.com libraries) or tensorrt-rtx; tried "
+        "trt", "tensorrt not importable", fix="pip install tensorrt (pypi.nvidia.com libraries) or tensorrt-rtx; tried "
         + "; ".join(errors),
     )
 
@@ -101,7 +101,7 @@ def bound() -> TrtInfo:
 
 def require_cuda(backend: str = "trt") -> torch.device:
     if not torch.cuda.is_available():
-        raise BackendUnavailable(backend, "no CUDA device", "run on a machine with an NVIDIA GPU")
+        raise BackendUnavailable(backend, "no CUDA device", fix="run on a machine with an NVIDIA GPU")
     return torch.device("cuda", torch.cuda.current_device())
 
 
@@ -138,7 +138,7 @@ def torch_dtype(trt_dtype: Any) -> torch.dtype:
     }
     name = getattr(trt_dtype, "name", str(trt_dtype).split(".")[-1])
     if name not in table:
-        raise InvalidArgument("TensorRT dtype", "no torch equivalent", name, ", ".join(table))
+        raise InvalidArgument("TensorRT dtype", "no torch equivalent", observed=name, expected=", ".join(table))
     return table[name]
 
 

@@ -69,9 +69,9 @@ class Audit:
             listed = "; ".join(f"{f.node} ({f.op}): {f.problem}" for f in self.findings[:6])
             more = f" (+{len(self.findings) - 6} more)" if len(self.findings) > 6 else ""
             raise UnsupportedOperator(
-                subject, "TensorRT's ONNX parser cannot take this graph", listed + more,
-                "only operators onnx-tensorrt supports, in the default ONNX domain",
-                self.findings[0].fix,
+                subject, "TensorRT's ONNX parser cannot take this graph", observed=listed + more,
+                expected="only operators onnx-tensorrt supports, in the default ONNX domain",
+                fix=self.findings[0].fix,
             )
 
 

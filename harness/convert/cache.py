@@ -135,8 +135,8 @@ class ArtifactCache:
                 extra = build(folder / filename) or {}
                 artifact = folder / filename
                 if not artifact.is_file():
-                    raise CacheError(kind, "builder wrote no artifact", str(artifact), f"a file named {filename}",
-                                     "this is a harness bug: report it with the traceback")
+                    raise CacheError(kind, "builder wrote no artifact", observed=str(artifact), expected=f"a file named {filename}",
+                                     fix="this is a harness bug: report it with the traceback")
                 meta = {
                     "key": key,
                     "kind": kind,
@@ -152,5 +152,5 @@ class ArtifactCache:
         except PermissionError as exc:  # the lock file or the entry folder (read-only cache)
             raise cannot_write(self.root, exc) from None
         except Timeout:
-            raise CacheError(kind, "timed out waiting for another process to build the entry", f"{self.lock_timeout_s:.0f} s",
-                             "the other build to finish", f"delete {folder}.lock if no harness process is running") from None
+            raise CacheError(kind, "timed out waiting for another process to build the entry", observed=f"{self.lock_timeout_s:.0f} s",
+                             expected="the other build to finish", fix=f"delete {folder}.lock if no harness process is running") from None

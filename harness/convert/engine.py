@@ -58,13 +58,13 @@ class Profile:
         for bound in (low, high):
             if bound.views != case.views:
                 raise InvalidArgument("engine profile", "views differ between profile bounds and the case",
-                                      f"{bound.views} vs {case.views}", "the same view count (views are not dynamic)")
+                                      observed=f"{bound.views} vs {case.views}", expected="the same view count (views are not dynamic)")
         rows = []
         for name in input_names:
             lo, opt, hi = (c.input_shapes(True)[name] for c in (low, case, high))
             if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
                 raise InvalidArgument("engine profile", f"min <= opt <= max does not hold for {name}",
-                                      f"{lo} / {opt} / {hi}", "each dimension ordered", "widen the profile bounds")
+                                      observed=f"{lo} / {opt} / {hi}", expected="each dimension ordered", fix="widen the profile bounds")
             rows.append((name, lo, opt, hi))
         return cls(tuple(rows))
 
@@ -92,14 +92,14 @@ class BuildSettings:
 
     def __post_init__(self) -> None:
         if self.precision not in ENGINE_PRECISIONS:
-            raise InvalidArgument("engine precision", "unknown precision", self.precision, ", ".join(ENGINE_PRECISIONS),
-                                  "pass --harness-backends trt-fp32,trt-tf32,trt-fp16")
+            raise InvalidArgument("engine precision", "unknown precision", observed=self.precision, expected=", ".join(ENGINE_PRECISIONS),
+                                  fix="pass --harness-backends trt-fp32,trt-tf32,trt-fp16")
         if not 0 <= self.optimization_level <= 5:
-            raise InvalidArgument("builder optimisation level", "out of range", self.optimization_level, "0..5",
-                                  "pass --harness-trt-opt-level 3")
+            raise InvalidArgument("builder optimisation level", "out of range", observed=self.optimization_level, expected="0..5",
+                                  fix="pass --harness-trt-opt-level 3")
         if self.workspace_mib < 16:
-            raise InvalidArgument("workspace", "too small", f"{self.workspace_mib} MiB", ">= 16 MiB",
-                                  "pass --harness-trt-workspace 4096")
+            raise InvalidArgument("workspace", "too small", observed=f"{self.workspace_mib} MiB", expected=">= 16 MiB",
+                                  fix="pass --harness-trt-workspace 4096")
 
     def as_dict(self) -> dict[str, Any]:
         return {"precision": self.precision, "workspace_mib": self.workspace_mib,
@@ -135,8 +135,8 @@ def network_flags(info: trt_api.TrtInfo) -> int:
         return 0  # always strongly typed; STRONGLY_TYPED is deprecated, ignored and renumbered there
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     if flag is None:
-        raise EngineBuildError(info.label, "no strongly typed networks", info.version, "TensorRT >= 10.0",
-                               "pip install 'tensorrt>=10'")
+        raise EngineBuildError(info.label, "no strongly typed networks", observed=info.version, expected="TensorRT >= 10.0",
+                               fix="pip install 'tensorrt>=10'")
     return 1 << int(flag)
 
 
@@ -178,9 +178,9 @@ class EngineFromOnnx:
         wanted = "fp16" if self.settings.precision == "fp16" else "fp32"
         if graph_precision != wanted:
             raise InvalidArgument(
-                f"engine {self.settings.precision}", "ONNX graph precision does not match", graph_precision,
-                f"a {wanted} graph (strongly typed TensorRT takes precision from the graph)",
-                f"export with ExportConfig(precision='{wanted}')",
+                f"engine {self.settings.precision}", "ONNX graph precision does not match", observed=graph_precision,
+                expected=f"a {wanted} graph (strongly typed TensorRT takes precision from the graph)",
+                fix=f"export with ExportConfig(precision='{wanted}')",
             )
         self.onnx.require_trt_ready()  # the audit refuses known parser failures before any build
 
@@ -191,7 +191,7 @@ class EngineFromOnnx:
         if self.settings.precision == "tf32" and getattr(trt_api.trt.BuilderFlag, "TF32", None) is None:
             # before any cache entry exists: a capability of this TensorRT, not a failed build
             raise BackendUnavailable(f"trt-tf32 ({info.label})", f"{info.label} has no TF32 builder flag",
-                                     "use trt-fp32 or trt-fp16 with this TensorRT")
+                                     fix="use trt-fp32 or trt-fp16 with this TensorRT")
         entry = self.cache.get_or_build("engine", self.key_fields(info, device), "model.engine",
                                         lambda path: self._build(path, info, device))
         return EngineArtifact(entry.path, entry.sha256, self.settings, self.profile, entry.status, dict(entry.meta))
@@ -214,8 +214,8 @@ class EngineFromOnnx:
                                               "operator": "?", "fix": "see the TensorRT log"}
             raise EngineBuildError(
                 subject, "TensorRT's ONNX parser failed",
-                "; ".join(f"{e['node']} ({e['operator']}) {e['code']}: {e['desc']}" for e in errors[:5]) or first["desc"],
-                "a graph the parser accepts", first["fix"],
+                observed="; ".join(f"{e['node']} ({e['operator']}) {e['code']}: {e['desc']}" for e in errors[:5]) or first["desc"],
+                expected="a graph the parser accepts", fix=first["fix"],
             )
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.settings.workspace_mib << 20)
@@ -245,8 +245,8 @@ class EngineFromOnnx:
         if plan is None:
             line.close("failed")
             raise EngineBuildError(subject, "build_serialized_network returned nothing",
-                                   "; ".join(logger.errors()[-3:]) or "no error logged", "a serialized engine",
-                                   "raise the workspace (--harness-trt-workspace) or read the TensorRT errors quoted")
+                                   observed="; ".join(logger.errors()[-3:]) or "no error logged", expected="a serialized engine",
+                                   fix="raise the workspace (--harness-trt-workspace) or read the TensorRT errors quoted")
         line.close("built")
         data = bytes(plan)
         atomic_write_bytes(path, data)
@@ -273,8 +273,8 @@ class EngineFromOnnx:
         rows = {name: (lo, opt, hi) for name, lo, opt, hi in self.profile.shapes}
         missing = [n for n in dynamic if n not in rows]
         if missing:
-            raise EngineBuildError(subject, "dynamic inputs without a profile", missing,
-                                   "min/opt/max shapes for every dynamic input", "build with Profile.around(case, ...)")
+            raise EngineBuildError(subject, "dynamic inputs without a profile", observed=missing,
+                                   expected="min/opt/max shapes for every dynamic input", fix="build with Profile.around(case, ...)")
         profile = builder.create_optimization_profile()
         for name in dynamic:
             lo, opt, hi = rows[name]

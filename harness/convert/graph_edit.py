@@ -35,8 +35,8 @@ def reroute(model: onnx.ModelProto, tensor: str, make: Callable[[str], list[onnx
     and its readers (all of them, or the node indices ``readers``)."""
     chosen = sorted(set(readers) if readers is not None else set(consumers(model).get(tensor, [])))
     if not chosen:
-        raise MutationError(tensor, "tensor has no reader to reroute", "no consumer", "a tensor some node reads",
-                            "pick a tensor inside the graph")
+        raise MutationError(tensor, "tensor has no reader to reroute", observed="no consumer", expected="a tensor some node reads",
+                            fix="pick a tensor inside the graph")
     nodes = make(tensor)
     new = nodes[-1].output[0]
     for i in chosen:
@@ -83,8 +83,8 @@ def compute_in(model: onnx.ModelProto, nodes: Iterable[int], low: int = TensorPr
     outputs read outside (or graph outputs) are cast back up; inside, every float tensor is low."""
     chosen = set(nodes)
     if not chosen:
-        raise MutationError("compute_in", "no node to run in low precision", "an empty set", "one node index or more",
-                            "select the nodes first")
+        raise MutationError("compute_in", "no node to run in low precision", observed="an empty set", expected="one node index or more",
+                            fix="select the nodes first")
     types = tensor_types(model)
     made_by = producers(model)
     readers = consumers(model)
@@ -127,14 +127,14 @@ def drop_node(model: onnx.ModelProto, index: int) -> None:
 def scale_constant(model: onnx.ModelProto, name: str, factor: float) -> None:
     value = constant_value(model, name)
     if value is None:
-        raise MutationError(name, "not a constant", "computed at run time", "an initializer or Constant output",
-                            "scale or round an initializer")
+        raise MutationError(name, "not a constant", observed="computed at run time", expected="an initializer or Constant output",
+                            fix="scale or round an initializer")
     set_constant_value(model, name, (value.astype(np.float64) * factor).astype(value.dtype))
 
 
 def round_constant(model: onnx.ModelProto, name: str) -> None:
     value = constant_value(model, name)
     if value is None:
-        raise MutationError(name, "not a constant", "computed at run time", "an initializer or Constant output",
-                            "scale or round an initializer")
+        raise MutationError(name, "not a constant", observed="computed at run time", expected="an initializer or Constant output",
+                            fix="scale or round an initializer")
     set_constant_value(model, name, value.astype(np.float16).astype(value.dtype))

@@ -62,13 +62,13 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
-            raise InvalidArgument("exporter", "unknown exporter", self.exporter, " or ".join(EXPORTERS),
-                                  "pass --harness-exporters torchscript,dynamo")
+            raise InvalidArgument("exporter", "unknown exporter", observed=self.exporter, expected=" or ".join(EXPORTERS),
+                                  fix="pass --harness-exporters torchscript,dynamo")
         if self.precision not in ("fp32", "fp16"):
-            raise InvalidArgument("graph precision", "unknown precision", self.precision, "fp32 or fp16")
+            raise InvalidArgument("graph precision", "unknown precision", observed=self.precision, expected="fp32 or fp16")
         if not 16 <= self.opset <= 23:
-            raise InvalidArgument("opset", "unsupported ONNX opset", self.opset, "16..23 (GridSample needs >= 16)",
-                                  "pass --harness-opset 17")
+            raise InvalidArgument("opset", "unsupported ONNX opset", observed=self.opset, expected="16..23 (GridSample needs >= 16)",
+                                  fix="pass --harness-opset 17")
 
     @property
     def label(self) -> str:
@@ -164,8 +164,8 @@ def export_onnx_bytes(
     example_feed = {k: v.cpu() for k, v in example_feed.items()}
     if workaround.name == "custom_op" and exporter != "torchscript":
         raise ExportError(f"ONNX export ({exporter}, workaround custom_op)", "exporter not supported by this workaround",
-                          exporter, "torchscript (the com.microsoft::Inverse symbolic is a TorchScript symbolic)",
-                          "pass --harness-exporters torchscript, or use precomputed/closed_form with dynamo")
+                          observed=exporter, expected="torchscript (the com.microsoft::Inverse symbolic is a TorchScript symbolic)",
+                          fix="pass --harness-exporters torchscript, or use precomputed/closed_form with dynamo")
     module = workaround.export_module(model, probes=probes)
     names = workaround.input_names
     args = tuple(example_feed[name] for name in names)
@@ -194,13 +194,13 @@ def export_onnx_bytes(
         if "linalg_inv" in text or "aten::inverse" in text:
             raise UnsupportedOperator(
                 f"ONNX export ({exporter}, opset {opset})", "torch.inverse cannot be exported",
-                "aten::linalg_inv has no ONNX translation", "a graph without a matrix inverse",
-                f"use an inverse workaround: {' or '.join(EXPORTABLE)} (--harness-workarounds)",
+                observed="aten::linalg_inv has no ONNX translation", expected="a graph without a matrix inverse",
+                fix=f"use an inverse workaround: {' or '.join(EXPORTABLE)} (--harness-workarounds)",
             ) from exc
         raise ExportError(
             f"ONNX export ({exporter}, opset {opset}, workaround {workaround.name})", "export failed",
-            text.splitlines()[0][:300], "a successful torch.onnx.export",
-            "try the other exporter (--harness-exporters) or opset; run with -p no:cacheprovider -x --tb=long for the trace",
+            observed=text.splitlines()[0][:300], expected="a successful torch.onnx.export",
+            fix="try the other exporter (--harness-exporters) or opset; run with -p no:cacheprovider -x --tb=long for the trace",
         ) from exc
 
 
@@ -263,8 +263,8 @@ def check(proto: onnx.ModelProto, subject: str) -> None:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(subject, "onnx.checker rejects the graph", str(exc).splitlines()[0][:300],
-                          "a valid ONNX model", "try the other exporter or opset") from exc
+        raise ExportError(subject, "onnx.checker rejects the graph", observed=str(exc).splitlines()[0][:300],
+                          expected="a valid ONNX model", fix="try the other exporter or opset") from exc
 
 
 class SimplifiedOnnxFromOnnx:
@@ -288,11 +288,11 @@ class SimplifiedOnnxFromOnnx:
             with _quiet_exporter():
                 simplified, ok = onnxsim.simplify(proto)
         except Exception as exc:  # onnxsim raises RuntimeError/ValueError/... from C++; report, never swallow
-            raise ExportError(str(self.source.path), "onnxsim failed", f"{type(exc).__name__}: {str(exc)[:300]}",
-                              "a graph onnxsim can simplify", "run the raw graph (--harness-variants raw)") from exc
+            raise ExportError(str(self.source.path), "onnxsim failed", observed=f"{type(exc).__name__}: {str(exc)[:300]}",
+                              expected="a graph onnxsim can simplify", fix="run the raw graph (--harness-variants raw)") from exc
         if not ok:
-            raise ExportError(str(self.source.path), "onnxsim's check failed", "simplified graph differs",
-                              "a verified simplification", "run the raw graph (--harness-variants raw)")
+            raise ExportError(str(self.source.path), "onnxsim's check failed", observed="simplified graph differs",
+                              expected="a verified simplification", fix="run the raw graph (--harness-variants raw)")
         check(simplified, f"simplified ONNX ({self.source.config.label})")
         audit = audit_model(simplified)
         atomic_write_bytes(path, simplified.SerializeToString())

@@ -54,18 +54,18 @@ def parse_plan_header(data: bytes, source: str = "plan") -> PlanHeader:
     """Parse the first bytes of a plan; raise ``ArtifactError`` for anything but a TensorRT plan
     whose serialization version is known."""
     if len(data) < HEADER_BYTES:
-        raise ArtifactError(source, "too short for a TensorRT plan", f"{len(data)} bytes",
-                            f"at least {HEADER_BYTES} bytes (a serialized engine)",
-                            "pass the file trtexec --saveEngine wrote")
+        raise ArtifactError(source, "too short for a TensorRT plan", observed=f"{len(data)} bytes",
+                            expected=f"at least {HEADER_BYTES} bytes (a serialized engine)",
+                            fix="pass the file trtexec --saveEngine wrote")
     tag, serialization = struct.unpack_from("<II", data, 0)
     if tag != PLAN_TAG:
-        raise ArtifactError(source, "not a TensorRT plan", f"first bytes {data[:4].hex()}",
-                            f"the plan tag {struct.pack('<I', PLAN_TAG).hex()} ('ftrt')",
-                            "pass the serialized engine (trtexec --saveEngine), not an ONNX or timing-cache file")
+        raise ArtifactError(source, "not a TensorRT plan", observed=f"first bytes {data[:4].hex()}",
+                            expected=f"the plan tag {struct.pack('<I', PLAN_TAG).hex()} ('ftrt')",
+                            fix="pass the serialized engine (trtexec --saveEngine), not an ONNX or timing-cache file")
     if serialization not in KNOWN_SERIALIZATION:
-        raise ArtifactError(source, "unknown plan serialization version", serialization,
-                            f"{', '.join(map(str, KNOWN_SERIALIZATION))} (what trtexec --getPlanVersionOnly reads)",
-                            "check the plan with the trtexec of the TensorRT that built it")
+        raise ArtifactError(source, "unknown plan serialization version", observed=serialization,
+                            expected=f"{', '.join(map(str, KNOWN_SERIALIZATION))} (what trtexec --getPlanVersionOnly reads)",
+                            fix="check the plan with the trtexec of the TensorRT that built it")
     version = tuple(data[VERSION_OFFSET:VERSION_OFFSET + 4])
     return PlanHeader(source, len(data), serialization, (version[0], version[1], version[2], version[3]))
 
@@ -73,8 +73,8 @@ def parse_plan_header(data: bytes, source: str = "plan") -> PlanHeader:
 def read_plan_header(path: str | Path) -> PlanHeader:
     path = Path(path)
     if not path.is_file():
-        raise MissingFile(str(path), "engine file not found", "no such file", "a serialized TensorRT engine",
-                          "pass the file trtexec --saveEngine wrote")
+        raise MissingFile(str(path), "engine file not found", observed="no such file", expected="a serialized TensorRT engine",
+                          fix="pass the file trtexec --saveEngine wrote")
     with path.open("rb") as handle:
         head = handle.read(HEADER_BYTES)
     header = parse_plan_header(head, str(path))
@@ -91,9 +91,9 @@ def require_runtime_match(header: PlanHeader, runtime_label: str, runtime_versio
     if header.trt_version[:len(wanted)] != wanted:
         raise ArtifactError(
             header.path, "engine built by another TensorRT version",
-            f"built by TensorRT {header.version_text}, this runtime is {runtime_label}",
-            "the TensorRT version that built it (a plan loads only there, unless built version-compatible, "
+            observed=f"built by TensorRT {header.version_text}, this runtime is {runtime_label}",
+            expected="the TensorRT version that built it (a plan loads only there, unless built version-compatible, "
             "which the header does not say)",
-            f"rebuild it here (trtexec --onnx=<your.onnx> --saveEngine={Path(header.path).name}) or install "
+            fix=f"rebuild it here (trtexec --onnx=<your.onnx> --saveEngine={Path(header.path).name}) or install "
             f"TensorRT {'.'.join(map(str, header.trt_version[:3]))}",
         )

@@ -77,9 +77,9 @@ class PrecisionAudit:
         if self.findings:
             listed = "; ".join(f.row() for f in self.findings[:6])
             more = f" (+{len(self.findings) - 6} more)" if len(self.findings) > 6 else ""
-            raise PrecisionError(subject, "FP32-only operations run in or are rounded through FP16", listed + more,
-                                 f"FP32 in every region of the policy ({', '.join(self.region_nodes)})",
-                                 "keep those nodes FP32 (explicit Casts around them, or exclude them from "
+            raise PrecisionError(subject, "FP32-only operations run in or are rounded through FP16", observed=listed + more,
+                                 expected=f"FP32 in every region of the policy ({', '.join(self.region_nodes)})",
+                                 fix="keep those nodes FP32 (explicit Casts around them, or exclude them from "
                                  "AutoCast); see TENSORRT_NOTES.md on FP16 pitfalls")
 
 
@@ -88,9 +88,9 @@ def _parse(selector: str) -> tuple[bool, tuple[str, ...], str, int]:
     body = selector.removeprefix("first:")
     ops, _, port = body.rpartition(".")
     if not ops or not (port.startswith("in") or port.startswith("out")) or not port.lstrip("inout").isdigit():
-        raise ConfigError(selector, "not a tensor selector", selector,
-                          "input:<name>, output:<name>, <Op>.in<k>, <Op>.out<k> or first:<Op>.in<k>",
-                          "fix the region (syntax: harness/model/precision.py)")
+        raise ConfigError(selector, "not a tensor selector", observed=selector,
+                          expected="input:<name>, output:<name>, <Op>.in<k>, <Op>.out<k> or first:<Op>.in<k>",
+                          fix="fix the region (syntax: harness/model/precision.py)")
     side = "in" if port.startswith("in") else "out"
     return first, tuple(ops.split("|")), side, int(port[len(side):])
 
@@ -135,8 +135,8 @@ def region_nodes(model: onnx.ModelProto, region: Mapping[str, Any], names: Mappi
     if "ops" in region:
         return {i for i, n in enumerate(model.graph.node) if n.op_type in tuple(region["ops"])}
     if "from" not in region or "to" not in region:
-        raise ConfigError(str(region.get("name", region)), "a region needs 'ops', or 'from' and 'to'", dict(region),
-                          "see harness/model/precision.py")
+        raise ConfigError(str(region.get("name", region)), "a region needs 'ops', or 'from' and 'to'", observed=dict(region),
+                          expected="see harness/model/precision.py")
     start = _walk_back(model, _tensors(model, region["from"], names))
     end = _tensors(model, region["to"], names, start)
     return downstream(model, start) & upstream(model, end)

@@ -62,13 +62,13 @@ def inspect_onnx(path: Path) -> GraphFacts:
     """Read the user's graph (no inference): tensors, opset, producer, audit, GridSample nodes."""
     path = Path(path)
     if not path.is_file():
-        raise MissingFile(str(path), "ONNX file not found", "no such file", "an .onnx file",
-                          "pass the file torch.onnx.export / onnxsim wrote")
+        raise MissingFile(str(path), "ONNX file not found", observed="no such file", expected="an .onnx file",
+                          fix="pass the file torch.onnx.export / onnxsim wrote")
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001 - protobuf raises its own types; report, never swallow
-        raise InvalidArgument(str(path), "not a readable ONNX file", f"{type(exc).__name__}: {str(exc)[:160]}",
-                              "an ONNX model file", "re-export the model") from None
+        raise InvalidArgument(str(path), "not a readable ONNX file", observed=f"{type(exc).__name__}: {str(exc)[:160]}",
+                              expected="an ONNX model file", fix="re-export the model") from None
     initializers = {i.name for i in model.graph.initializer}
     inputs = tuple(_spec(v) for v in model.graph.input if v.name not in initializers)
     audit = audit_model(model)

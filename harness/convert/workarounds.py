@@ -162,5 +162,5 @@ def get_workaround(name: str) -> InverseWorkaround:
     try:
         return WORKAROUNDS[name]
     except KeyError:
-        raise InvalidArgument("inverse workaround", "unknown strategy", name, f"one of {', '.join(WORKAROUNDS)}",
-                              "pass --harness-workarounds precomputed,closed_form") from None
+        raise InvalidArgument("inverse workaround", "unknown strategy", observed=name, expected=f"one of {', '.join(WORKAROUNDS)}",
+                              fix="pass --harness-workarounds precomputed,closed_form") from None

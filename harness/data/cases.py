@@ -61,8 +61,8 @@ def get_case(name: str) -> Case:
     try:
         return CASES[name]
     except KeyError:
-        raise InvalidArgument("case", "unknown case", name, f"one of {', '.join(CASES)}",
-                              "pick a listed case (--harness-cases)") from None
+        raise InvalidArgument("case", "unknown case", observed=name, expected=f"one of {', '.join(CASES)}",
+                              fix="pick a listed case (--harness-cases)") from None
 
 
 def case_views(case: Case, scene: str | Path | None = None) -> Views:
@@ -73,9 +73,9 @@ def case_views(case: Case, scene: str | Path | None = None) -> Views:
     h, w = views.size
     if h < case.height or w < case.width:
         if scene is not None:
-            raise InvalidArgument(str(folder), "images are smaller than the case", f"{h}x{w}",
-                                  f"at least {case.height}x{case.width} for case {case.name}",
-                                  "choose a smaller case (--harness-cases small) or a larger scene")
+            raise InvalidArgument(str(folder), "images are smaller than the case", observed=f"{h}x{w}",
+                                  expected=f"at least {case.height}x{case.width} for case {case.name}",
+                                  fix="choose a smaller case (--harness-cases small) or a larger scene")
         return scene_views(render_scene(SceneSpec(seed=0, num_views=case.views, height=case.height, width=case.width)))
     return fit_to_size(views, case.height, case.width)
 

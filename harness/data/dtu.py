@@ -40,8 +40,8 @@ class Camera:
 def _cam_error(path: Path, line: int | None, problem: str, observed: object, expected: str) -> DataFormatError:
     where = f"{path}:{line + 1}" if line is not None else str(path)
     return DataFormatError(
-        where, problem, observed, expected,
-        "compare the file with the MVSNet cam format: 'extrinsic', 4 rows, blank, 'intrinsic', 3 rows, blank, 'depth_min depth_interval'",
+        where, problem, observed=observed, expected=expected,
+        fix="compare the file with the MVSNet cam format: 'extrinsic', 4 rows, blank, 'intrinsic', 3 rows, blank, 'depth_min depth_interval'",
     )
 
 
@@ -90,7 +90,7 @@ def parse_cam_text(text: str, path: Path = Path("<cam>")) -> Camera:
 def read_cam_file(path: str | Path) -> Camera:
     path = Path(path)
     if not path.is_file():
-        raise MissingFile(str(path), "camera file not found", "no such file", "cams/NNNNNNNN_cam.txt", "check the scene folder")
+        raise MissingFile(str(path), "camera file not found", observed="no such file", expected="cams/NNNNNNNN_cam.txt", fix="check the scene folder")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -116,8 +116,8 @@ def parse_pair_text(text: str, path: Path = Path("pair.txt")) -> dict[int, list[
 
     def bad(line: int | None, problem: str, observed: object, expected: str) -> DataFormatError:
         where = f"{path}:{line + 1}" if line is not None else str(path)
-        return DataFormatError(where, problem, observed, expected,
-                               "pair.txt: count line, then per view an id line and a 'n id score ...' line")
+        return DataFormatError(where, problem, observed=observed, expected=expected,
+                               fix="pair.txt: count line, then per view an id line and a 'n id score ...' line")
 
     # (file line index, text) of the non-empty lines, so errors name the line in the file
     numbered = [(i, line.strip()) for i, line in enumerate(text.splitlines()) if line.strip()]
@@ -166,11 +166,11 @@ def parse_pair_text(text: str, path: Path = Path("pair.txt")) -> dict[int, list[
 def read_pair_file(path: str | Path) -> dict[int, list[tuple[int, float]]]:
     path = Path(path)
     if not path.is_file():
-        raise MissingFile(str(path), "pair file not found", "no such file", "<scene>/pair.txt", "check the scene folder")
+        raise MissingFile(str(path), "pair file not found", observed="no such file", expected="<scene>/pair.txt", fix="check the scene folder")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise DataFormatError(str(path), "not a text file", f"byte {exc.start}", "UTF-8/ASCII text", "check the file") from None
+        raise DataFormatError(str(path), "not a text file", observed=f"byte {exc.start}", expected="UTF-8/ASCII text", fix="check the file") from None
     return parse_pair_text(text, path)
 
 
@@ -192,13 +192,13 @@ def read_image(path: str | Path) -> np.ndarray:
 
     path = Path(path)
     if not path.is_file():
-        raise MissingFile(str(path), "image not found", "no such file", "images/NNNNNNNN.jpg", "check the scene folder")
+        raise MissingFile(str(path), "image not found", observed="no such file", expected="images/NNNNNNNN.jpg", fix="check the scene folder")
     try:
         with Image.open(path) as img:
             array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
-        raise DataFormatError(str(path), "unreadable image", f"{type(exc).__name__}: {exc}", "a JPEG or PNG file",
-                              "re-encode the image") from None
+        raise DataFormatError(str(path), "unreadable image", observed=f"{type(exc).__name__}: {exc}", expected="a JPEG or PNG file",
+                              fix="re-encode the image") from None
     return array
 
 
@@ -225,5 +225,5 @@ def find_image(scene: Path, view: int) -> Path:
         candidate = view_file(scene, "images", view, suffix)
         if candidate.is_file():
             return candidate
-    raise MissingFile(str(view_file(scene, "images", view, ".jpg")), "image not found", "no .jpg/.jpeg/.png",
-                      f"images/{view:08d}.jpg", "check the scene folder and pair.txt's view ids")
+    raise MissingFile(str(view_file(scene, "images", view, ".jpg")), "image not found", observed="no .jpg/.jpeg/.png",
+                      expected=f"images/{view:08d}.jpg", fix="check the scene folder and pair.txt's view ids")

@@ -21,8 +21,8 @@ _MAX_SIDE = 1 << 16
 
 def _bad(path: Path, problem: str, observed: object, expected: str) -> DataFormatError:
     return DataFormatError(
-        str(path), problem, observed, expected,
-        "re-export the depth map with harness.data.write_pfm or check that the file is complete",
+        str(path), problem, observed=observed, expected=expected,
+        fix="re-export the depth map with harness.data.write_pfm or check that the file is complete",
     )
 
 
@@ -30,7 +30,7 @@ def read_pfm(path: str | Path) -> np.ndarray:
     """``[H, W]`` (or ``[H, W, 3]``) float32, top row first."""
     path = Path(path)
     if not path.is_file():
-        raise MissingFile(str(path), "PFM file not found", "no such file", "an existing .pfm file", "check the path")
+        raise MissingFile(str(path), "PFM file not found", observed="no such file", expected="an existing .pfm file", fix="check the path")
     data = path.read_bytes()
     stream = io.BytesIO(data)
     header = stream.readline().rstrip()
@@ -64,11 +64,11 @@ def write_pfm(path: str | Path, image: np.ndarray) -> Path:
     """Write ``[H, W]`` or ``[H, W, 3]`` float32 as little-endian PFM, atomically."""
     image = np.asarray(image)
     if image.dtype != np.float32:
-        raise DataFormatError(str(path), "PFM data must be float32", str(image.dtype), "float32", "cast with .astype(np.float32)")
+        raise DataFormatError(str(path), "PFM data must be float32", observed=str(image.dtype), expected="float32", fix="cast with .astype(np.float32)")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-        raise DataFormatError(str(path), "PFM data has the wrong shape", image.shape, "[H, W] or [H, W, 3]", "pass one depth map")
+        raise DataFormatError(str(path), "PFM data has the wrong shape", observed=image.shape, expected="[H, W] or [H, W, 3]", fix="pass one depth map")
     header = b"PF\n" if image.ndim == 3 else b"Pf\n"
     height, width = image.shape[:2]
     body = np.flipud(image).astype("<f4").tobytes()

@@ -48,10 +48,10 @@ class SceneSpec:
 
     def __post_init__(self) -> None:
         if self.num_views < 2:
-            raise InvalidArgument("SceneSpec.num_views", "too few views", self.num_views, ">= 2", "use 3 or 5 views")
+            raise InvalidArgument("SceneSpec.num_views", "too few views", observed=self.num_views, expected=">= 2", fix="use 3 or 5 views")
         check_image_size(self.height, self.width, "SceneSpec")
         if not 0 <= self.num_rectangles <= 16:
-            raise InvalidArgument("SceneSpec.num_rectangles", "out of range", self.num_rectangles, "0..16")
+            raise InvalidArgument("SceneSpec.num_rectangles", "out of range", observed=self.num_rectangles, expected="0..16")
 
 
 @dataclass

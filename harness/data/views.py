@@ -71,9 +71,9 @@ def make_feed(
         if not value < 1e12:  # also catches inf/nan
             view = views.view_ids[index] if index < len(views.view_ids) else index
             raise InvalidInput(
-                f"{views.source or 'views'} view {view}", "projection matrix is singular", f"condition number {value:.3g}",
-                "an invertible P = [[K/4 @ E[:3, :4]], [0, 0, 0, 1]]",
-                f"check cams/{view:08d}_cam.txt (focal lengths, rotation rows)" if isinstance(view, int)
+                f"{views.source or 'views'} view {view}", "projection matrix is singular", observed=f"condition number {value:.3g}",
+                expected="an invertible P = [[K/4 @ E[:3, :4]], [0, 0, 0, 1]]",
+                fix=f"check cams/{view:08d}_cam.txt (focal lengths, rotation rows)" if isinstance(view, int)
                 else "check that view's camera",
             )
     feed = {
@@ -104,7 +104,7 @@ def downscale(views: Views, factor: int) -> Views:
     if factor == 1:
         return views
     if factor < 1:
-        raise InvalidArgument("downscale factor", "must be a positive integer", factor, ">= 1")
+        raise InvalidArgument("downscale factor", "must be a positive integer", observed=factor, expected=">= 1")
     kernel = _blur_kernel(factor)
     n = views.images.shape[0]
     x = views.images.reshape(n * 3, 1, *views.images.shape[2:])
@@ -140,8 +140,8 @@ def fit_to_size(views: Views, height: int, width: int) -> Views:
     factor = min(h // height, w // width)
     if factor < 1:
         raise InvalidArgument(
-            views.source or "views", "images are smaller than the requested size", f"{h}x{w}",
-            f"at least {height}x{width}", "choose a smaller case or a scene with larger images",
+            views.source or "views", "images are smaller than the requested size", observed=f"{h}x{w}",
+            expected=f"at least {height}x{width}", fix="choose a smaller case or a scene with larger images",
         )
     scaled = downscale(views, factor)
     h2, w2 = scaled.size
@@ -153,23 +153,23 @@ def fit_to_size(views: Views, height: int, width: int) -> Views:
 def load_views(scene: str | Path, ref_view: int | None = None, num_views: int = 3) -> Views:
     """Read a reference view and its ``num_views - 1`` best source views (pair.txt order)."""
     if num_views < 2:
-        raise InvalidArgument("num_views", "too few views", num_views, ">= 2 (a reference and at least one source)",
-                              "use 3 or 5 views")
+        raise InvalidArgument("num_views", "too few views", observed=num_views, expected=">= 2 (a reference and at least one source)",
+                              fix="use 3 or 5 views")
     scene = Path(scene)
     if not scene.is_dir():
-        raise MissingFile(str(scene), "scene folder not found", "no such folder",
-                          "a DTU-format folder with pair.txt, cams/ and images/",
-                          "pass --scene PATH, or omit it to use the bundled scene")
+        raise MissingFile(str(scene), "scene folder not found", observed="no such folder",
+                          expected="a DTU-format folder with pair.txt, cams/ and images/",
+                          fix="pass --scene PATH, or omit it to use the bundled scene")
     pairs = read_pair_file(scene / "pair.txt")
     ref = next(iter(pairs)) if ref_view is None else ref_view
     if ref not in pairs:
-        raise InvalidArgument(f"{scene}/pair.txt", "reference view not listed", ref, f"one of {sorted(pairs)[:10]}",
-                              "pick a view id that pair.txt lists")
+        raise InvalidArgument(f"{scene}/pair.txt", "reference view not listed", observed=ref, expected=f"one of {sorted(pairs)[:10]}",
+                              fix="pick a view id that pair.txt lists")
     sources = [view for view, _ in pairs[ref]][: num_views - 1]
     if len(sources) < num_views - 1:
-        raise InvalidArgument(f"{scene}/pair.txt", "too few source views for the reference", len(sources),
-                              f"{num_views - 1} for {num_views} views",
-                              "pick a case with fewer views (--cases / --harness-cases small or seed: 3 views) or a "
+        raise InvalidArgument(f"{scene}/pair.txt", "too few source views for the reference", observed=len(sources),
+                              expected=f"{num_views - 1} for {num_views} views",
+                              fix="pick a case with fewer views (--cases / --harness-cases small or seed: 3 views) or a "
                               "scene whose pair.txt lists enough source views")
     ids = (ref, *sources)
     images, cams, files = [], [], []
@@ -183,23 +183,23 @@ def load_views(scene: str | Path, ref_view: int | None = None, num_views: int = 
         odd = [f"{path.name} {img.shape[0]}x{img.shape[1]}" for path, img in zip(files, images)
                if img.shape != reference_shape]
         raise DataFormatError(str(scene / "images"), "images differ in size",
-                              f"{', '.join(odd)} vs the reference view {files[0].name} "
-                              f"{reference_shape[0]}x{reference_shape[1]}", "one size for all views",
-                              "resize the images (and scale the intrinsics) to a common size")
+                              observed=f"{', '.join(odd)} vs the reference view {files[0].name} "
+                              f"{reference_shape[0]}x{reference_shape[1]}", expected="one size for all views",
+                              fix="resize the images (and scale the intrinsics) to a common size")
     depth = mask = None
     depth_file = view_file(scene, "depths", ref, ".pfm")
     if depth_file.is_file():
         depth = torch.from_numpy(read_pfm(depth_file))
         quarter = (images[0].shape[0] // 4, images[0].shape[1] // 4)
         if tuple(depth.shape) != quarter:
-            raise DataFormatError(str(depth_file), "ground-truth depth has the wrong size", tuple(depth.shape),
-                                  f"1/4 of the images: {quarter}", "store depth at feature resolution (H/4 x W/4)")
+            raise DataFormatError(str(depth_file), "ground-truth depth has the wrong size", observed=tuple(depth.shape),
+                                  expected=f"1/4 of the images: {quarter}", fix="store depth at feature resolution (H/4 x W/4)")
         mask_file = view_file(scene, "masks", ref, ".png")
         if mask_file.is_file():
             mask = torch.from_numpy(read_image(mask_file)[:, :, 0] > 0.5)
             if mask.shape != depth.shape:
-                raise DataFormatError(str(mask_file), "mask size differs from the depth map", tuple(mask.shape),
-                                      f"{tuple(depth.shape)} like {depth_file.name}", "write the mask at depth resolution")
+                raise DataFormatError(str(mask_file), "mask size differs from the depth map", observed=tuple(mask.shape),
+                                      expected=f"{tuple(depth.shape)} like {depth_file.name}", fix="write the mask at depth resolution")
         else:
             mask = depth > 0
     ref_cam: Camera = cams[0]

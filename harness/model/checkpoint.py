@@ -33,8 +33,8 @@ _IGNORED_PREFIXES = ("refine_network.",)
 def _read(path: Path, map_location: str | torch.device) -> object:
     if not path.is_file():
         raise MissingFile(
-            str(path), "checkpoint not found", "no such file", "a file written by torch.save",
-            "pass the path of an MVSNet_pytorch checkpoint (e.g. model_000014.ckpt) or omit it to use the bundled weights",
+            str(path), "checkpoint not found", observed="no such file", expected="a file written by torch.save",
+            fix="pass the path of an MVSNet_pytorch checkpoint (e.g. model_000014.ckpt) or omit it to use the bundled weights",
         )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
@@ -48,8 +48,8 @@ def _read(path: Path, map_location: str | torch.device) -> object:
             # while loading. Nothing has run at this point.
             raise UnsafeCheckpoint(
                 str(path), "refused: loading it would unpickle arbitrary objects, which can run code",
-                f"it references {blocked[0][:120]}", "tensors, dicts, lists and numbers only (torch.load weights_only=True)",
-                "re-save it as {'model': model.state_dict()} from a trusted environment",
+                observed=f"it references {blocked[0][:120]}", expected="tensors, dicts, lists and numbers only (torch.load weights_only=True)",
+                fix="re-save it as {'model': model.state_dict()} from a trusted environment",
             ) from None
         raise _unreadable(path, exc) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError,
@@ -62,8 +62,8 @@ def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
     if len(detail) > 200:  # end on a word, not mid-sentence
         detail = detail[:200].rsplit(" ", 1)[0] + " ..."
     return CheckpointError(
-        str(path), "not a readable torch checkpoint", f"{type(exc).__name__}: {detail}",
-        "a file written by torch.save", "check that the download or copy is complete",
+        str(path), "not a readable torch checkpoint", observed=f"{type(exc).__name__}: {detail}",
+        expected="a file written by torch.save", fix="check that the download or copy is complete",
     )
 
 
@@ -75,16 +75,16 @@ def extract_state_dict(obj: object, source: str = "checkpoint") -> dict[str, tor
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not obj:
         raise CheckpointError(
-            source, "holds no state dict", type(obj).__name__,
-            "{'model': state_dict}, a bare state dict, or keys prefixed with 'module.'",
-            "save it with torch.save({'model': model.state_dict()}, path)",
+            source, "holds no state dict", observed=type(obj).__name__,
+            expected="{'model': state_dict}, a bare state dict, or keys prefixed with 'module.'",
+            fix="save it with torch.save({'model': model.state_dict()}, path)",
         )
     state: dict[str, torch.Tensor] = {}
     for key, value in obj.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise CheckpointError(
-                source, "state dict entry is not a named tensor", f"{key!r}: {type(value).__name__}",
-                "str keys and torch.Tensor values", "save model.state_dict(), not the model object",
+                source, "state dict entry is not a named tensor", observed=f"{key!r}: {type(value).__name__}",
+                expected="str keys and torch.Tensor values", fix="save model.state_dict(), not the model object",
             )
         name = key[len(_PREFIX):] if key.startswith(_PREFIX) else key
         state[name] = value
@@ -117,9 +117,9 @@ def load_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], s
         if mismatched:
             parts.append(f"wrong shape {_clip(mismatched)}")
         raise CheckpointError(
-            source, "keys do not match MVSNet (refine=False)", "; ".join(parts),
-            "the state-dict keys of MVSNet_pytorch's MVSNet (feature.*, cost_regularization.*)",
-            "check that the checkpoint is an MVSNet_pytorch MVSNet, not another network or a renamed copy",
+            source, "keys do not match MVSNet (refine=False)", observed="; ".join(parts),
+            expected="the state-dict keys of MVSNet_pytorch's MVSNet (feature.*, cost_regularization.*)",
+            fix="check that the checkpoint is an MVSNet_pytorch MVSNet, not another network or a renamed copy",
         )
     model.load_state_dict(dict(state), strict=True)
 

@@ -119,13 +119,13 @@ def parse_io_map(text: str | None) -> dict[str, str]:
         name, sep, role = item.partition("=")
         name, role = name.strip(), role.strip()
         if not sep or not name or not role:
-            raise IoMappingError("--io-map", "entry is not NAME=ROLE", item, "e.g. in_imgs=imgs,out_depth=depth",
-                                 "write each entry as <graph tensor name>=<role>")
+            raise IoMappingError("--io-map", "entry is not NAME=ROLE", observed=item, expected="e.g. in_imgs=imgs,out_depth=depth",
+                                 fix="write each entry as <graph tensor name>=<role>")
         if role not in (*INPUT_ROLES, *OUTPUT_ROLES):
-            raise IoMappingError("--io-map", "unknown role", role, f"one of {', '.join((*INPUT_ROLES, *OUTPUT_ROLES))}",
-                                 "use the harness's role names on the right of '='")
+            raise IoMappingError("--io-map", "unknown role", observed=role, expected=f"one of {', '.join((*INPUT_ROLES, *OUTPUT_ROLES))}",
+                                 fix="use the harness's role names on the right of '='")
         if name in mapping:
-            raise IoMappingError("--io-map", "graph name mapped twice", name, "each graph name once")
+            raise IoMappingError("--io-map", "graph name mapped twice", observed=name, expected="each graph name once")
         mapping[name] = role
     return mapping
 
@@ -156,11 +156,11 @@ def _refuse(subject: str, problem: str, detail: str, inputs: Sequence[TensorSpec
     observed = (f"{detail}; graph inputs: {'; '.join(s.describe() for s in inputs)}; "
                 f"graph outputs: {'; '.join(s.describe() for s in outputs)}")
     return IoMappingError(
-        subject, problem, observed,
-        f"inputs named {', '.join(INPUT_ROLES)} (the harness) or {', '.join(ARTICLE_INPUTS)} (the source article), "
+        subject, problem, observed=observed,
+        expected=f"inputs named {', '.join(INPUT_ROLES)} (the harness) or {', '.join(ARTICLE_INPUTS)} (the source article), "
         f"or 3/4 unnamed inputs in MVSNet_pytorch's order; outputs {', '.join(OUTPUT_ROLES)} or "
         f"{', '.join(ARTICLE_OUTPUTS)}",
-        f"say which is which with --io-map {_suggest(inputs, outputs)} (check the 4x4 inputs: proj_matrices "
+        fix=f"say which is which with --io-map {_suggest(inputs, outputs)} (check the 4x4 inputs: proj_matrices "
         "first, then its inverse)",
     )
 
@@ -246,12 +246,12 @@ def check_against(binding: IoBinding, inputs: Sequence[TensorSpec], outputs: Seq
     for name, role in (*binding.inputs, *binding.outputs):
         spec = specs[name]
         if spec.dtype != "float32":
-            raise IoMappingError(f"{subject}: {name} ({role})", "wrong dtype", spec.dtype, "float32",
-                                 "export the FP32 graph (inputs and outputs float32; cast inside the graph if needed)")
+            raise IoMappingError(f"{subject}: {name} ({role})", "wrong dtype", observed=spec.dtype, expected="float32",
+                                 fix="export the FP32 graph (inputs and outputs float32; cast inside the graph if needed)")
         shape = wanted[role]
         bad = [i for i, (got, want) in enumerate(zip(spec.shape, shape)) if isinstance(got, int) and got != want]
         if bad or len(spec.shape) != len(shape):
             raise ShapeError(
                 f"{subject}: {name} ({role})", f"the graph was exported for another shape than case {case}",
-                f"[{', '.join(str(d) for d in spec.shape)}] (dimension {', '.join(str(i) for i in bad)} differs)",
-                f"[{', '.join(str(d) for d in shape)}] {LAYOUTS[role]}", fix)
+                observed=f"[{', '.join(str(d) for d in spec.shape)}] (dimension {', '.join(str(i) for i in bad)} differs)",
+                expected=f"[{', '.join(str(d) for d in shape)}] {LAYOUTS[role]}", fix=fix)

@@ -30,9 +30,9 @@ def validate_feed(feed: Mapping[str, torch.Tensor], *, subject: str, input_names
     roles = [n for n in REQUIRED_INPUTS if n not in feed]
     if roles:  # a graph with other names than the harness's: bind it instead of a bare KeyError
         raise InvalidInput(
-            subject, "the model's inputs are not named by MVSNet's roles", f"inputs {list(input_names)}",
-            "imgs, proj_matrices, depth_values (and optionally inverse_proj_matrices)",
-            "run a user graph through chain.user_onnx_runner() / `python -m harness check`, which bind its names",
+            subject, "the model's inputs are not named by MVSNet's roles", observed=f"inputs {list(input_names)}",
+            expected="imgs, proj_matrices, depth_values (and optionally inverse_proj_matrices)",
+            fix="run a user graph through chain.user_onnx_runner() / `python -m harness check`, which bind its names",
         )
     check_shapes(feed["imgs"], feed["proj_matrices"], feed["depth_values"], feed.get("inverse_proj_matrices"))
     if values:
@@ -43,7 +43,7 @@ def output_shape(feed: Mapping[str, torch.Tensor], name: str | None = None) -> t
     """``(B, H/4, W/4)``: both outputs of MVSNet have the reference view's quarter-size shape."""
     imgs = feed["imgs"]
     if imgs.dim() != 5:
-        raise ShapeError("imgs", "wrong rank", imgs.dim(), 5)
+        raise ShapeError("imgs", "wrong rank", observed=imgs.dim(), expected=5)
     return int(imgs.shape[0]), int(imgs.shape[3]) // FEATURE_STRIDE, int(imgs.shape[4]) // FEATURE_STRIDE
 
 

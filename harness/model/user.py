@@ -37,26 +37,26 @@ def import_factory(spec: str) -> object:
     ``python -m``), so a checkout of MVSNet_pytorch is used from its root."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise InvalidArgument("--model", "not MODULE:CALLABLE", spec, "e.g. models.mvsnet:MVSNet",
-                              "name the module (dotted, importable from here) and the factory after ':'")
+        raise InvalidArgument("--model", "not MODULE:CALLABLE", observed=spec, expected="e.g. models.mvsnet:MVSNet",
+                              fix="name the module (dotted, importable from here) and the factory after ':'")
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise InvalidArgument("--model", "cannot import the module", f"{module_name}: {exc}",
-                              "a module importable from the working directory or PYTHONPATH",
-                              "run from the repository root of your model code, or set PYTHONPATH") from None
+        raise InvalidArgument("--model", "cannot import the module", observed=f"{module_name}: {exc}",
+                              expected="a module importable from the working directory or PYTHONPATH",
+                              fix="run from the repository root of your model code, or set PYTHONPATH") from None
     target: object = module
     for part in attr.split("."):
         if not hasattr(target, part):
-            raise InvalidArgument("--model", "no such callable in the module", f"{module_name} has no {attr}",
-                                  "a class or function returning the network", "check the name after ':'")
+            raise InvalidArgument("--model", "no such callable in the module", observed=f"{module_name} has no {attr}",
+                                  expected="a class or function returning the network", fix="check the name after ':'")
         target = getattr(target, part)
     if not callable(target):
-        raise InvalidArgument("--model", "not callable", f"{spec} is a {type(target).__name__}",
-                              "a class or factory function", "point at the class (e.g. models.mvsnet:MVSNet)")
+        raise InvalidArgument("--model", "not callable", observed=f"{spec} is a {type(target).__name__}",
+                              expected="a class or factory function", fix="point at the class (e.g. models.mvsnet:MVSNet)")
     return target
 
 
@@ -71,9 +71,9 @@ class UserModel(nn.Module):
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
         if len(params) not in POSITIONAL:
             raise InvalidArgument(f"--model {spec}", "forward() does not take MVSNet's inputs",
-                                  f"{len(params)} required parameters ({', '.join(p.name for p in params)})",
-                                  "forward(imgs, proj_matrices, depth_values) or the article's four inputs",
-                                  "wrap your network so that forward takes those tensors")
+                                  observed=f"{len(params)} required parameters ({', '.join(p.name for p in params)})",
+                                  expected="forward(imgs, proj_matrices, depth_values) or the article's four inputs",
+                                  fix="wrap your network so that forward takes those tensors")
         by_name = [_ROLE_OF.get(p.name) for p in params]
         if all(by_name) and len(set(by_name)) == len(by_name):
             self.order = tuple(str(r) for r in by_name)
@@ -90,22 +90,22 @@ class UserModel(nn.Module):
             out = self.network(*(given[role] for role in self.order))
         except Exception as exc:  # noqa: BLE001 - the user's forward: reported with its call, not as a traceback
             raise InvalidArgument(f"--model {self.spec}", "forward() raised",
-                                  f"{type(exc).__name__}: {str(exc)[:300]}",
-                                  f"forward({', '.join(self.order)}) running on MVSNet's inputs",
-                                  "fix the model code (it is called with the harness's tensors in that order)") from exc
+                                  observed=f"{type(exc).__name__}: {str(exc)[:300]}",
+                                  expected=f"forward({', '.join(self.order)}) running on MVSNet's inputs",
+                                  fix="fix the model code (it is called with the harness's tensors in that order)") from exc
         if isinstance(out, dict):
             found = {_ROLE_OF[k]: v for k, v in out.items() if k in _ROLE_OF and _ROLE_OF[k] in OUTPUT_ROLES}
             missing = [r for r in OUTPUT_ROLES if r not in found]
             if missing:
                 raise InvalidArgument(f"--model {self.spec}", "output dict lacks MVSNet's outputs",
-                                      f"keys {sorted(out)}", "depth and photometric_confidence (or out_depth, "
-                                      "out_confidence)", "return those keys")
+                                      observed=f"keys {sorted(out)}", expected="depth and photometric_confidence (or out_depth, "
+                                      "out_confidence)", fix="return those keys")
             return {r: found[r] for r in OUTPUT_ROLES}
         if isinstance(out, (tuple, list)) and len(out) >= 2:
             return {"depth": out[0], "photometric_confidence": out[1]}
-        raise InvalidArgument(f"--model {self.spec}", "unrecognised output", type(out).__name__,
-                              "a dict with depth and photometric_confidence, or a (depth, confidence) tuple",
-                              "return one of those")
+        raise InvalidArgument(f"--model {self.spec}", "unrecognised output", observed=type(out).__name__,
+                              expected="a dict with depth and photometric_confidence, or a (depth, confidence) tuple",
+                              fix="return one of those")
 
 
 def load_user_model(spec: str, weights: str | Path) -> UserModel:
@@ -114,11 +114,11 @@ def load_user_model(spec: str, weights: str | Path) -> UserModel:
     try:
         network = factory()  # type: ignore[operator]
     except Exception as exc:  # noqa: BLE001 - the user's constructor: report what it raised
-        raise InvalidArgument("--model", "the factory raised", f"{spec}(): {type(exc).__name__}: {exc}",
-                              "a factory callable without arguments", "wrap it: def make(): return MVSNet(refine=False)"
+        raise InvalidArgument("--model", "the factory raised", observed=f"{spec}(): {type(exc).__name__}: {exc}",
+                              expected="a factory callable without arguments", fix="wrap it: def make(): return MVSNet(refine=False)"
                               ) from None
     if not isinstance(network, nn.Module):
-        raise InvalidArgument("--model", "the factory did not return a torch module", type(network).__name__,
-                              "an nn.Module", "return the network instance")
+        raise InvalidArgument("--model", "the factory did not return a torch module", observed=type(network).__name__,
+                              expected="an nn.Module", fix="return the network instance")
     load_state_dict(network, read_state_dict(weights), str(weights))
     return UserModel(network.eval(), spec).eval()

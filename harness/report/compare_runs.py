@@ -61,8 +61,8 @@ class Gate:
     def parse(cls, text: str) -> Gate:
         match = _FAIL_ON.match(text.strip())
         if not match:
-            raise InvalidArgument("--fail-on", "unreadable gate", text, f"<{'|'.join(METRICS)}>:<percent>%, e.g. median:5%",
-                                  "pass --fail-on median:5%")
+            raise InvalidArgument("--fail-on", "unreadable gate", observed=text, expected=f"<{'|'.join(METRICS)}>:<percent>%, e.g. median:5%",
+                                  fix="pass --fail-on median:5%")
         return cls(match.group(1), float(match.group(2)) / 100.0)
 
 
@@ -76,8 +76,8 @@ def load_baselines(paths: list[Path]) -> list[tuple[Path, RunRecord]]:
         elif path.is_file():
             found.append((path, load_record(path)))
         else:
-            raise MissingFile(str(path), "baseline not found", "no such file or folder",
-                              "a run.json or a folder of them (reports/baselines/)", "check --baseline")
+            raise MissingFile(str(path), "baseline not found", observed="no such file or folder",
+                              expected="a run.json or a folder of them (reports/baselines/)", fix="check --baseline")
     return found
 
 

@@ -45,8 +45,8 @@ class RunRecord:
     def from_dict(cls, data: dict[str, Any], source: str = "record") -> RunRecord:
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise DataFormatError(source, "unsupported record schema", version, f"schema_version {SCHEMA_VERSION}",
-                                  "re-run the harness to produce a current record")
+            raise DataFormatError(source, "unsupported record schema", observed=version, expected=f"schema_version {SCHEMA_VERSION}",
+                                  fix="re-run the harness to produce a current record")
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -56,13 +56,13 @@ def load_record(path: str | Path) -> RunRecord:
     if path.is_dir():
         path = path / "run.json"
     if not path.is_file():
-        raise MissingFile(str(path), "run record not found", "no such file", "a run.json written by the harness",
-                          "pass a reports/<stamp>/run.json path or its folder")
+        raise MissingFile(str(path), "run record not found", observed="no such file", expected="a run.json written by the harness",
+                          fix="pass a reports/<stamp>/run.json path or its folder")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataFormatError(str(path), "not valid JSON", str(exc)[:200], "a run.json written by the harness",
-                              "re-run the harness; the file may be truncated") from None
+        raise DataFormatError(str(path), "not valid JSON", observed=str(exc)[:200], expected="a run.json written by the harness",
+                              fix="re-run the harness; the file may be truncated") from None
     if not isinstance(data, dict):
-        raise DataFormatError(str(path), "not a run record", type(data).__name__, "a JSON object")
+        raise DataFormatError(str(path), "not a run record", observed=type(data).__name__, expected="a JSON object")
     return RunRecord.from_dict(data, str(path))

@@ -167,8 +167,8 @@ def _check_names(what: str, given: Sequence[str], graph: Sequence[str], onnx_pat
     missing = [n for n in graph if n not in given] if what == "inputs" else []
     if unknown or missing:
         raise InvalidArgument(f"replay {what}", "not named as the graph names its tensors",
-                              f"unknown {unknown}, missing {missing}", f"{list(graph)} (from {onnx_path.name})",
-                              "map the harness's names to the graph's before calling save_replay")
+                              observed=f"unknown {unknown}, missing {missing}", expected=f"{list(graph)} (from {onnx_path.name})",
+                              fix="map the harness's names to the graph's before calling save_replay")
 
 
 def _publish(staging: Path, folder: Path, on_exists: str) -> Path:
@@ -185,9 +185,9 @@ def _publish(staging: Path, folder: Path, on_exists: str) -> Path:
         os.rename(staging, candidate)
         return candidate
     if on_exists == "refuse":
-        raise OutputExists(str(folder), "a replay (or something else) is already there", "the folder exists",
-                           "a folder that does not exist yet", "pass a new folder; earlier replays are never overwritten")
-    raise OutputExists(str(folder), "no free replay folder name", f"{folder.name}-2 .. -999 exist", "fewer replays")
+        raise OutputExists(str(folder), "a replay (or something else) is already there", observed="the folder exists",
+                           expected="a folder that does not exist yet", fix="pass a new folder; earlier replays are never overwritten")
+    raise OutputExists(str(folder), "no free replay folder name", observed=f"{folder.name}-2 .. -999 exist", expected="fewer replays")
 
 
 def _polygraphy_json():  # type: ignore[no-untyped-def]
@@ -196,7 +196,7 @@ def _polygraphy_json():  # type: ignore[no-untyped-def]
         from polygraphy.json import to_json
     except ImportError as exc:
         raise BackendUnavailable("polygraphy", f"polygraphy not importable ({exc})",
-                                 "pip install 'mvsnet-trt-harness[polygraphy]' (or pip install polygraphy)") from None
+                                 fix="pip install 'mvsnet-trt-harness[polygraphy]' (or pip install polygraphy)") from None
     return RunResults, to_json
 
 
@@ -219,7 +219,7 @@ def save_replay(
     """Write the replay of one leg (see the module docstring for every argument and file)."""
     onnx_path = Path(onnx_path).resolve()
     if not onnx_path.is_file():
-        raise InvalidArgument("onnx_path", "no such ONNX file", str(onnx_path), "the graph the leg ran")
+        raise InvalidArgument("onnx_path", "no such ONNX file", observed=str(onnx_path), expected="the graph the leg ran")
     graph_inputs, graph_outputs = _graph_names(onnx_path)
     _check_names("inputs", list(inputs), graph_inputs, onnx_path)
     _check_names("reference outputs", list(reference), graph_outputs, onnx_path)
@@ -227,11 +227,11 @@ def save_replay(
     checks, left = translate_gates(gates, depth_step)
     RunResults, to_json = _polygraphy_json()
     if on_exists not in ("refuse", "suffix"):
-        raise InvalidArgument("on_exists", "unknown policy", on_exists, "refuse or suffix")
+        raise InvalidArgument("on_exists", "unknown policy", observed=on_exists, expected="refuse or suffix")
     folder = Path(folder)
     if on_exists == "refuse" and folder.exists():  # before any work; _publish checks again atomically
-        raise OutputExists(str(folder), "a replay (or something else) is already there", "the folder exists",
-                           "a folder that does not exist yet", "pass a new folder; earlier replays are never overwritten")
+        raise OutputExists(str(folder), "a replay (or something else) is already there", observed="the folder exists",
+                           expected="a folder that does not exist yet", fix="pass a new folder; earlier replays are never overwritten")
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))

@@ -75,8 +75,8 @@ def depth_step_of(depth_values: torch.Tensor) -> float:
     harness.compare turns depth errors into steps."""
     values = depth_values.detach().cpu().to(torch.float64).reshape(depth_values.shape[0], -1)
     if values.shape[1] < 2:
-        raise InvalidArgument("depth_values", "fewer than two hypotheses", tuple(depth_values.shape),
-                              "[B, D] with D >= 2", "pass the case's depth_values")
+        raise InvalidArgument("depth_values", "fewer than two hypotheses", observed=tuple(depth_values.shape),
+                              expected="[B, D] with D >= 2", fix="pass the case's depth_values")
     return float((values[:, 1] - values[:, 0]).abs().min())
 
 
@@ -111,9 +111,9 @@ def translate_gates(gates: Mapping[str, Mapping[str, float]], depth_step: float 
 def _one_gate(output: str, metric: str, limit: float, step: float | None) -> Check | Inexpressible:
     def steps(k: float) -> float:
         if step is None or not step > 0:
-            raise InvalidArgument(f"{output}.{metric}", "a gate in depth steps needs the depth step", step,
-                                  "a positive depth_step (mm per hypothesis)",
-                                  "pass depth_step=depth_step_of(depth_values)")
+            raise InvalidArgument(f"{output}.{metric}", "a gate in depth steps needs the depth step", observed=step,
+                                  expected="a positive depth_step (mm per hypothesis)",
+                                  fix="pass depth_step=depth_step_of(depth_values)")
         return k * step
 
     if metric == "max_abs":

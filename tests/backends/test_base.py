@@ -217,7 +217,7 @@ def _one_input_spec():
 
     def validate(feed, *, subject, input_names, values):
         if feed["x"].dim() != 2:
-            raise ShapeError(f"{subject}: x", "wrong rank", feed["x"].dim(), 2)
+            raise ShapeError(f"{subject}: x", "wrong rank", observed=feed["x"].dim(), expected=2)
 
     return ModelSpec("line", "Line", ("x",), (OutputSpec("y"),), validate=validate, feed_fix="feed x only")
 

@@ -1,0 +1,269 @@
+"""The options the pytest plugin and ``python -m harness`` have in common, declared once.
+
+Every row of :data:`OPTIONS` is one option: its base name (``trt-workspace``), how a value
+parses, its default, its choices, its help and the fronts that carry it. A front is ``pytest``
+(the option is ``--harness-<name>``, dest ``harness_<name>``, in the harness's option group) or a
+subcommand of ``python -m harness`` (``--<name>``, dest ``<name>``). Two generators register the
+rows: :func:`add_pytest_options` and :func:`add_cli_options`; each appends the default to the help
+in its front's style (pytest: ``... Default: X``; argparse: ``... (default: X)``), so help, default
+and choices cannot differ between the fronts except where a row says so (``overrides``).
+
+:func:`chain_config` turns parsed values into the ``ChainConfig``: the one place where either
+front's options reach the chain.
+
+Options of one front that mean something of their own stay with that front's code; those whose
+spelling a row also uses are listed in :data:`HOMONYMS` with what they mean instead.
+
+Imports go one way: the fronts (plugin, cli, check, sensitivity, doctor) import this module; it
+imports none of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.chain import CANDIDATES, VARIANTS, ChainConfig
+from harness.convert.onnx_export import EXPORTERS
+from harness.convert.workarounds import EXPORTABLE
+from harness.data.cases import CASES
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PYTEST = "pytest"
+#: pytest's case profiles (``--harness-profile``): the cases a session runs without --harness-cases.
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {"cases": ("small",)},
+    "full": {"cases": ("small", "seed")},
+}
+
+
+@dataclass(frozen=True)
+class Default:
+    """A front's own default, and how its help spells it."""
+
+    value: Any
+    shown: str
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # base name: --harness-<name> (pytest), --<name> (python -m harness)
+    help: str  # what it means, without the default (the generators append it)
+    fronts: tuple[str, ...]  # "pytest" and/or subcommands of python -m harness
+    default: Any = None
+    shown: str | None = None  # how the help spells the default; None: the default as it is
+    type: Callable[[str], Any] | None = None
+    choices: tuple[str, ...] | None = None
+    action: str | None = None  # "store_true", "append"; None: store
+    metavar: str | None = None
+    names: tuple[str, ...] | None = None  # a comma list of these names (checked after parsing)
+    chain: str | None = None  # the ChainConfig field it sets
+    to_chain: Callable[[Any], Any] | None = None  # parsed value -> ChainConfig value; None: as parsed
+    overrides: Mapping[str, Default] = field(default_factory=dict, hash=False)  # fronts with a default of their own
+
+    def __post_init__(self) -> None:
+        if not self.fronts or len(set(self.fronts)) != len(self.fronts):
+            raise ValueError(f"option {self.name}: fronts must name each front once: {self.fronts}")
+        if set(self.overrides) - set(self.fronts):
+            raise ValueError(f"option {self.name}: overrides for fronts it is not on: "
+                             f"{sorted(set(self.overrides) - set(self.fronts))}")
+        if self.help.rstrip().endswith(".") or "default:" in self.help.lower():
+            raise ValueError(f"option {self.name}: the help must not end with '.' nor name its default")
+        if self.action == "store_true" and (self.type or self.choices or self.metavar or self.default is not False):
+            raise ValueError(f"option {self.name}: a store_true option takes no type, choices or metavar")
+
+    def flag(self, front: str) -> str:
+        return f"--harness-{self.name}" if front == PYTEST else f"--{self.name}"
+
+    def dest(self, front: str) -> str:
+        snake = self.name.replace("-", "_")
+        return f"harness_{snake}" if front == PYTEST else snake
+
+    def default_for(self, front: str) -> Any:
+        return self.overrides[front].value if front in self.overrides else self.default
+
+    def shown_for(self, front: str) -> str:
+        if front in self.overrides:
+            return self.overrides[front].shown
+        if self.shown is not None:
+            return self.shown
+        if self.action == "store_true":
+            return "off"
+        return "none" if self.default is None else str(self.default)
+
+    def help_for(self, front: str) -> str:
+        if front == PYTEST:
+            return f"{self.help}. Default: {self.shown_for(front)}"
+        return f"{self.help} (default: {self.shown_for(front)})"
+
+    def kwargs(self, front: str) -> dict[str, Any]:
+        """The keyword arguments of ``add_argument`` (argparse) / ``addoption`` (pytest) on ``front``."""
+        if front not in self.fronts:
+            raise KeyError(f"option {self.name} is not on {front}")
+        kwargs: dict[str, Any] = {"dest": self.dest(front), "default": self.default_for(front),
+                                  "help": self.help_for(front)}
+        for key in ("action", "type", "choices", "metavar"):
+            if getattr(self, key) is not None:
+                kwargs[key] = getattr(self, key)
+        return kwargs
+
+
+def _is_true(text: str) -> bool:
+    return text == "true"
+
+
+#: Fronts whose chain runs parity legs and builds engines (check: of the user's ONNX).
+CHAIN = (PYTEST, "run", "bench", "check")
+_EXPORT = (PYTEST, "run", "bench")  # fronts that export the harness's own graphs
+
+OPTIONS: tuple[Option, ...] = (
+    # -- what to run
+    Option("profile", "quick: the small case (CI); full: small and seed (3x512x640, D=192)", (PYTEST,),
+           default="quick", choices=tuple(sorted(PROFILES))),
+    Option("cases", f"comma list of {', '.join(CASES)}", (PYTEST, "run", "bench", "accuracy"), default="seed",
+           names=tuple(CASES), overrides={PYTEST: Default(None, "the profile's cases")}),
+    Option("backends", f"comma list of candidate backends compared with torch strict FP32: {', '.join(CANDIDATES)} "
+           "(those unavailable here are skipped with the reason)", (PYTEST, "run"), default=",".join(CANDIDATES),
+           shown="all of them", names=CANDIDATES),
+    Option("workarounds", f"comma list of torch.inverse workarounds: {', '.join(EXPORTABLE)} (custom_op: "
+           "torchscript exporter and ONNX Runtime only)", (PYTEST, "run"), default=",".join(EXPORTABLE),
+           names=EXPORTABLE),
+    Option("exporters", f"comma list of ONNX exporters: {', '.join(EXPORTERS)}", (PYTEST, "run"),
+           default=",".join(EXPORTERS), names=EXPORTERS, overrides={"run": Default("torchscript", "torchscript")}),
+    Option("variants", f"comma list of ONNX graphs to run: {', '.join(VARIANTS)}", (PYTEST, "run"),
+           default=",".join(VARIANTS), names=VARIANTS),
+    # -- the chain: model, data, device, export and TensorRT settings (ChainConfig)
+    Option("weights", "checkpoint of the torch model (MVSNet_pytorch format)", (*CHAIN, "accuracy"), type=Path,
+           shown="the bundled fixtures/weights/mvsnet-default.ckpt", chain="weights"),
+    Option("scene", "DTU-format scene folder (images/, cams/, pair.txt)", CHAIN, type=Path,
+           shown="the bundled fixtures/scenes/synthetic-000", chain="scene"),
+    Option("device", "device of the torch model (the reference): auto, cpu, cuda[:N]", (*CHAIN, "accuracy", "train"),
+           default="auto", chain="device"),
+    Option("cache-dir", "artifact cache folder (exported graphs, engines)",
+           (*CHAIN, "accuracy", "mutate", "doctor"), type=Path,
+           shown="$HARNESS_CACHE_DIR or ~/.cache/mvsnet-trt-harness", chain="cache_dir"),
+    Option("opset", "ONNX opset of the exported graphs", _EXPORT, default=17, type=int, chain="opset"),
+    Option("align-corners", "the torch reference's sampling convention (the checkpoints were trained with true)",
+           CHAIN, default="true", choices=("true", "false"), chain="align_corners", to_chain=_is_true),
+    Option("trt", "TensorRT module for the TensorRT legs; auto prefers tensorrt, then tensorrt_rtx", CHAIN,
+           default="auto", choices=("auto", "tensorrt", "tensorrt_rtx"), chain="trt_flavour"),
+    Option("trt-workspace", "TensorRT builder workspace limit in MiB", CHAIN, default=4096, type=int,
+           chain="trt_workspace_mib"),
+    Option("trt-opt-level", "TensorRT builder optimisation level 0-5", CHAIN, default=3, type=int,
+           chain="trt_opt_level"),
+    Option("trt-dynamic", "build engines with one profile over H, W and D (min small, opt the case, max DTU) "
+           "instead of static shapes", _EXPORT, default=False, action="store_true", chain="trt_dynamic"),
+    Option("trt-buffers", "TensorRT I/O buffers: torch CUDA tensors, or pycuda pinned host + device copies",
+           CHAIN, default="torch", choices=("torch", "pycuda"), chain="trt_buffers"),
+    Option("trt-cuda-graph", "replay TensorRT's enqueue from a CUDA graph (trtexec 11's default)", CHAIN,
+           default=False, action="store_true", chain="trt_cuda_graph"),
+    # -- gates and records
+    Option("tolerances", "tolerances TOML (parity, accuracy and stage gates)", (*CHAIN, "mutate"), type=Path,
+           shown="fixtures/tolerances.toml"),
+    Option("report-dir", "where each run writes <utc-stamp>/run.json and report.md", (*CHAIN, "accuracy"),
+           default=PROJECT_ROOT / "reports", type=Path, shown="reports/"),
+    Option("no-report", "write no run record", (PYTEST,), default=False, action="store_true"),
+    Option("localize", "run stage probes on every ONNX Runtime parity leg and print a per-stage error table "
+           "(always done for a failing leg); where fixtures/tolerances.toml has measured per-stage gates for "
+           "the case and backend, stage errors count in the verdict", (PYTEST,), default=False, action="store_true"),
+    Option("gpus", "one pytest-xdist worker per GPU: all, or a comma list of GPU indices; needs -n <count> "
+           "(--dist each runs every test on every GPU, --dist load spreads them)", (PYTEST,), shown="off"),
+    Option("golden", "also compare ONNX Runtime CPU legs with the outputs stored in DIR for their graph variant "
+           "(catches bugs below cross-runtime noise; baseline: python -m harness mutate --write-golden DIR)",
+           (PYTEST,), type=Path, metavar="DIR", shown="off"),
+    Option("save-polygraphy", "save every parity leg's inputs and torch reference for Polygraphy and trtexec, with "
+           "ready commands (commands.sh), under DIR/<leg id>/; a failing leg always saves its replay, under "
+           "<report dir>/replays/<leg id>/ without this option", (PYTEST,), type=Path, metavar="DIR",
+           shown="off (failing legs only)"),
+    # -- the user's own conversion (pytest: suites/test_user_artifacts.py; python -m harness check)
+    Option("onnx", "your ONNX graph to gate against the torch reference (repeatable)", (PYTEST, "check"),
+           type=Path, action="append", metavar="FILE"),
+    Option("engine", "your serialized TensorRT engine to gate (repeatable)", (PYTEST, "check"), type=Path,
+           action="append", metavar="FILE"),
+    Option("model", "your model code as the torch reference, e.g. models.mvsnet:MVSNet", (PYTEST, "check"),
+           metavar="MODULE:CALLABLE", shown="the harness's MVSNet"),
+    Option("io-map", "bind your graph's tensors to the model's input and output roles", (PYTEST, "check"),
+           metavar="NAME=ROLE,...", shown="by name, the article's names, or position"),
+)
+
+#: Options of one subcommand spelled like a row above but meaning something else; they stay with
+#: their subcommand's code. ``(subcommand, name): what it is there``.
+HOMONYMS: dict[tuple[str, str], str] = {
+    ("bench", "profile"): "the timing profile (harness.timing.PROFILES), not the cases",
+    ("bench", "backends"): "the backends to time (harness.bench), by default every one for the device",
+    ("check", "backends"): "the backends that run the user's ONNX graph (harness.check.ONNX_BACKENDS)",
+    ("check", "save-polygraphy"): "one replay per user graph, in DIR (or DIR/<graph stem>/)",
+    ("mutate", "golden"): "goldens the mutated graphs are compared with, by default baselined in the run",
+    ("mutate", "workarounds"): "with --write-golden: the graphs to baseline",
+    ("mutate", "exporters"): "with --write-golden: the graphs to baseline",
+}
+
+_BY_NAME = {o.name: o for o in OPTIONS}
+if len(_BY_NAME) != len(OPTIONS):
+    raise ValueError("harness.options: two rows share a name")
+
+
+def option(name: str, front: str | None = None) -> Option:
+    """The row ``name``; with ``front``, one that front carries (else ``KeyError``)."""
+    found = _BY_NAME[name]
+    if front is not None and front not in found.fronts:
+        raise KeyError(f"option {name} is not on {front} (it is on {', '.join(found.fronts)})")
+    return found
+
+
+def flag(name: str, front: str) -> str:
+    """How ``front`` spells option ``name``: ``flag("cache-dir", "pytest") == "--harness-cache-dir"``."""
+    return option(name, front).flag(front)
+
+
+def options_for(front: str) -> tuple[Option, ...]:
+    return tuple(o for o in OPTIONS if front in o.fronts)
+
+
+def fronts() -> tuple[str, ...]:
+    """Every front a row names: pytest first, then the subcommands in order of appearance."""
+    return tuple(dict.fromkeys(f for o in OPTIONS for f in o.fronts))
+
+
+class OptionGroup(Protocol):
+    def addoption(self, *opts: str, **attrs: Any) -> None: ...
+
+
+def add_pytest_options(group: OptionGroup) -> None:
+    """Register every pytest row in ``group`` (the harness's ``parser.getgroup(...)``)."""
+    for row in options_for(PYTEST):
+        group.addoption(row.flag(PYTEST), **row.kwargs(PYTEST))
+
+
+def add_cli_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """Add the rows ``command`` carries to its (sub)parser."""
+    for row in options_for(command):
+        parser.add_argument(row.flag(command), **row.kwargs(command))
+
+
+def values(front: str, get: Callable[[str], Any]) -> dict[str, Any]:
+    """``{name: parsed value}`` of the rows ``front`` carries; ``get(dest)`` reads one."""
+    return {o.name: get(o.dest(front)) for o in options_for(front)}
+
+
+def namespace_values(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """The parsed values of a ``python -m harness <command>`` namespace."""
+    return values(command, lambda dest: getattr(args, dest))
+
+
+def chain_config(parsed: Mapping[str, Any]) -> ChainConfig:
+    """The ``ChainConfig`` of parsed values by name (``values``); fields whose options are absent
+    keep ChainConfig's defaults."""
+    config: dict[str, Any] = {}
+    for row in OPTIONS:
+        if row.chain is not None and row.name in parsed:
+            value = parsed[row.name]
+            config[row.chain] = row.to_chain(value) if row.to_chain is not None else value
+    return ChainConfig(**config)
+
+
+__all__ = ["HOMONYMS", "OPTIONS", "PROFILES", "PYTEST", "Default", "Option", "add_cli_options", "add_pytest_options",
+           "chain_config", "flag", "fronts", "namespace_values", "option", "options_for", "values"]

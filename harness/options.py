@@ -244,18 +244,18 @@ def add_cli_options(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument(row.flag(command), **row.kwargs(command))
 
 
-def values(front: str, get: Callable[[str], Any]) -> dict[str, Any]:
+def parsed_values(front: str, get: Callable[[str], Any]) -> dict[str, Any]:
     """``{name: parsed value}`` of the rows ``front`` carries; ``get(dest)`` reads one."""
     return {o.name: get(o.dest(front)) for o in options_for(front)}
 
 
 def namespace_values(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """The parsed values of a ``python -m harness <command>`` namespace."""
-    return values(command, lambda dest: getattr(args, dest))
+    return parsed_values(command, lambda dest: getattr(args, dest))
 
 
 def chain_config(parsed: Mapping[str, Any]) -> ChainConfig:
-    """The ``ChainConfig`` of parsed values by name (``values``); fields whose options are absent
+    """The ``ChainConfig`` of parsed values by name (``parsed_values``); fields whose options are absent
     keep ChainConfig's defaults."""
     config: dict[str, Any] = {}
     for row in OPTIONS:
@@ -266,4 +266,4 @@ def chain_config(parsed: Mapping[str, Any]) -> ChainConfig:
 
 
 __all__ = ["HOMONYMS", "OPTIONS", "PROFILES", "PYTEST", "Default", "Option", "add_cli_options", "add_pytest_options",
-           "chain_config", "flag", "fronts", "namespace_values", "option", "options_for", "values"]
+           "chain_config", "flag", "fronts", "namespace_values", "option", "options_for", "parsed_values"]

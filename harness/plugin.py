@@ -23,7 +23,7 @@ from harness.convert.workarounds import EXPORTERS_FOR, get_workaround
 from harness.data.cases import get_case
 from harness.errors import BackendUnavailable, HarnessError
 from harness.gpus import ROW_FIELD, check_worker_count, merge_by_gpu, parse_gpus, physical_gpu, pin_worker, spread
-from harness.options import PROFILES, PYTEST, add_pytest_options, chain_config, option, values
+from harness.options import PROFILES, PYTEST, add_pytest_options, chain_config, option, parsed_values
 from harness.tolerances import Tolerances
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def _validated(config: pytest.Config, name: str, given: tuple[str, ...]) -> tupl
 
 def _options(config: pytest.Config) -> HarnessOptions:
     opt = config.getoption
-    parsed = values(PYTEST, opt)
+    parsed = parsed_values(PYTEST, opt)
     profile = opt("--harness-profile")
     cases = _csv(opt("--harness-cases")) or PROFILES[profile]["cases"]
     if opt("--harness-no-report") and opt("--harness-report-dir") != option("report-dir").default_for(PYTEST):

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from harness.chain import Chain
+from harness.chain import Chain, ChainConfig
 from harness.compare import OutputDiff, compare
 from harness.convert.plan_header import PlanHeader, read_plan_header
 from harness.convert.user_graph import GraphFacts, inspect_onnx, probe_graph
@@ -48,7 +48,7 @@ from harness.model.io import (
     static_case_shape,
 )
 from harness.model.mvsnet import OUTPUT_NAMES
-from harness.options import add_cli_options, chain_config, namespace_values
+from harness.options import add_cli_options, namespace_values
 from harness.tolerances import Tolerances
 
 ONNX_BACKENDS = ("ort-cpu", "ort-cuda", "trt-fp32")
@@ -384,7 +384,7 @@ def run(args: argparse.Namespace) -> int:
                               f"a comma list of {', '.join(ONNX_BACKENDS)}", f"--backends {','.join(ONNX_BACKENDS)}")
     tolerances = Tolerances.load(args.tolerances)
     # the same start-of-session checks as the main job (device, weights, cache and reports writable)
-    chain = preflight(chain_config(namespace_values(args, "check")), (), args.report_dir,
+    chain = preflight(ChainConfig.from_options(namespace_values(args, "check")), (), args.report_dir,
                       replace(CLI_FLAGS, cases="--case"))
     targets = [prepare_onnx(Path(p), args.io_map, args.case) for p in args.onnx or []]
     first_onnx = targets[0] if targets else None

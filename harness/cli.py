@@ -25,8 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from harness.chain import OPTION_NAMES
 from harness.errors import BackendUnavailable, HarnessError, Interrupted, InvalidArgument
-from harness.options import add_cli_options, chain_config, namespace_values, option
+from harness.options import add_cli_options, namespace_values, option
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +54,7 @@ def _choices(flag: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 def _listed(args: argparse.Namespace, command: str, name: str) -> tuple[str, ...]:
     """The comma list of option ``name`` of ``command``, checked against the names its row allows."""
     row = option(name, command)
-    return _choices(row.flag(command), getattr(args, row.dest(command)), row.names or ())
+    return _choices(row.flag(command), getattr(args, row.dest(command)), row.allowed(OPTION_NAMES))
 
 
 @contextlib.contextmanager
@@ -72,7 +73,7 @@ def _signals_interrupt() -> Iterator[None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.chain import plan_legs, run_leg
+    from harness.chain import ChainConfig, plan_legs, run_leg
     from harness.compare import LEG_HEADER, leg_line
     from harness.model.sanity import degenerate_reasons
     from harness.preflight import CLI_FLAGS, preflight
@@ -90,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                               "at least one possible combination (custom_op: torchscript exporter, ONNX Runtime only)",
                               "add --exporters torchscript or another workaround")
     tolerances = Tolerances.load(args.tolerances)
-    chain = preflight(chain_config(namespace_values(args, "run")), cases, args.report_dir, CLI_FLAGS)
+    chain = preflight(ChainConfig.from_options(namespace_values(args, "run")), cases, args.report_dir, CLI_FLAGS)
     record = RunRecord(kind="run", profile="run", config={
         "cases": args.cases, "backends": args.backends, "workarounds": args.workarounds, "exporters": args.exporters,
         "variants": args.variants, "device": str(chain.device), "weights": str(chain.weights_path),
@@ -182,6 +183,7 @@ TARGET_SPEEDUP = 6.0  # issue target: fastest backend >= 6x torch eager strict F
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import CPU_BACKENDS, CUDA_BACKENDS, default_backends, fastest, run_benchmarks
+    from harness.chain import ChainConfig
     from harness.convert.workarounds import EXPORTABLE
     from harness.preflight import CLI_FLAGS, preflight
     from harness.report.plots import depth_difference_maps, latency_plot
@@ -194,7 +196,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     known = tuple(dict.fromkeys(CUDA_BACKENDS + CPU_BACKENDS))
     requested = _choices("--backends", args.backends, known) if args.backends is not None else None
     _choices("--workaround", args.workaround, tuple(EXPORTABLE))
-    chain = preflight(chain_config(namespace_values(args, "bench")), cases, args.report_dir, CLI_FLAGS)
+    chain = preflight(ChainConfig.from_options(namespace_values(args, "bench")), cases, args.report_dir, CLI_FLAGS)
     backends = requested or default_backends(chain.device)
     rows = run_benchmarks(chain, cases, backends, PROFILES[args.profile], Tolerances.load(args.tolerances),
                           args.workaround, args.exporter, repeat=args.repeat)
@@ -288,6 +290,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_accuracy(args: argparse.Namespace) -> int:
     """The torch model on held-out synthetic scenes (seeds never used in training)."""
     from harness.accuracy import held_out_accuracy, summarize
+    from harness.chain import ChainConfig
     from harness.data.cases import get_case
     from harness.preflight import CLI_FLAGS, preflight
     from harness.report.record import RunRecord
@@ -295,7 +298,7 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     from harness.train import HELD_OUT_SEEDS
 
     cases = _listed(args, "accuracy", "cases")
-    chain = preflight(chain_config(namespace_values(args, "accuracy")), (), args.report_dir, CLI_FLAGS)
+    chain = preflight(ChainConfig.from_options(namespace_values(args, "accuracy")), (), args.report_dir, CLI_FLAGS)
     seeds = list(HELD_OUT_SEEDS[args.first:args.first + args.scenes])
     if not seeds:
         raise InvalidArgument("--scenes", "no held-out scene selected", f"--first {args.first} --scenes {args.scenes}",
@@ -366,11 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run every available backend on a scene and write a report")
-    add_cli_options(run, "run")  # every option of run is one pytest has too (harness.options)
+    add_cli_options(run, "run", OPTION_NAMES)  # every option of run is one pytest has too (harness.options)
     run.set_defaults(func=cmd_run)
 
     bench = sub.add_parser("bench", help="time every backend and write a report")
-    add_cli_options(bench, "bench")
+    add_cli_options(bench, "bench", OPTION_NAMES)
     bench.add_argument("--backends", default=None, help="comma list (default: every backend for the device)")
     bench.add_argument("--profile", choices=("quick", "full"), default="quick",
                        help="quick: >=10 rounds and >=1 s; full: >=20 rounds and >=3 s (default: quick)")
@@ -391,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.set_defaults(func=cmd_compare)
 
     acc = sub.add_parser("accuracy", help="accuracy of the weights on held-out synthetic scenes")
-    add_cli_options(acc, "accuracy")
+    add_cli_options(acc, "accuracy", OPTION_NAMES)
     acc.add_argument("--scenes", type=int, default=20, help="number of held-out scenes (default: 20)")
     acc.add_argument("--first", type=int, default=20,
                      help="index of the first held-out seed; the first 16 validated training (default: 20)")

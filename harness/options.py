@@ -8,8 +8,11 @@ rows: :func:`add_pytest_options` and :func:`add_cli_options`; each appends the d
 in its front's style (pytest: ``... Default: X``; argparse: ``... (default: X)``), so help, default
 and choices cannot differ between the fronts except where a row says so (``overrides``).
 
-:func:`chain_config` turns parsed values into the ``ChainConfig``: the one place where either
-front's options reach the chain.
+The module is model-neutral: it imports nothing of the harness. What a model's harness names
+(its cases, candidate backends, graph variants ...) reaches the rows that list them (``names``)
+as a vocabulary the fronts pass in (``harness.chain.OPTION_NAMES`` for MVSNet's). :func:`chain_fields`
+maps parsed values to ``ChainConfig`` fields (``ChainConfig.from_options``: the one place where
+either front's options reach the chain).
 
 Options of one front that mean something of their own stay with that front's code; those whose
 spelling a row also uses are listed in :data:`HOMONYMS` with what they mean instead.
@@ -26,18 +29,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.chain import CANDIDATES, VARIANTS, ChainConfig
-from harness.convert.onnx_export import EXPORTERS
-from harness.convert.workarounds import EXPORTABLE
-from harness.data.cases import CASES
-
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYTEST = "pytest"
-#: pytest's case profiles (``--harness-profile``): the cases a session runs without --harness-cases.
-PROFILES: dict[str, dict[str, Any]] = {
-    "quick": {"cases": ("small",)},
-    "full": {"cases": ("small", "seed")},
-}
+#: ``{vocabulary key: the names it holds}``: what the rows with ``names`` list, passed by the fronts.
+Vocabulary = Mapping[str, tuple[str, ...]]
+
+
+class _All:
+    def __repr__(self) -> str:
+        return "ALL"
+
+
+#: The default of a comma list that holds every name of its vocabulary entry.
+ALL: Any = _All()
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,8 @@ class Option:
     choices: tuple[str, ...] | None = None
     action: str | None = None  # "store_true", "append"; None: store
     metavar: str | None = None
-    names: tuple[str, ...] | None = None  # a comma list of these names (checked after parsing)
+    names: str | None = None  # vocabulary key: its names are the choices, or with listed, what the list may hold
+    listed: bool = False  # a comma list of the names (checked after parsing); help's {names} lists them
     chain: str | None = None  # the ChainConfig field it sets
     to_chain: Callable[[Any], Any] | None = None  # parsed value -> ChainConfig value; None: as parsed
     overrides: Mapping[str, Default] = field(default_factory=dict, hash=False)  # fronts with a default of their own
@@ -74,6 +79,10 @@ class Option:
             raise ValueError(f"option {self.name}: the help must not end with '.' nor name its default")
         if self.action == "store_true" and (self.type or self.choices or self.metavar or self.default is not False):
             raise ValueError(f"option {self.name}: a store_true option takes no type, choices or metavar")
+        if self.names is not None and self.choices is not None:
+            raise ValueError(f"option {self.name}: choices come from its names ({self.names}), not both")
+        if (self.listed or self.default is ALL) and self.names is None:
+            raise ValueError(f"option {self.name}: a comma list of names needs its vocabulary key (names=)")
 
     def flag(self, front: str) -> str:
         return f"--harness-{self.name}" if front == PYTEST else f"--{self.name}"
@@ -82,32 +91,45 @@ class Option:
         snake = self.name.replace("-", "_")
         return f"harness_{snake}" if front == PYTEST else snake
 
-    def default_for(self, front: str) -> Any:
-        return self.overrides[front].value if front in self.overrides else self.default
+    def allowed(self, vocabulary: Vocabulary) -> tuple[str, ...]:
+        """The names this row lists, from ``vocabulary`` (KeyError naming the key when it lacks them)."""
+        if self.names is None:
+            return ()
+        if self.names not in vocabulary:
+            raise KeyError(f"option {self.name} lists the names of {self.names!r}, which the vocabulary lacks")
+        return tuple(vocabulary[self.names])
 
-    def shown_for(self, front: str) -> str:
+    def default_for(self, front: str, vocabulary: Vocabulary | None = None) -> Any:
+        default = self.overrides[front].value if front in self.overrides else self.default
+        return ",".join(self.allowed(vocabulary or {})) if default is ALL else default
+
+    def shown_for(self, front: str, vocabulary: Vocabulary | None = None) -> str:
         if front in self.overrides:
             return self.overrides[front].shown
         if self.shown is not None:
             return self.shown
         if self.action == "store_true":
             return "off"
-        return "none" if self.default is None else str(self.default)
+        default = self.default_for(front, vocabulary)
+        return "none" if default is None else str(default)
 
-    def help_for(self, front: str) -> str:
+    def help_for(self, front: str, vocabulary: Vocabulary | None = None) -> str:
+        text = self.help.replace("{names}", ", ".join(self.allowed(vocabulary or {}))) if self.listed else self.help
         if front == PYTEST:
-            return f"{self.help}. Default: {self.shown_for(front)}"
-        return f"{self.help} (default: {self.shown_for(front)})"
+            return f"{text}. Default: {self.shown_for(front, vocabulary)}"
+        return f"{text} (default: {self.shown_for(front, vocabulary)})"
 
-    def kwargs(self, front: str) -> dict[str, Any]:
+    def kwargs(self, front: str, vocabulary: Vocabulary | None = None) -> dict[str, Any]:
         """The keyword arguments of ``add_argument`` (argparse) / ``addoption`` (pytest) on ``front``."""
         if front not in self.fronts:
             raise KeyError(f"option {self.name} is not on {front}")
-        kwargs: dict[str, Any] = {"dest": self.dest(front), "default": self.default_for(front),
-                                  "help": self.help_for(front)}
+        kwargs: dict[str, Any] = {"dest": self.dest(front), "default": self.default_for(front, vocabulary),
+                                  "help": self.help_for(front, vocabulary)}
         for key in ("action", "type", "choices", "metavar"):
             if getattr(self, key) is not None:
                 kwargs[key] = getattr(self, key)
+        if self.names is not None and not self.listed:
+            kwargs["choices"] = self.allowed(vocabulary or {})
         return kwargs
 
 
@@ -122,19 +144,18 @@ _EXPORT = (PYTEST, "run", "bench")  # fronts that export the harness's own graph
 OPTIONS: tuple[Option, ...] = (
     # -- what to run
     Option("profile", "quick: the small case (CI); full: small and seed (3x512x640, D=192)", (PYTEST,),
-           default="quick", choices=tuple(sorted(PROFILES))),
-    Option("cases", f"comma list of {', '.join(CASES)}", (PYTEST, "run", "bench", "accuracy"), default="seed",
-           names=tuple(CASES), overrides={PYTEST: Default(None, "the profile's cases")}),
-    Option("backends", f"comma list of candidate backends compared with torch strict FP32: {', '.join(CANDIDATES)} "
-           "(those unavailable here are skipped with the reason)", (PYTEST, "run"), default=",".join(CANDIDATES),
-           shown="all of them", names=CANDIDATES),
-    Option("workarounds", f"comma list of torch.inverse workarounds: {', '.join(EXPORTABLE)} (custom_op: "
-           "torchscript exporter and ONNX Runtime only)", (PYTEST, "run"), default=",".join(EXPORTABLE),
-           names=EXPORTABLE),
-    Option("exporters", f"comma list of ONNX exporters: {', '.join(EXPORTERS)}", (PYTEST, "run"),
-           default=",".join(EXPORTERS), names=EXPORTERS, overrides={"run": Default("torchscript", "torchscript")}),
-    Option("variants", f"comma list of ONNX graphs to run: {', '.join(VARIANTS)}", (PYTEST, "run"),
-           default=",".join(VARIANTS), names=VARIANTS),
+           default="quick", names="profile"),
+    Option("cases", "comma list of {names}", (PYTEST, "run", "bench", "accuracy"), default="seed",
+           names="cases", listed=True, overrides={PYTEST: Default(None, "the profile's cases")}),
+    Option("backends", "comma list of candidate backends compared with torch strict FP32: {names} "
+           "(those unavailable here are skipped with the reason)", (PYTEST, "run"), default=ALL,
+           shown="all of them", names="backends", listed=True),
+    Option("workarounds", "comma list of torch.inverse workarounds: {names} (custom_op: torchscript exporter and "
+           "ONNX Runtime only)", (PYTEST, "run"), default=ALL, names="workarounds", listed=True),
+    Option("exporters", "comma list of ONNX exporters: {names}", (PYTEST, "run"), default=ALL, names="exporters",
+           listed=True, overrides={"run": Default("torchscript", "torchscript")}),
+    Option("variants", "comma list of ONNX graphs to run: {names}", (PYTEST, "run"), default=ALL,
+           names="variants", listed=True),
     # -- the chain: model, data, device, export and TensorRT settings (ChainConfig)
     Option("weights", "checkpoint of the torch model (MVSNet_pytorch format)", (*CHAIN, "accuracy"), type=Path,
            shown="the bundled fixtures/weights/mvsnet-default.ckpt", chain="weights"),
@@ -232,16 +253,16 @@ class OptionGroup(Protocol):
     def addoption(self, *opts: str, **attrs: Any) -> None: ...
 
 
-def add_pytest_options(group: OptionGroup) -> None:
+def add_pytest_options(group: OptionGroup, vocabulary: Vocabulary) -> None:
     """Register every pytest row in ``group`` (the harness's ``parser.getgroup(...)``)."""
     for row in options_for(PYTEST):
-        group.addoption(row.flag(PYTEST), **row.kwargs(PYTEST))
+        group.addoption(row.flag(PYTEST), **row.kwargs(PYTEST, vocabulary))
 
 
-def add_cli_options(parser: argparse.ArgumentParser, command: str) -> None:
-    """Add the rows ``command`` carries to its (sub)parser."""
+def add_cli_options(parser: argparse.ArgumentParser, command: str, vocabulary: Vocabulary | None = None) -> None:
+    """Add the rows ``command`` carries to its (sub)parser (``vocabulary``: for rows that list names)."""
     for row in options_for(command):
-        parser.add_argument(row.flag(command), **row.kwargs(command))
+        parser.add_argument(row.flag(command), **row.kwargs(command, vocabulary))
 
 
 def parsed_values(front: str, get: Callable[[str], Any]) -> dict[str, Any]:
@@ -254,16 +275,17 @@ def namespace_values(args: argparse.Namespace, command: str) -> dict[str, Any]:
     return parsed_values(command, lambda dest: getattr(args, dest))
 
 
-def chain_config(parsed: Mapping[str, Any]) -> ChainConfig:
-    """The ``ChainConfig`` of parsed values by name (``parsed_values``); fields whose options are absent
-    keep ChainConfig's defaults."""
-    config: dict[str, Any] = {}
+def chain_fields(parsed: Mapping[str, Any]) -> dict[str, Any]:
+    """``{ChainConfig field: value}`` of parsed values by name (``parsed_values``); fields whose
+    options are absent are left out (they keep ChainConfig's defaults)."""
+    fields: dict[str, Any] = {}
     for row in OPTIONS:
         if row.chain is not None and row.name in parsed:
             value = parsed[row.name]
-            config[row.chain] = row.to_chain(value) if row.to_chain is not None else value
-    return ChainConfig(**config)
+            fields[row.chain] = row.to_chain(value) if row.to_chain is not None else value
+    return fields
 
 
-__all__ = ["HOMONYMS", "OPTIONS", "PROFILES", "PYTEST", "Default", "Option", "add_cli_options", "add_pytest_options",
-           "chain_config", "flag", "fronts", "namespace_values", "option", "options_for", "parsed_values"]
+__all__ = ["ALL", "HOMONYMS", "OPTIONS", "PYTEST", "Default", "Option", "Vocabulary", "add_cli_options",
+           "add_pytest_options", "chain_fields", "flag", "fronts", "namespace_values", "option", "options_for",
+           "parsed_values"]

@@ -17,16 +17,22 @@ import pytest
 
 # Hypothesis reads --hypothesis-profile at configure time: register the harness's profiles first
 import harness.properties  # noqa: F401  (registers Hypothesis profiles before --hypothesis-profile is read)
-from harness.chain import Chain, ChainConfig, Leg, LegResult, plan_legs, run_leg
+from harness.chain import OPTION_NAMES, Chain, ChainConfig, Leg, LegResult, plan_legs, run_leg
 from harness.convert.onnx_export import EXPORTERS
 from harness.convert.workarounds import EXPORTERS_FOR, get_workaround
 from harness.data.cases import get_case
 from harness.errors import BackendUnavailable, HarnessError
 from harness.gpus import ROW_FIELD, check_worker_count, merge_by_gpu, parse_gpus, physical_gpu, pin_worker, spread
-from harness.options import PROFILES, PYTEST, add_pytest_options, chain_config, option, parsed_values
+from harness.options import PYTEST, add_pytest_options, option, parsed_values
 from harness.tolerances import Tolerances
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {"cases": ("small",)},
+    "full": {"cases": ("small", "seed")},
+}
+#: What the pytest options may name: the chain's lists and the profiles.
+NAMES = {**OPTION_NAMES, "profile": tuple(sorted(PROFILES))}
 MARKERS = {
     "gpu": "needs a CUDA device (skipped with the reason when none is present)",
     "trt": "needs TensorRT (skipped with the reason when it is not importable or cannot run here)",
@@ -84,12 +90,12 @@ def _csv(value: str | None) -> tuple[str, ...]:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Every option from the one table both fronts share (harness.options)."""
-    add_pytest_options(parser.getgroup("harness", "MVSNet torch -> ONNX -> TensorRT parity harness"))
+    add_pytest_options(parser.getgroup("harness", "MVSNet torch -> ONNX -> TensorRT parity harness"), NAMES)
 
 
 def _validated(config: pytest.Config, name: str, given: tuple[str, ...]) -> tuple[str, ...]:
     """``given``, the values of the comma-list option ``name``, each one of the names its row allows."""
-    flag, allowed = option(name, PYTEST).flag(PYTEST), option(name, PYTEST).names or ()
+    flag, allowed = option(name, PYTEST).flag(PYTEST), option(name, PYTEST).allowed(NAMES)
     if not given:
         raise pytest.UsageError(f"{flag}: empty list. Expected: one or more of {', '.join(allowed)}.")
     bad = [v for v in given if v not in allowed]
@@ -112,7 +118,7 @@ def _options(config: pytest.Config) -> HarnessOptions:
         workarounds=_validated(config, "workarounds", _csv(opt("--harness-workarounds"))),
         variants=_validated(config, "variants", _csv(opt("--harness-variants"))),
         candidates=_validated(config, "backends", _csv(opt("--harness-backends"))),
-        chain=chain_config(parsed),
+        chain=ChainConfig.from_options(parsed),
         tolerances=opt("--harness-tolerances"),
         report_dir=None if opt("--harness-no-report") else opt("--harness-report-dir"),
         localize=opt("--harness-localize"),

@@ -4,15 +4,18 @@ check that compares what each front registers with the table fails on a hand-wri
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness import options
-from harness.chain import ChainConfig
+from harness.chain import OPTION_NAMES, ChainConfig
 from harness.cli import build_parser, main
-from harness.options import HOMONYMS, OPTIONS, PYTEST, Default, Option
+from harness.options import ALL, HOMONYMS, OPTIONS, PYTEST, Default, Option
+from harness.plugin import NAMES
 
 pytest_plugins = ["pytester"]
 
@@ -53,7 +56,7 @@ def described(action: argparse.Action) -> tuple[Any, ...]:
 
 
 def expected_action(row: Option, command: str) -> argparse.Action:
-    return argparse.ArgumentParser().add_argument(row.flag(command), **row.kwargs(command))
+    return argparse.ArgumentParser().add_argument(row.flag(command), **row.kwargs(command, OPTION_NAMES))
 
 
 # -- the checks: each returns the drifts it finds (empty: every shared option comes from the table) ---------------
@@ -66,8 +69,8 @@ def pytest_drift(recorded: Recorder) -> list[str]:
     for flag, attrs in recorded.options.items():
         if flag not in rows:
             found.append(f"pytest {flag}: not in harness.options (add a row, and its fronts)")
-        elif attrs != rows[flag].kwargs(PYTEST):
-            found.append(f"pytest {flag}: registered as {attrs}, the table says {rows[flag].kwargs(PYTEST)}")
+        elif attrs != rows[flag].kwargs(PYTEST, NAMES):
+            found.append(f"pytest {flag}: registered as {attrs}, the table says {rows[flag].kwargs(PYTEST, NAMES)}")
     found += [f"pytest {flag}: a pytest row, not registered" for flag in rows if flag not in recorded.options]
     if {name for name, _ in recorded.groups} != {"harness"}:
         found.append(f"pytest options outside the harness group: {recorded.groups}")
@@ -132,8 +135,9 @@ def test_both_fronts_spell_help_default_and_choices_alike():
             assert action.choices == theirs.get("choices") and action.type == theirs.get("type"), (command, row.name)
             if command not in row.overrides and PYTEST not in row.overrides:
                 assert action.default == theirs["default"], (command, row.name)
-            assert action.help.removesuffix(f" (default: {row.shown_for(command)})") == \
-                theirs["help"].removesuffix(f". Default: {row.shown_for(PYTEST)}") == row.help
+            text = action.help.removesuffix(f" (default: {row.shown_for(command, OPTION_NAMES)})")
+            assert text == theirs["help"].removesuffix(f". Default: {row.shown_for(PYTEST, NAMES)}"), (command, row.name)
+            assert "Default" not in text and "default:" not in text and "{names}" not in text
 
 
 def test_every_front_the_table_names_exists():
@@ -203,7 +207,7 @@ def test_the_cli_check_finds_a_subcommand_without_an_option_its_row_names():
     run = sub.add_parser("run")
     for row in options.options_for("run"):
         if row.name != "opset":
-            run.add_argument(row.flag("run"), **row.kwargs("run"))
+            run.add_argument(row.flag("run"), **row.kwargs("run", OPTION_NAMES))
     run.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")  # by hand, as before
     drift = cli_drift(parser)
     assert len(drift) == 1 and drift[0].startswith("run --opset: ('_StoreAction', 'opset', 17, <class 'int'>, None, "
@@ -225,6 +229,35 @@ def test_a_row_must_leave_the_default_to_the_generators():
         Option("x", "a help text", (PYTEST,), overrides={"run": Default(1, "1")})
     with pytest.raises(ValueError, match="store_true"):
         Option("x", "a switch", (PYTEST,), action="store_true", default=False, type=int)
+    with pytest.raises(ValueError, match="needs its vocabulary key"):
+        Option("x", "comma list of {names}", (PYTEST,), default=ALL, listed=True)
+
+
+def test_names_come_from_the_vocabulary_the_front_passes():
+    row = options.option("cases")
+    assert row.kwargs("run", {"cases": ("a", "b")})["help"] == "comma list of a, b (default: seed)"
+    assert options.option("variants").default_for(PYTEST, {"variants": ("raw", "simplified")}) == "raw,simplified"
+    assert options.option("profile").kwargs(PYTEST, {"profile": ("full", "quick")})["choices"] == ("full", "quick")
+    with pytest.raises(KeyError, match="lists the names of 'cases', which the vocabulary lacks"):
+        row.kwargs("run", {})
+    assert NAMES["cases"] == OPTION_NAMES["cases"] == ("small", "seed", "dtu")
+
+
+def test_every_chain_config_field_is_set_by_an_option():
+    """Workspace, optimisation level, buffers, CUDA graph, dynamic shapes, TensorRT module, opset,
+    device, cache, weights, scene and the sampling convention: each reaches ChainConfig from the
+    options, through one mapping (ChainConfig.from_options)."""
+    assert {row.chain for row in OPTIONS if row.chain} == {f.name for f in dataclasses.fields(ChainConfig)}
+    assert ChainConfig.from_options({}) == ChainConfig()
+
+
+def test_the_options_module_is_model_neutral_and_imports_no_front():
+    """harness/options.py imports nothing of the harness (function-level imports included): not
+    MVSNet's modules (harness.model, harness.data, the workarounds), not the chain, not the fronts."""
+    tree = ast.parse(Path(options.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {m for m in imported if m == "harness" or m.startswith("harness.")}, imported
 
 
 # -- one ChainConfig from equivalent flags ---------------------------------------------------------------------

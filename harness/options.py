@@ -17,8 +17,8 @@ either front's options reach the chain).
 Options of one front that mean something of their own stay with that front's code; those whose
 spelling a row also uses are listed in :data:`HOMONYMS` with what they mean instead.
 
-Imports go one way: the fronts (plugin, cli, check, sensitivity, doctor) import this module; it
-imports none of them.
+Imports go one way: the fronts (plugin, cli, check, sensitivity, doctor), chain and preflight
+import this module; it imports none of them.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ the gate and the main job cannot drift apart. Everything expensive is built once
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,9 +19,9 @@ import torch
 from harness.backends import registry
 from harness.backends.base import Runner
 from harness.convert.cache import ArtifactCache
-from harness.convert.onnx_export import ExportConfig, OnnxArtifact, OnnxFromTorch, SimplifiedOnnxFromOnnx
-from harness.convert.workarounds import get_workaround
-from harness.data.cases import Case, case_feed, case_views, get_case
+from harness.convert.onnx_export import EXPORTERS, ExportConfig, OnnxArtifact, OnnxFromTorch, SimplifiedOnnxFromOnnx
+from harness.convert.workarounds import EXPORTABLE, get_workaround
+from harness.data.cases import CASES, Case, case_feed, case_views, get_case
 from harness.data.views import Views
 from harness.errors import BackendUnavailable, InvalidArgument
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from harness.report.replay import Replay
 from harness.model.checkpoint import load_checkpoint, state_dict_digest
 from harness.model.mvsnet import MVSNet
+from harness.options import chain_fields
 from harness.tolerances import Tolerances
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,10 @@ VARIANTS = ("raw", "simplified")
 CANDIDATES = registry.names(candidates_only=True)
 #: The variant, workaround and exporter of a leg whose backend consumes the torch model.
 MODEL_LEG = ("model", "none", "none")
+#: What the harness's comma-list options may name (harness.options: their help, defaults and checks,
+#: the same on both fronts).
+OPTION_NAMES: dict[str, tuple[str, ...]] = {"cases": tuple(CASES), "backends": CANDIDATES, "workarounds": EXPORTABLE,
+                                            "exporters": EXPORTERS, "variants": VARIANTS}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -70,6 +75,12 @@ class ChainConfig:
     trt_buffers: str = "torch"  # or pycuda
     trt_cuda_graph: bool = False  # replay the enqueue from a CUDA graph
     align_corners: bool = True  # the reference's sampling convention (harness.model.geometry)
+
+    @classmethod
+    def from_options(cls, parsed: Mapping[str, Any]) -> ChainConfig:
+        """The config of parsed option values by name (harness.options.parsed_values): how pytest
+        and every ``python -m harness`` command build theirs."""
+        return cls(**chain_fields(parsed))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from harness.model.io import (
     static_case_shape,
 )
 from harness.model.mvsnet import OUTPUT_NAMES
+from harness.options import add_cli_options, namespace_values
 from harness.tolerances import Tolerances
 
 ONNX_BACKENDS = ("ort-cpu", "ort-cuda", "trt-fp32")
@@ -374,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.onnx and not args.engine:
         raise InvalidArgument("check", "nothing to check", observed="no --onnx and no --engine", expected="one or both",
                               fix="python -m harness check --onnx mvsnet.onnx [--engine mvsnet.trt]")
-    from harness.preflight import Flags, preflight
+    from harness.preflight import CLI_FLAGS, preflight
 
     backends = tuple(v.strip() for v in args.backends.split(",") if v.strip())
     unknown = [b for b in backends if b not in ONNX_BACKENDS]
@@ -383,10 +384,8 @@ def run(args: argparse.Namespace) -> int:
                               expected=f"a comma list of {', '.join(ONNX_BACKENDS)}", fix=f"--backends {','.join(ONNX_BACKENDS)}")
     tolerances = Tolerances.load(args.tolerances)
     # the same start-of-session checks as the main job (device, weights, cache and reports writable)
-    chain = preflight(ChainConfig(weights=args.weights, scene=args.scene, cache_dir=args.cache_dir, device=args.device,
-                                  trt_flavour=args.trt, align_corners=args.align_corners == "true"),
-                      (), args.report_dir, Flags("--weights", "--scene", "--device", "--cache-dir", "--report-dir",
-                                                 "--case"))
+    chain = preflight(ChainConfig.from_options(namespace_values(args, "check")), (), args.report_dir,
+                      replace(CLI_FLAGS, cases="--case"))
     targets = [prepare_onnx(Path(p), args.io_map, args.case) for p in args.onnx or []]
     first_onnx = targets[0] if targets else None
     targets += [prepare_engine(Path(p), args.case, first_onnx) for p in args.engine or []]
@@ -463,32 +462,13 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``check`` on the ``add_subparsers()`` object of ``python -m harness``."""
-    root = Path(__file__).resolve().parents[1]
     check = subparsers.add_parser("check", help="gate your own ONNX graph / TensorRT engine / model code against "
                                   "the torch reference")
-    check.add_argument("--onnx", action="append", type=Path, default=None, metavar="FILE",
-                       help="your ONNX graph (repeatable) (default: none)")
-    check.add_argument("--engine", action="append", type=Path, default=None, metavar="FILE",
-                       help="your serialized TensorRT engine (repeatable) (default: none)")
-    check.add_argument("--weights", type=Path, default=None, help="checkpoint (default: bundled weights)")
-    check.add_argument("--model", default=None, metavar="MODULE:CALLABLE",
-                       help="your model code as the torch reference, e.g. models.mvsnet:MVSNet (default: the "
-                            "harness's MVSNet)")
-    check.add_argument("--scene", type=Path, default=None, help="DTU-format scene folder (default: bundled scene)")
+    add_cli_options(check, "check")  # what pytest's --harness-onnx/-engine gate has too (harness.options)
     check.add_argument("--case", default=None, help=f"one of {', '.join(CASES)} (default: the graph's static shapes)")
-    check.add_argument("--io-map", default=None, metavar="NAME=ROLE,...",
-                       help="bind graph tensors to roles (default: by name, the article's names, or position)")
-    check.add_argument("--align-corners", choices=("true", "false"), default="true",
-                       help="the reference's sampling convention (default: true, what the checkpoints were "
-                            "trained with)")
     check.add_argument("--backends", default=",".join(ONNX_BACKENDS),
                        help=f"for --onnx: comma list of {','.join(ONNX_BACKENDS)} (default: all; unavailable "
                             "ones are skipped with the reason)")
-    check.add_argument("--device", default="auto", help="torch reference device (default: auto)")
-    check.add_argument("--trt", default="auto", choices=("auto", "tensorrt", "tensorrt_rtx"), help="(default: auto)")
-    check.add_argument("--cache-dir", type=Path, default=None, help="(default: ~/.cache/mvsnet-trt-harness)")
-    check.add_argument("--tolerances", type=Path, default=None, help="(default: fixtures/tolerances.toml)")
-    check.add_argument("--report-dir", type=Path, default=root / "reports", help="(default: reports/)")
     check.add_argument("--save-polygraphy", type=Path, default=None, metavar="DIR",
                        help="write DIR/inputs.json, DIR/reference_outputs.json (Polygraphy's formats, the graph's "
                             "own tensor names), the raw files trtexec reads and DIR/commands.sh with the leg's gates "

@@ -25,8 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.chain import CANDIDATES
+from harness.chain import OPTION_NAMES
 from harness.errors import BackendUnavailable, HarnessError, Interrupted, InvalidArgument
+from harness.options import add_cli_options, namespace_values, option
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +51,12 @@ def _choices(flag: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
+def _listed(args: argparse.Namespace, command: str, name: str) -> tuple[str, ...]:
+    """The comma list of option ``name`` of ``command``, checked against the names its row allows."""
+    row = option(name, command)
+    return _choices(row.flag(command), getattr(args, row.dest(command)), row.allowed(OPTION_NAMES))
+
+
 @contextlib.contextmanager
 def _signals_interrupt() -> Iterator[None]:
     """SIGTERM (and SIGINT) raise ``Interrupted`` in the main thread for the block, so a run can
@@ -66,11 +73,8 @@ def _signals_interrupt() -> Iterator[None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.chain import VARIANTS, ChainConfig, plan_legs, run_leg
+    from harness.chain import ChainConfig, plan_legs, run_leg
     from harness.compare import LEG_HEADER, leg_line
-    from harness.convert.onnx_export import EXPORTERS
-    from harness.convert.workarounds import EXPORTABLE
-    from harness.data.cases import CASES
     from harness.model.sanity import degenerate_reasons
     from harness.preflight import CLI_FLAGS, preflight
     from harness.report.plots import depth_difference_maps
@@ -78,11 +82,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.report.write import write_run
     from harness.tolerances import Tolerances
 
-    cases = _choices("--cases", args.cases, tuple(CASES))
-    workarounds = _choices("--workarounds", args.workarounds, tuple(EXPORTABLE))
-    exporters = _choices("--exporters", args.exporters, tuple(EXPORTERS))
-    variants = _choices("--variants", args.variants, VARIANTS)
-    backends = _choices("--backends", args.backends, CANDIDATES)
+    cases, workarounds, exporters, variants, backends = (
+        _listed(args, "run", name) for name in ("cases", "workarounds", "exporters", "variants", "backends"))
     legs = plan_legs(cases, workarounds, exporters, variants, backends)
     if not legs:
         raise InvalidArgument("run", "these options leave no leg to run", observed=f"--workarounds {args.workarounds} "
@@ -90,12 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                               expected="at least one possible combination (custom_op: torchscript exporter, ONNX Runtime only)",
                               fix="add --exporters torchscript or another workaround")
     tolerances = Tolerances.load(args.tolerances)
-    chain = preflight(ChainConfig(weights=args.weights, scene=args.scene, cache_dir=args.cache_dir,
-                                  device=args.device, opset=args.opset, trt_flavour=args.trt,
-                                  trt_workspace_mib=args.trt_workspace, trt_opt_level=args.trt_opt_level,
-                                  trt_dynamic=args.trt_dynamic, trt_buffers=args.trt_buffers,
-                                  trt_cuda_graph=args.trt_cuda_graph),
-                      cases, args.report_dir, CLI_FLAGS)
+    chain = preflight(ChainConfig.from_options(namespace_values(args, "run")), cases, args.report_dir, CLI_FLAGS)
     record = RunRecord(kind="run", profile="run", config={
         "cases": args.cases, "backends": args.backends, "workarounds": args.workarounds, "exporters": args.exporters,
         "variants": args.variants, "device": str(chain.device), "weights": str(chain.weights_path),
@@ -189,7 +185,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import CPU_BACKENDS, CUDA_BACKENDS, default_backends, fastest, run_benchmarks
     from harness.chain import ChainConfig
     from harness.convert.workarounds import EXPORTABLE
-    from harness.data.cases import CASES
     from harness.preflight import CLI_FLAGS, preflight
     from harness.report.plots import depth_difference_maps, latency_plot
     from harness.report.record import RunRecord
@@ -197,13 +192,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness.timing import PROFILES
     from harness.tolerances import Tolerances
 
-    cases = _choices("--cases", args.cases, tuple(CASES))
+    cases = _listed(args, "bench", "cases")
     known = tuple(dict.fromkeys(CUDA_BACKENDS + CPU_BACKENDS))
     requested = _choices("--backends", args.backends, known) if args.backends is not None else None
     _choices("--workaround", args.workaround, tuple(EXPORTABLE))
-    chain = preflight(ChainConfig(weights=args.weights, scene=args.scene, cache_dir=args.cache_dir, device=args.device,
-                                  trt_flavour=args.trt, trt_cuda_graph=args.trt_cuda_graph),
-                      cases, args.report_dir, CLI_FLAGS)
+    chain = preflight(ChainConfig.from_options(namespace_values(args, "bench")), cases, args.report_dir, CLI_FLAGS)
     backends = requested or default_backends(chain.device)
     rows = run_benchmarks(chain, cases, backends, PROFILES[args.profile], Tolerances.load(args.tolerances),
                           args.workaround, args.exporter, repeat=args.repeat)
@@ -298,15 +291,14 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     """The torch model on held-out synthetic scenes (seeds never used in training)."""
     from harness.accuracy import held_out_accuracy, summarize
     from harness.chain import ChainConfig
-    from harness.data.cases import CASES, get_case
+    from harness.data.cases import get_case
     from harness.preflight import CLI_FLAGS, preflight
     from harness.report.record import RunRecord
     from harness.report.write import write_run
     from harness.train import HELD_OUT_SEEDS
 
-    cases = _choices("--cases", args.cases, tuple(CASES))
-    chain = preflight(ChainConfig(weights=args.weights, cache_dir=args.cache_dir, device=args.device), (),
-                      args.report_dir, CLI_FLAGS)
+    cases = _listed(args, "accuracy", "cases")
+    chain = preflight(ChainConfig.from_options(namespace_values(args, "accuracy")), (), args.report_dir, CLI_FLAGS)
     seeds = list(HELD_OUT_SEEDS[args.first:args.first + args.scenes])
     if not seeds:
         raise InvalidArgument("--scenes", "no held-out scene selected", observed=f"--first {args.first} --scenes {args.scenes}",
@@ -377,50 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run every available backend on a scene and write a report")
-    run.add_argument("--weights", type=Path, default=None, help="MVSNet_pytorch checkpoint (default: bundled weights)")
-    run.add_argument("--scene", type=Path, default=None, help="DTU-format scene folder (default: bundled scene)")
-    run.add_argument("--cases", default="seed", help="comma list of small, seed, dtu (default: seed)")
-    run.add_argument("--backends", default=",".join(CANDIDATES),
-                     help=f"candidates (default: all of {','.join(CANDIDATES)}; unavailable ones are skipped with the reason)")
-    run.add_argument("--workarounds", default="precomputed,closed_form,custom_op",
-                     help="(default: precomputed,closed_form,custom_op)")
-    run.add_argument("--exporters", default="torchscript", help="torchscript and/or dynamo (default: torchscript)")
-    run.add_argument("--variants", default="raw,simplified", help="ONNX graphs (default: raw,simplified)")
-    run.add_argument("--device", default="auto", help="torch reference device: auto, cpu, cuda (default: auto)")
-    run.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
-    run.add_argument("--cache-dir", type=Path, default=None, help="artifact cache (default: ~/.cache/mvsnet-trt-harness)")
-    run.add_argument("--tolerances", type=Path, default=None, help="tolerances TOML (default: fixtures/tolerances.toml)")
-    run.add_argument("--report-dir", type=Path, default=PROJECT_ROOT / "reports", help="(default: reports/)")
-    run.add_argument("--trt", default="auto", choices=("auto", "tensorrt", "tensorrt_rtx"),
-                     help="TensorRT module (default: auto: tensorrt, else tensorrt_rtx)")
-    run.add_argument("--trt-dynamic", action="store_true", help="engines with a dynamic H/W/D profile (default: static)")
-    run.add_argument("--trt-workspace", type=int, default=4096, help="builder workspace limit in MiB (default: 4096)")
-    run.add_argument("--trt-opt-level", type=int, default=3, help="builder optimisation level 0-5 (default: 3)")
-    run.add_argument("--trt-buffers", choices=("torch", "pycuda"), default="torch",
-                     help="TensorRT I/O buffers: torch CUDA tensors or pycuda (default: torch)")
-    run.add_argument("--trt-cuda-graph", action="store_true",
-                     help="replay TensorRT's enqueue from a CUDA graph (default: off)")
+    add_cli_options(run, "run", OPTION_NAMES)  # every option of run is one pytest has too (harness.options)
     run.set_defaults(func=cmd_run)
 
     bench = sub.add_parser("bench", help="time every backend and write a report")
-    bench.add_argument("--cases", default="seed", help="comma list of small, seed, dtu (default: seed)")
+    add_cli_options(bench, "bench", OPTION_NAMES)
     bench.add_argument("--backends", default=None, help="comma list (default: every backend for the device)")
     bench.add_argument("--profile", choices=("quick", "full"), default="quick",
                        help="quick: >=10 rounds and >=1 s; full: >=20 rounds and >=3 s (default: quick)")
     bench.add_argument("--workaround", default="precomputed", help="for ONNX/TensorRT legs (default: precomputed)")
     bench.add_argument("--exporter", default="torchscript", help="for ONNX/TensorRT legs (default: torchscript)")
-    bench.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
-    bench.add_argument("--weights", type=Path, default=None, help="checkpoint (default: bundled)")
-    bench.add_argument("--scene", type=Path, default=None, help="scene folder (default: bundled)")
-    bench.add_argument("--cache-dir", type=Path, default=None, help="artifact cache (default: ~/.cache/...)")
-    bench.add_argument("--tolerances", type=Path, default=None, help="(default: fixtures/tolerances.toml)")
-    bench.add_argument("--trt", default="auto", choices=("auto", "tensorrt", "tensorrt_rtx"), help="(default: auto)")
     bench.add_argument("--label", default="", help="free text stored in the record (e.g. the machine)")
-    bench.add_argument("--trt-cuda-graph", action="store_true",
-                       help="TensorRT legs replay a CUDA graph (default: off, like the other backends but torch-fast)")
     bench.add_argument("--repeat", type=int, default=1,
                        help="measure each backend N times and report the spread of the medians (default: 1)")
-    bench.add_argument("--report-dir", type=Path, default=PROJECT_ROOT / "reports", help="(default: reports/)")
     bench.set_defaults(func=cmd_bench)
 
     cmp = sub.add_parser("compare", help="cross-GPU table from run records; regression gate")
@@ -433,17 +394,14 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.set_defaults(func=cmd_compare)
 
     acc = sub.add_parser("accuracy", help="accuracy of the weights on held-out synthetic scenes")
-    acc.add_argument("--cases", default="seed", help="comma list of small, seed, dtu (default: seed)")
+    add_cli_options(acc, "accuracy", OPTION_NAMES)
     acc.add_argument("--scenes", type=int, default=20, help="number of held-out scenes (default: 20)")
     acc.add_argument("--first", type=int, default=20,
                      help="index of the first held-out seed; the first 16 validated training (default: 20)")
-    acc.add_argument("--weights", type=Path, default=None, help="checkpoint (default: bundled)")
-    acc.add_argument("--device", default="auto", help="(default: auto)")
-    acc.add_argument("--cache-dir", type=Path, default=None, help="(default: ~/.cache/mvsnet-trt-harness)")
-    acc.add_argument("--report-dir", type=Path, default=PROJECT_ROOT / "reports", help="(default: reports/)")
     acc.set_defaults(func=cmd_accuracy)
 
     tr = sub.add_parser("train", help="train MVSNet on synthetic scenes (GPU)")
+    add_cli_options(tr, "train")
     tr.add_argument("--out", type=Path, required=True,
                     help="checkpoint to write (required: training never replaces the bundled "
                          "fixtures/weights/mvsnet-default.ckpt unless you name it here)")
@@ -457,7 +415,6 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--pool", type=int, default=2000, help="pre-rendered training scenes (default: 2000)")
     tr.add_argument("--seed", type=int, default=0, help="(default: 0)")
     tr.add_argument("--init", choices=("plane-sweep", "random"), default="plane-sweep", help="(default: plane-sweep)")
-    tr.add_argument("--device", default="auto", help="(default: auto)")
     tr.add_argument("--resume", action="store_true", help="continue from <out>.state.pt (default: off)")
     tr.add_argument("--max-minutes", type=float, default=0.0, help="stop and save after this much time (default: none)")
     tr.set_defaults(func=cmd_train)

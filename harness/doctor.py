@@ -256,12 +256,13 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``doctor`` on the ``add_subparsers()`` object of ``python -m harness``."""
+    from harness.options import add_cli_options
+
     doctor = subparsers.add_parser("doctor", help="what this machine can run (GPU, libraries, backends) and why not")
     doctor.add_argument("--require", default="", metavar="NAMES",
                         help=f"comma list of {','.join(BACKENDS)}: exit 1 naming each unavailable one and why "
                              "(default: none required)")
     doctor.add_argument("--json", action="store_true", help="print the facts as JSON (default: a text screen)")
-    doctor.add_argument("--cache-dir", type=Path, default=None,
-                        help="artifact cache to measure (default: $HARNESS_CACHE_DIR or ~/.cache/mvsnet-trt-harness)")
+    add_cli_options(doctor, "doctor")  # --cache-dir (harness.options)
     doctor.set_defaults(func=run)
     return doctor

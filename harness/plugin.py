@@ -1,4 +1,5 @@
-"""The pytest plugin: every option, marker and session fixture of the harness, in one place.
+"""The pytest plugin: every option (declared in harness.options, shared with ``python -m harness``),
+marker and session fixture of the harness, in one place.
 
 Loaded by the project's ``conftest.py`` (``pytest_plugins = ["harness.plugin"]``).
 """
@@ -16,12 +17,13 @@ import pytest
 
 # Hypothesis reads --hypothesis-profile at configure time: register the harness's profiles first
 import harness.properties  # noqa: F401  (registers Hypothesis profiles before --hypothesis-profile is read)
-from harness.chain import CANDIDATES, VARIANTS, Chain, ChainConfig, Leg, LegResult, plan_legs, run_leg
+from harness.chain import OPTION_NAMES, Chain, ChainConfig, Leg, LegResult, plan_legs, run_leg
 from harness.convert.onnx_export import EXPORTERS
-from harness.convert.workarounds import EXPORTABLE, EXPORTERS_FOR, get_workaround
-from harness.data.cases import CASES, get_case
+from harness.convert.workarounds import EXPORTERS_FOR, get_workaround
+from harness.data.cases import get_case
 from harness.errors import BackendUnavailable, HarnessError
 from harness.gpus import ROW_FIELD, check_worker_count, merge_by_gpu, parse_gpus, physical_gpu, pin_worker, spread
+from harness.options import PYTEST, add_pytest_options, option, parsed_values
 from harness.tolerances import Tolerances
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +31,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {"cases": ("small",)},
     "full": {"cases": ("small", "seed")},
 }
+#: What the pytest options may name: the chain's lists and the profiles.
+NAMES = {**OPTION_NAMES, "profile": tuple(sorted(PROFILES))}
 MARKERS = {
     "gpu": "needs a CUDA device (skipped with the reason when none is present)",
     "trt": "needs TensorRT (skipped with the reason when it is not importable or cannot run here)",
@@ -85,104 +89,42 @@ def _csv(value: str | None) -> tuple[str, ...]:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("harness", "MVSNet torch -> ONNX -> TensorRT parity harness")
-    add = group.addoption
-    add("--harness-profile", choices=sorted(PROFILES), default="quick",
-        help="quick: the small case (CI); full: small and seed (3x512x640, D=192). Default: quick")
-    add("--harness-cases", default=None, help=f"comma list of {', '.join(CASES)}. Default: the profile's cases")
-    add("--harness-exporters", default=",".join(EXPORTERS), help="comma list of ONNX exporters. Default: torchscript,dynamo")
-    add("--harness-workarounds", default=",".join(EXPORTABLE),
-        help="comma list of torch.inverse workarounds. Default: precomputed,closed_form,custom_op")
-    add("--harness-variants", default=",".join(VARIANTS), help="ONNX graphs to run: raw, simplified. Default: raw,simplified")
-    add("--harness-backends", default=",".join(CANDIDATES),
-        help=f"candidate backends compared with torch strict FP32. Default: {','.join(CANDIDATES)}")
-    add("--harness-device", default="auto", help="device of the torch reference: auto, cpu, cuda[:N]. Default: auto")
-    add("--harness-opset", type=int, default=17, help="ONNX opset for export. Default: 17")
-    add("--harness-weights", default=None, help="MVSNet_pytorch checkpoint. Default: fixtures/weights/mvsnet-default.ckpt")
-    add("--harness-scene", default=None, help="DTU-format scene folder. Default: fixtures/scenes/synthetic-000")
-    add("--harness-cache-dir", default=None,
-        help="artifact cache folder. Default: $HARNESS_CACHE_DIR or ~/.cache/mvsnet-trt-harness")
-    add("--harness-tolerances", default=None, help="tolerances TOML. Default: fixtures/tolerances.toml")
-    add("--harness-report-dir", default=str(PROJECT_ROOT / "reports"),
-        help="where each session writes <utc-stamp>/run.json and report.md. Default: reports/")
-    add("--harness-no-report", action="store_true", default=False, help="write no run record. Default: off")
-    add("--harness-trt", default="auto", choices=("auto", "tensorrt", "tensorrt_rtx"),
-        help="TensorRT module for the trt legs; auto prefers tensorrt, then tensorrt_rtx. Default: auto")
-    add("--harness-trt-workspace", type=int, default=4096, help="builder workspace limit in MiB. Default: 4096")
-    add("--harness-trt-opt-level", type=int, default=3, help="builder optimisation level 0-5. Default: 3")
-    add("--harness-trt-dynamic", action="store_true", default=False,
-        help="build engines with one profile over H, W and D (min small, opt the case, max DTU) instead of "
-             "static shapes. Default: off")
-    add("--harness-localize", action="store_true", default=False,
-        help="run stage probes on every ONNX Runtime parity leg and print a per-stage error table "
-             "(always done for a failing leg); where fixtures/tolerances.toml has measured per-stage gates for "
-             "the case and backend, stage errors count in the verdict. Default: off")
-    add("--harness-gpus", default=None,
-        help="one pytest-xdist worker per GPU: all, or a comma list of GPU indices; needs -n <count> "
-             "(--dist each runs every test on every GPU, --dist load spreads them). Default: off")
-    add("--harness-trt-cuda-graph", action="store_true", default=False,
-        help="replay TensorRT's enqueue from a CUDA graph (trtexec 11's default). Default: off")
-    add("--harness-golden", default=None, metavar="DIR",
-        help="also compare ONNX Runtime CPU legs with the outputs stored in DIR for their graph variant (catches "
-             "bugs below cross-runtime noise; baseline: python -m harness mutate --write-golden DIR). Default: off")
-    add("--harness-save-polygraphy", default=None, metavar="DIR",
-        help="save every parity leg's inputs and torch reference for Polygraphy and trtexec, with ready "
-             "commands (commands.sh), under DIR/<leg id>/; a failing leg always saves its replay, under "
-             "<report dir>/replays/<leg id>/ without this option. Default: off (failing legs only)")
-    add("--harness-trt-buffers", choices=("torch", "pycuda"), default="torch",
-        help="TensorRT I/O buffers: torch CUDA tensors, or pycuda pinned host + device copies. Default: torch")
-    add("--harness-onnx", action="append", default=None, metavar="FILE",
-        help="your ONNX graph to gate against the torch reference (repeatable; suites/test_user_artifacts.py). "
-             "Default: none")
-    add("--harness-engine", action="append", default=None, metavar="FILE",
-        help="your serialized TensorRT engine to gate (repeatable). Default: none")
-    add("--harness-model", default=None, metavar="MODULE:CALLABLE",
-        help="your model code as the torch reference for user artifacts, e.g. models.mvsnet:MVSNet. "
-             "Default: the harness's MVSNet")
-    add("--harness-io-map", default=None, metavar="NAME=ROLE,...",
-        help="bind user graph tensors to MVSNet's roles. Default: by name, the article's names, or position")
-    add("--harness-align-corners", choices=("true", "false"), default="true",
-        help="the torch reference's sampling convention (the checkpoints were trained with true). Default: true")
+    """Every option from the one table both fronts share (harness.options)."""
+    add_pytest_options(parser.getgroup("harness", "MVSNet torch -> ONNX -> TensorRT parity harness"), NAMES)
 
 
-def _validated(config: pytest.Config, flag: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> tuple[str, ...]:
-    if not values:
+def _validated(config: pytest.Config, name: str, given: tuple[str, ...]) -> tuple[str, ...]:
+    """``given``, the values of the comma-list option ``name``, each one of the names its row allows."""
+    flag, allowed = option(name, PYTEST).flag(PYTEST), option(name, PYTEST).allowed(NAMES)
+    if not given:
         raise pytest.UsageError(f"{flag}: empty list. Expected: one or more of {', '.join(allowed)}.")
-    bad = [v for v in values if v not in allowed]
+    bad = [v for v in given if v not in allowed]
     if bad:
         raise pytest.UsageError(f"{flag}: unknown value(s) {', '.join(bad)}. Expected: any of {', '.join(allowed)}.")
-    return values
+    return given
 
 
 def _options(config: pytest.Config) -> HarnessOptions:
     opt = config.getoption
+    parsed = parsed_values(PYTEST, opt)
     profile = opt("--harness-profile")
     cases = _csv(opt("--harness-cases")) or PROFILES[profile]["cases"]
-    if opt("--harness-no-report") and opt("--harness-report-dir") != str(PROJECT_ROOT / "reports"):
+    if opt("--harness-no-report") and opt("--harness-report-dir") != option("report-dir").default_for(PYTEST):
         raise pytest.UsageError("--harness-no-report contradicts --harness-report-dir: pass one of them.")
-    weights, scene, cache = opt("--harness-weights"), opt("--harness-scene"), opt("--harness-cache-dir")
     built = HarnessOptions(
         profile=profile,
-        cases=_validated(config, "--harness-cases", cases, tuple(CASES)),
-        exporters=_validated(config, "--harness-exporters", _csv(opt("--harness-exporters")), EXPORTERS),
-        workarounds=_validated(config, "--harness-workarounds", _csv(opt("--harness-workarounds")), EXPORTABLE),
-        variants=_validated(config, "--harness-variants", _csv(opt("--harness-variants")), VARIANTS),
-        candidates=_validated(config, "--harness-backends", _csv(opt("--harness-backends")), CANDIDATES),
-        chain=ChainConfig(
-            weights=Path(weights) if weights else None, scene=Path(scene) if scene else None,
-            cache_dir=Path(cache) if cache else None, device=opt("--harness-device"), opset=opt("--harness-opset"),
-            trt_flavour=opt("--harness-trt"), trt_workspace_mib=opt("--harness-trt-workspace"),
-            trt_opt_level=opt("--harness-trt-opt-level"), trt_dynamic=opt("--harness-trt-dynamic"),
-            trt_buffers=opt("--harness-trt-buffers"), trt_cuda_graph=opt("--harness-trt-cuda-graph"),
-            align_corners=opt("--harness-align-corners") == "true",
-        ),
-        tolerances=Path(opt("--harness-tolerances")) if opt("--harness-tolerances") else None,
-        report_dir=None if opt("--harness-no-report") else Path(opt("--harness-report-dir")),
+        cases=_validated(config, "cases", cases),
+        exporters=_validated(config, "exporters", _csv(opt("--harness-exporters"))),
+        workarounds=_validated(config, "workarounds", _csv(opt("--harness-workarounds"))),
+        variants=_validated(config, "variants", _csv(opt("--harness-variants"))),
+        candidates=_validated(config, "backends", _csv(opt("--harness-backends"))),
+        chain=ChainConfig.from_options(parsed),
+        tolerances=opt("--harness-tolerances"),
+        report_dir=None if opt("--harness-no-report") else opt("--harness-report-dir"),
         localize=opt("--harness-localize"),
-        golden=Path(opt("--harness-golden")) if opt("--harness-golden") else None,
-        save_polygraphy=Path(opt("--harness-save-polygraphy")) if opt("--harness-save-polygraphy") else None,
-        user=UserArtifacts(tuple(Path(p) for p in opt("--harness-onnx") or ()),
-                           tuple(Path(p) for p in opt("--harness-engine") or ()),
+        golden=opt("--harness-golden"),
+        save_polygraphy=opt("--harness-save-polygraphy"),
+        user=UserArtifacts(tuple(opt("--harness-onnx") or ()), tuple(opt("--harness-engine") or ()),
                            opt("--harness-model"), opt("--harness-io-map")),
     )
     if not plan_legs(built.cases, built.workarounds, built.exporters, built.variants, built.candidates):

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from harness.chain import Chain, ChainConfig
 from harness.data.cases import get_case
 from harness.errors import BackendUnavailable, HarnessError, InvalidArgument, PreflightError
 from harness.fileio import check_writable
+from harness.options import PYTEST, flag
 
 #: Peak resident memory measured for a case on the CPU (2-core CI machine, torch 2.13 CPU,
 #: onnxruntime 1.32, `python -m harness run`), in GiB: the DTU shape (5 views 1184x1600, D=192)
@@ -43,9 +44,14 @@ class Flags:
         return text
 
 
-PYTEST_FLAGS = Flags("--harness-weights", "--harness-scene", "--harness-device", "--harness-cache-dir",
-                     "--harness-report-dir (or --harness-no-report)", "--harness-cases")
-CLI_FLAGS = Flags("--weights", "--scene", "--device", "--cache-dir", "--report-dir", "--cases")
+def front_flags(front: str) -> Flags:
+    """``Flags`` as ``front`` spells them (harness.options): each field is the option of that name."""
+    return Flags(**{f.name: flag(f.name.replace("_", "-"), front) for f in fields(Flags)})
+
+
+PYTEST_FLAGS = replace(front_flags(PYTEST),
+                       report_dir=f"{flag('report-dir', PYTEST)} (or {flag('no-report', PYTEST)})")
+CLI_FLAGS = front_flags("run")
 
 
 def available_memory_gib() -> float | None:

@@ -34,6 +34,7 @@ from harness.localize import depth_step, stage_errors, torch_stages
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.model.precision import FP32_REGIONS
 from harness.mutate import CATALOGUE, Mutation, MutationError, mutations
+from harness.options import add_cli_options
 from harness.tolerances import Tolerances
 
 CHECKS = ("outputs", "stages", "precision", "golden")
@@ -292,8 +293,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                      help=f"with --write-golden: the graphs' inverse workarounds (default: {WORKAROUND})")
     cmd.add_argument("--exporters", default=EXPORTER,
                      help=f"with --write-golden: the graphs' exporters (default: {EXPORTER})")
-    cmd.add_argument("--tolerances", type=Path, default=None, help="(default: fixtures/tolerances.toml)")
-    cmd.add_argument("--cache-dir", type=Path, default=None, help="artifact cache (default: ~/.cache/mvsnet-trt-harness)")
+    add_cli_options(cmd, "mutate")  # --tolerances, --cache-dir (harness.options)
     cmd.add_argument("--json", type=Path, default=None, help="also write the outcomes as JSON here (default: none)")
     cmd.add_argument("--list", action="store_true", help="list the catalogue and exit (default: off)")
     cmd.set_defaults(func=run)

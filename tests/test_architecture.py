@@ -15,7 +15,7 @@ LOW_LAYERS = ("harness.errors", "harness.model", "harness.data", "harness.compar
               "harness.fileio", "harness.metrics", "harness.modelspec", "harness.default_model")
 #: The model-neutral layers (DESIGN.md, "Model seam"): they read a ModelSpec and import nothing of
 #: MVSNet's modules, not even through the modules they import.
-NEUTRAL = ("harness.modelspec", "harness.errors", "harness.fileio", "harness.backends.base",
+NEUTRAL = ("harness.modelspec", "harness.options", "harness.errors", "harness.fileio", "harness.backends.base",
            "harness.backends.onnxruntime_runner", "harness.backends.tensorrt_runner", "harness.backends.trt_api",
            "harness.backends.renamed", "harness.compare", "harness.timing", "harness.convert.cache",
            "harness.tolerances", "harness.report")

@@ -1,0 +1,320 @@
+"""harness.options: the options pytest and ``python -m harness`` share come from one table, and a
+check that compares what each front registers with the table fails on a hand-written option."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import options
+from harness.chain import OPTION_NAMES, ChainConfig
+from harness.cli import build_parser, main
+from harness.options import ALL, HOMONYMS, OPTIONS, PYTEST, Default, Option
+from harness.plugin import NAMES
+
+pytest_plugins = ["pytester"]
+
+
+class Recorder:
+    """Stands in for pytest's parser in ``pytest_addoption``: records each option's keywords."""
+
+    def __init__(self) -> None:
+        self.groups: list[tuple[str, str]] = []
+        self.options: dict[str, dict[str, Any]] = {}
+
+    def getgroup(self, name: str, description: str = "") -> Recorder:
+        self.groups.append((name, description))
+        return self
+
+    def addoption(self, *opts: str, **attrs: Any) -> None:
+        for opt in opts:
+            self.options[opt] = attrs
+
+
+def registered_pytest_options() -> Recorder:
+    from harness.plugin import pytest_addoption
+
+    recorder = Recorder()
+    pytest_addoption(recorder)  # type: ignore[arg-type]
+    return recorder
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def described(action: argparse.Action) -> tuple[Any, ...]:
+    """What a user of an argparse option sees and gets: its kind, dest, default, type, choices, help."""
+    return (type(action).__name__, action.dest, action.default, action.type, action.choices, action.help,
+            action.metavar, action.nargs, action.const)
+
+
+def expected_action(row: Option, command: str) -> argparse.Action:
+    return argparse.ArgumentParser().add_argument(row.flag(command), **row.kwargs(command, OPTION_NAMES))
+
+
+# -- the checks: each returns the drifts it finds (empty: every shared option comes from the table) ---------------
+
+def pytest_drift(recorded: Recorder) -> list[str]:
+    """Every --harness-* option the plugin registers is a pytest row, registered as the row says;
+    every pytest row is registered."""
+    found = []
+    rows = {row.flag(PYTEST): row for row in options.options_for(PYTEST)}
+    for flag, attrs in recorded.options.items():
+        if flag not in rows:
+            found.append(f"pytest {flag}: not in harness.options (add a row, and its fronts)")
+        elif attrs != rows[flag].kwargs(PYTEST, NAMES):
+            found.append(f"pytest {flag}: registered as {attrs}, the table says {rows[flag].kwargs(PYTEST, NAMES)}")
+    found += [f"pytest {flag}: a pytest row, not registered" for flag in rows if flag not in recorded.options]
+    if {name for name, _ in recorded.groups} != {"harness"}:
+        found.append(f"pytest options outside the harness group: {recorded.groups}")
+    return found
+
+
+def cli_drift(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option of a subcommand spelled like a row of the table is that row, on a subcommand
+    the row names (or a declared homonym), added as the row says; every row's subcommand has it."""
+    found = []
+    rows = {row.name: row for row in OPTIONS}
+    for command, sub in subcommands(parser).items():
+        present = {}
+        for action in sub._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--"):
+                    present[flag[2:]] = action
+        for name, action in present.items():
+            row = rows.get(name)
+            if row is None or (command, name) in HOMONYMS:
+                continue
+            if command not in row.fronts:
+                found.append(f"{command} --{name}: spelled like the row {name} (on {', '.join(row.fronts)}) but not "
+                             "from the table (add the subcommand to the row's fronts, or declare a homonym)")
+            elif described(action) != described(expected_action(row, command)):
+                found.append(f"{command} --{name}: {described(action)}, the table says "
+                             f"{described(expected_action(row, command))}")
+        for row in options.options_for(command):
+            if row.name not in present:
+                found.append(f"{command} --{row.name}: the row names {command}, which lacks it")
+    return found
+
+
+# -- the fronts as they are -----------------------------------------------------------------------------------------
+
+def test_every_pytest_option_comes_from_the_table():
+    recorded = registered_pytest_options()
+    assert pytest_drift(recorded) == []
+    assert len(recorded.options) == len(options.options_for(PYTEST)) >= 25
+
+
+def test_every_cli_option_spelled_like_a_pytest_option_comes_from_the_table():
+    parser = build_parser()
+    assert cli_drift(parser) == []
+    pytest_names = {row.name for row in options.options_for(PYTEST)}
+    shared = {(command, flag[2:]) for command, sub in subcommands(parser).items() for action in sub._actions
+              for flag in action.option_strings if flag[2:] in pytest_names}
+    assert ("run", "trt-workspace") in shared and ("check", "onnx") in shared
+    for command, name in shared - set(HOMONYMS):
+        assert command in options.option(name).fronts, (command, name)
+
+
+def test_both_fronts_spell_help_default_and_choices_alike():
+    parser = build_parser()
+    recorded = registered_pytest_options().options
+    for command, sub in subcommands(parser).items():
+        for row in options.options_for(command):
+            if PYTEST not in row.fronts:
+                continue
+            action = next(a for a in sub._actions if row.flag(command) in a.option_strings)
+            theirs = recorded[row.flag(PYTEST)]
+            assert action.choices == theirs.get("choices") and action.type == theirs.get("type"), (command, row.name)
+            if command not in row.overrides and PYTEST not in row.overrides:
+                assert action.default == theirs["default"], (command, row.name)
+            text = action.help.removesuffix(f" (default: {row.shown_for(command, OPTION_NAMES)})")
+            assert text == theirs["help"].removesuffix(f". Default: {row.shown_for(PYTEST, NAMES)}"), (command, row.name)
+            assert "Default" not in text and "default:" not in text and "{names}" not in text
+
+
+def test_every_front_the_table_names_exists():
+    commands = set(subcommands(build_parser()))
+    assert set(options.fronts()) - {PYTEST} <= commands
+    assert options.fronts()[0] == PYTEST
+
+
+def test_homonyms_are_options_of_their_subcommand_that_no_row_gives_it():
+    commands = subcommands(build_parser())
+    for command, name in HOMONYMS:
+        assert f"--{name}" in commands[command]._option_string_actions, (command, name)
+        assert command not in options.option(name).fronts, (command, name)
+
+
+def test_the_dests_are_those_the_fronts_read():
+    args = build_parser().parse_args(["run", "--trt-workspace", "1024", "--cache-dir", "c"])
+    assert args.trt_workspace == 1024 and args.cache_dir == Path("c")
+    assert options.option("trt-workspace").dest(PYTEST) == "harness_trt_workspace"
+    assert options.flag("cache-dir", PYTEST) == "--harness-cache-dir" and options.flag("cache-dir", "run") == "--cache-dir"
+    with pytest.raises(KeyError, match="not on run"):
+        options.flag("no-report", "run")
+
+
+# -- the checks fail on a hand-written option ------------------------------------------------------------------
+
+def test_the_pytest_check_finds_an_option_added_by_hand():
+    recorded = registered_pytest_options()
+    recorded.addoption("--harness-extra", default=None, help="written by hand. Default: none")
+    assert pytest_drift(recorded) == ["pytest --harness-extra: not in harness.options (add a row, and its fronts)"]
+
+
+def test_the_pytest_check_finds_a_help_or_default_written_by_hand():
+    recorded = registered_pytest_options()
+    recorded.options["--harness-trt-workspace"] = {**recorded.options["--harness-trt-workspace"], "default": 2048}
+    recorded.options["--harness-device"] = {**recorded.options["--harness-device"], "help": "cpu or cuda. Default: auto"}
+    assert sorted(d.split(":")[0] for d in pytest_drift(recorded)) == ["pytest --harness-device",
+                                                                       "pytest --harness-trt-workspace"]
+
+
+def test_the_pytest_check_finds_a_row_the_plugin_does_not_register():
+    recorded = registered_pytest_options()
+    del recorded.options["--harness-opset"]
+    assert pytest_drift(recorded) == ["pytest --harness-opset: a pytest row, not registered"]
+
+
+def test_the_cli_check_finds_an_option_added_by_hand_to_a_subcommand_the_row_does_not_name():
+    parser = build_parser()
+    subcommands(parser)["accuracy"].add_argument("--trt", default="auto", help="(default: auto)")
+    drift = cli_drift(parser)
+    assert len(drift) == 1 and drift[0].startswith("accuracy --trt: spelled like the row trt")
+
+
+def test_the_cli_check_finds_a_help_default_or_choices_that_drifted():
+    parser = build_parser()
+    run = subcommands(parser)["run"]._option_string_actions
+    run["--trt-workspace"].default = 2048
+    run["--trt-buffers"].choices = ("torch", "pycuda", "numpy")
+    run["--device"].help = "torch reference device: auto, cpu, cuda (default: auto)"
+    assert sorted(d.split(":")[0] for d in cli_drift(parser)) == ["run --device", "run --trt-buffers",
+                                                                 "run --trt-workspace"]
+
+
+def test_the_cli_check_finds_a_subcommand_without_an_option_its_row_names():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run")
+    for row in options.options_for("run"):
+        if row.name != "opset":
+            run.add_argument(row.flag("run"), **row.kwargs("run", OPTION_NAMES))
+    run.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")  # by hand, as before
+    drift = cli_drift(parser)
+    assert len(drift) == 1 and drift[0].startswith("run --opset: ('_StoreAction', 'opset', 17, <class 'int'>, None, "
+                                                   "'ONNX opset (default: 17)'")
+    run._remove_action(run._option_string_actions.pop("--opset"))
+    assert cli_drift(parser) == ["run --opset: the row names run, which lacks it"]
+
+
+def test_a_second_option_of_the_same_spelling_cannot_be_added_next_to_the_generated_one():
+    parser = build_parser()
+    with pytest.raises(argparse.ArgumentError, match="conflicting option string"):
+        subcommands(parser)["run"].add_argument("--trt-workspace", type=int, default=2048)
+
+
+def test_a_row_must_leave_the_default_to_the_generators():
+    with pytest.raises(ValueError, match="must not end with"):
+        Option("x", "a help text (default: 1)", (PYTEST,), default=1)
+    with pytest.raises(ValueError, match="overrides for fronts it is not on"):
+        Option("x", "a help text", (PYTEST,), overrides={"run": Default(1, "1")})
+    with pytest.raises(ValueError, match="store_true"):
+        Option("x", "a switch", (PYTEST,), action="store_true", default=False, type=int)
+    with pytest.raises(ValueError, match="needs its vocabulary key"):
+        Option("x", "comma list of {names}", (PYTEST,), default=ALL, listed=True)
+
+
+def test_names_come_from_the_vocabulary_the_front_passes():
+    row = options.option("cases")
+    assert row.kwargs("run", {"cases": ("a", "b")})["help"] == "comma list of a, b (default: seed)"
+    assert options.option("variants").default_for(PYTEST, {"variants": ("raw", "simplified")}) == "raw,simplified"
+    assert options.option("profile").kwargs(PYTEST, {"profile": ("full", "quick")})["choices"] == ("full", "quick")
+    with pytest.raises(KeyError, match="lists the names of 'cases', which the vocabulary lacks"):
+        row.kwargs("run", {})
+    assert NAMES["cases"] == OPTION_NAMES["cases"] == ("small", "seed", "dtu")
+
+
+def test_every_chain_config_field_is_set_by_an_option():
+    """Workspace, optimisation level, buffers, CUDA graph, dynamic shapes, TensorRT module, opset,
+    device, cache, weights, scene and the sampling convention: each reaches ChainConfig from the
+    options, through one mapping (ChainConfig.from_options)."""
+    assert {row.chain for row in OPTIONS if row.chain} == {f.name for f in dataclasses.fields(ChainConfig)}
+    assert ChainConfig.from_options({}) == ChainConfig()
+
+
+def test_the_options_module_is_model_neutral_and_imports_no_front():
+    """harness/options.py imports nothing of the harness (function-level imports included): not
+    MVSNet's modules (harness.model, harness.data, the workarounds), not the chain, not the fronts."""
+    tree = ast.parse(Path(options.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {m for m in imported if m == "harness" or m.startswith("harness.")}, imported
+
+
+# -- one ChainConfig from equivalent flags ---------------------------------------------------------------------
+
+def chain_flags(tmp_path: Path) -> dict[str, str | None]:
+    """Every option that reaches ChainConfig, none at its default (None: a switch)."""
+    return {"weights": str(tmp_path / "w.ckpt"), "scene": str(tmp_path / "scene"), "cache-dir": str(tmp_path / "c"),
+            "device": "cpu", "opset": "18", "align-corners": "false", "trt": "tensorrt_rtx", "trt-workspace": "1024",
+            "trt-opt-level": "2", "trt-dynamic": None, "trt-buffers": "pycuda", "trt-cuda-graph": None}
+
+
+def argv(flags: dict[str, str | None], front: str) -> list[str]:
+    out: list[str] = []
+    for name, value in flags.items():
+        out += [options.flag(name, front)] + ([] if value is None else [value])
+    return out
+
+
+def cli_chain_config(monkeypatch, command: str, extra: list[str]) -> ChainConfig:
+    """The ChainConfig ``python -m harness <command>`` hands to the start-of-session checks."""
+    from harness import preflight
+    from harness.errors import PreflightError
+
+    seen: dict[str, ChainConfig] = {}
+
+    def capture(config, cases, report_dir, flags, memory_gib=None):
+        seen["config"] = config
+        raise PreflightError("stop", "captured")
+
+    monkeypatch.setattr(preflight, "preflight", capture)
+    assert main([command, *extra]) == 2
+    return seen["config"]
+
+
+@pytest.mark.parametrize("command, extra", [
+    ("run", ["--cases", "small"]), ("bench", ["--cases", "small"]), ("check", ["--onnx", "user.onnx"]),
+])
+def test_python_m_harness_and_pytest_build_the_same_chain_config(pytester, monkeypatch, tmp_path, command, extra):
+    from harness.plugin import options as harness_options
+
+    flags = {n: v for n, v in chain_flags(tmp_path).items() if command in options.option(n).fronts}
+    assert {"trt-workspace", "trt-opt-level", "trt-buffers", "trt-cuda-graph", "trt", "device", "cache-dir",
+            "align-corners"} <= set(flags)
+    cli = cli_chain_config(monkeypatch, command, [*extra, *argv(flags, command)])
+    config = pytester.parseconfigure("-p", "harness.plugin", "--harness-no-report", *argv(flags, PYTEST))
+    from_pytest = harness_options(config).chain
+    assert cli == from_pytest
+    assert (cli.trt_workspace_mib, cli.trt_opt_level, cli.trt_buffers, cli.trt_cuda_graph, cli.trt_flavour,
+            cli.device, cli.align_corners, cli.cache_dir) == (1024, 2, "pycuda", True, "tensorrt_rtx", "cpu", False,
+                                                             tmp_path / "c")
+    if command != "check":  # check gates the user's graph: no export, no dynamic profile of its own
+        assert (cli.opset, cli.trt_dynamic, cli.weights, cli.scene) == (18, True, tmp_path / "w.ckpt",
+                                                                          tmp_path / "scene")
+
+
+def test_defaults_give_chain_configs_defaults_on_both_fronts(pytester, monkeypatch):
+    from harness.plugin import options as harness_options
+
+    assert cli_chain_config(monkeypatch, "run", ["--cases", "small"]) == ChainConfig()
+    assert harness_options(pytester.parseconfigure("-p", "harness.plugin", "--harness-no-report")).chain == ChainConfig()

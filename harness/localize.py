@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from harness.backends import registry
+from harness.backends.onnxruntime_runner import ort_backend
 from harness.chain import Chain, Leg
 from harness.compare import OutputDiff, compare
 from harness.errors import BackendUnavailable, HarnessError
@@ -59,11 +60,11 @@ def torch_stages(chain: Chain, case: str) -> dict[str, torch.Tensor]:
 
 def candidate_stages(chain: Chain, leg: Leg) -> dict[str, torch.Tensor]:
     """The same stages from a probe build of the candidate's graph (ONNX Runtime legs)."""
-    family, _, rest = leg.candidate.partition("-")
-    if family != "ort":
+    spec = registry.get(leg.candidate)
+    if spec.consumes != "onnx":
         raise BackendUnavailable(leg.candidate, "stage probes run on ONNX Runtime here (a TensorRT probe engine "
                                  "needs a GPU it can run on)", fix="localise on an ort-* leg of the same graph")
-    backend = f"ort-{rest.split('-')[0]}"  # the strict FP32 session runs either graph precision's probe build
+    backend = ort_backend(spec.device)  # the strict FP32 session runs either graph precision's probe build
     registry.require(backend)
     artifact = chain.onnx(leg.case, leg.workaround, leg.exporter, leg.variant, leg.graph_precision, probes=True)
     runner = registry.make_runner(backend, artifact.path, label=f"{leg.variant}-probes", validate_values=False)

@@ -27,7 +27,7 @@ from harness.data.cases import DTU_INTERVAL_SCALE, DTU_NUM_DEPTH, Case
 from harness.data.scenes import scene_views
 from harness.data.synthetic import DTU_DEPTH_INTERVAL, DTU_DEPTH_MIN, SceneSpec, render_scene
 from harness.data.views import Views, make_feed
-from harness.errors import BackendUnavailable, InvalidArgument
+from harness.errors import InvalidArgument
 from harness.model.inputs import DEPTH_MULTIPLE, SIZE_MULTIPLE
 
 # quick skips shrinking: CI reports the first falsifying example it drew (derandomized, so the
@@ -285,18 +285,14 @@ class RigRunners:
         return self._once(("onnx", views, workaround, exporter, variant, precision), build)
 
     def require(self, leg: Leg) -> None:
-        """Raise BackendUnavailable (naming what is missing) before any export work."""
+        """Raise BackendUnavailable (naming what is missing) before any export work; the registry
+        says what the candidate is and whether it can run here."""
         from harness.backends import trt_api
-        from harness.backends.onnxruntime_runner import ensure_available
 
-        family, _, target = leg.candidate.partition("-")
-        if family == "ort":
-            ensure_available(torch.device(target.split("-")[0]), leg.candidate)
-        elif family == "trt":
-            trt_api.bind(self.chain.config.trt_flavour)
-            trt_api.require_cuda(leg.candidate)
-        elif family != "torch":
-            raise BackendUnavailable(leg.candidate, "no such backend in this harness version")
+        spec = registry.get(leg.candidate)  # an unknown name: BackendUnavailable naming the known ones
+        if spec.consumes == "engine":
+            trt_api.bind(self.chain.config.trt_flavour)  # the flavour the chain asks for, not the default
+        registry.require(leg.candidate)
 
     def runner(self, leg: Leg, views: int) -> Runner:
         """The leg's runner for ``views`` views: the chain's torch runner, or one on the dynamic graph."""
@@ -308,15 +304,15 @@ class RigRunners:
         from harness.convert.engine import BuildSettings, EngineFromOnnx, Profile
 
         self.require(leg)
-        family, _, target = leg.candidate.partition("-")
+        spec = registry.get(leg.candidate)
         artifact = self.onnx(views, leg.workaround, leg.exporter, leg.variant, leg.graph_precision)
-        if family == "ort":
+        if spec.consumes == "onnx":
             label = leg.variant if leg.graph_precision == "fp32" else f"fp16-{leg.variant}"
             return registry.make_runner(leg.candidate, artifact.path, label=label).prepare()
         names = get_workaround(leg.workaround).input_names
         low, opt, high = (self.bounds.case(f"rigs-{i}", views, i) for i in range(3))
         config = self.chain.config
-        build = BuildSettings(precision=target, workspace_mib=config.trt_workspace_mib,  # type: ignore[arg-type]
+        build = BuildSettings(precision=spec.precision, workspace_mib=config.trt_workspace_mib,  # type: ignore[arg-type]
                               optimization_level=config.trt_opt_level, flavour=config.trt_flavour)
         engine = EngineFromOnnx(artifact, build, Profile.around(opt, names, low, high), self.chain.cache)()
         # the chain's run settings: buffers, CUDA graph and runtime cache as every other front

@@ -237,3 +237,38 @@ def test_hypothesis_profiles_are_namespaced_and_leave_a_users_own_alone():
 def test_property_legs_leave_backends_that_consume_the_model_to_the_fixed_cases():
     legs = property_legs("full", ("torch-fast-fp16", "ort-cpu"), ("raw",), ("precomputed",), ("torchscript",))
     assert [leg.candidate for leg in legs] == ["ort-cpu"]
+
+
+def test_property_engines_run_with_the_chains_trt_settings(tmp_path, monkeypatch):
+    """The property suite once ignored --harness-trt-cuda-graph and the buffer mode: its TensorRT
+    runners now get the chain's run settings, as every other front's do."""
+    from types import SimpleNamespace
+
+    from harness.backends import registry, trt_api
+    from harness.convert import engine as engine_module
+
+    chain = Chain(ChainConfig(cache_dir=tmp_path, device="cpu", trt_cuda_graph=True, trt_buffers="pycuda"))
+    rigs = RigRunners(chain, QUICK)
+    built = SimpleNamespace(path=tmp_path / "e.plan", sha256="ab" * 32)
+    made: dict = {}
+
+    class FakeEngineFromOnnx:
+        def __init__(self, artifact, settings, profile, cache):
+            made["precision"] = settings.precision
+
+        def __call__(self):
+            return built
+
+    class Prepared:
+        def prepare(self):
+            return self
+
+    monkeypatch.setattr(trt_api, "bind", lambda flavour=None: None)
+    monkeypatch.setattr(registry, "require", lambda name: None)
+    monkeypatch.setattr(engine_module, "EngineFromOnnx", FakeEngineFromOnnx)
+    monkeypatch.setattr(rigs, "onnx", lambda *a, **k: SimpleNamespace(path=tmp_path / "g.onnx"))
+    monkeypatch.setattr(registry, "make_runner", lambda name, path, **settings: made.update(name=name, **settings) or Prepared())
+    rigs.runner(Leg("trt-tf32", "simplified", "precomputed", "torchscript", "rigs"), 3)
+    assert made["name"] == "trt-tf32" and made["precision"] == "tf32"
+    assert made["cuda_graph"] is True and made["buffers"] == "pycuda"
+    assert made == {**made, **chain.trt_settings(built)}

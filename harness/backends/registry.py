@@ -63,7 +63,7 @@ def get(name: str) -> BackendSpec:
     try:
         return specs()[name]
     except KeyError:
-        raise BackendUnavailable(name, f"no backend named {name} in this harness version",
+        raise BackendUnavailable(name, f"no such backend in this harness version (no backend named {name})",
                                  fix=f"pick from {', '.join(specs())}") from None
 
 

@@ -191,3 +191,14 @@ def test_the_one_module_check_can_fail(tmp_path):
     source = tmp_path / "m.py"
     source.write_text('"""torch-aoti in prose is fine."""\nBENCH = ("torch-aoti",)\n', encoding="utf-8")
     assert [text for _, text in code_strings(source)] == ["torch-aoti"]
+
+
+def test_every_candidate_has_an_accuracy_gate():
+    """suites/test_accuracy.py gates every candidate's thres2mm / thres4mm against torch's: a new
+    candidate without its accuracy table would fail there with a ConfigError, not a verdict."""
+    from harness.backends import registry
+    from harness.tolerances import Tolerances
+
+    tolerances = Tolerances.load()
+    for name in registry.names(candidates_only=True):
+        tolerances.lookup("torch-fp32", name, registry.get(name).precision, ("accuracy",))

@@ -567,6 +567,11 @@ def replay_leg(chain: Chain, leg: Leg, result: LegResult, folder: Path, on_exist
     from harness.model.mvsnet import OUTPUT_NAMES
     from harness.report.replay import depth_step_of, save_replay
 
+    if leg.consumes == "model":
+        raise InvalidArgument(leg.id, "nothing for Polygraphy or trtexec to replay",
+                              observed=f"{leg.candidate} consumes the torch model (no ONNX graph, no engine)",
+                              expected="an ONNX Runtime or TensorRT leg",
+                              fix="reproduce it with the leg's pytest id; its record holds the runner's settings")
     trt = leg.candidate.startswith("trt-")
     artifact = chain.onnx(leg.case, leg.workaround, leg.exporter, leg.variant, leg.graph_precision,
                           chain.config.trt_dynamic and trt)

@@ -260,3 +260,15 @@ def test_concurrent_replays_of_one_leg_claim_distinct_folders(tmp_path):
     values = {float(load_json(f / "inputs.json")[0]["x"][0, 0]) for f in folders}
     assert values == {0.0, 1.0, 2.0, 3.0}  # four complete, distinct replays
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_leg_that_consumes_the_torch_model_has_nothing_to_replay(tmp_path):
+    """A failing torch-aoti or torch-fast-fp16 leg gets a clear replay_error in its record, not an
+    'unknown ONNX variant: model' from the exporter."""
+    from harness.chain import MODEL_LEG
+
+    leg = Leg("torch-aoti", *MODEL_LEG, "small")
+    chain = Chain(ChainConfig(cache_dir=tmp_path, device="cpu"))
+    with pytest.raises(InvalidArgument, match="consumes the torch model"):
+        replay_leg(chain, leg, None, tmp_path / leg.id)  # type: ignore[arg-type]
+    assert not (tmp_path / leg.id).exists()

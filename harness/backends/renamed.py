@@ -30,6 +30,16 @@ class RenamedRunner(Runner):
         self.graph_to_roles = dict(outputs)
         self.name = name
         self.device = inner.device
+        # the wrapped runner sizes its outputs from the feed it gets, which is under the graph's
+        # names (ONNX Runtime on CUDA binds outputs it allocates): it asks by role through here
+        by_graph = {g: r for r, g in self.roles_to_graph.items()}
+        outer = self.output_shape
+
+        def shape_by_role(feed: dict[str, torch.Tensor], output: str | None = None) -> tuple[int, ...]:
+            return outer({by_graph.get(k, k): v for k, v in feed.items()},
+                         None if output is None else self.graph_to_roles.get(output, output))
+
+        inner.output_shape = shape_by_role  # type: ignore[method-assign]
 
     def _prepare(self) -> None:
         self.inner.prepare()

@@ -39,7 +39,7 @@ class RenamedRunner(Runner):
             return outer({by_graph.get(k, k): v for k, v in feed.items()},
                          None if output is None else self.graph_to_roles.get(output, output))
 
-        inner.output_shape = shape_by_role  # type: ignore[method-assign]
+        inner.output_shape = shape_by_role  # type: ignore[method-assign, assignment]
 
     def _prepare(self) -> None:
         self.inner.prepare()

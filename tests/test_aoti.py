@@ -96,3 +96,28 @@ def test_no_compiler_is_the_reason_it_is_unavailable(monkeypatch):
     assert aoti_runner.aoti_missing() == "no C++ compiler for AOTInductor ($CXX, g++, c++ or clang++ on PATH)"
     with pytest.raises(BackendUnavailable, match=r"no C\+\+ compiler"):
         registry.make_runner("torch-aoti", Tiny())
+
+
+def test_compile_warnings_go_to_the_record_not_the_console(caplog):
+    import logging
+    import warnings
+
+    lines: list[str] = []
+    inductor = logging.getLogger("torch._inductor")
+    before = (list(inductor.handlers), inductor.propagate)
+    with caplog.at_level(logging.WARNING), aoti_runner.compile_log(lines):
+        message = "aten.linalg_inv_ex.default is missing a c-shim implementation, using proxy executor as fallback"
+        logging.getLogger("torch._inductor.ir").warning(message)
+        logging.getLogger("torch._inductor.ir").warning(message)  # kept once
+        warnings.warn("an old export API", FutureWarning, stacklevel=1)
+    assert lines == [message, "FutureWarning: an old export API"]
+    assert "c-shim" not in caplog.text
+    assert (list(inductor.handlers), inductor.propagate) == before  # torch's own logging restored
+
+
+def test_the_record_names_the_proxy_executor_fallbacks(tmp_path):
+    model, x = Tiny().eval(), torch.rand(1, 3, 8, 8)
+    runner = aoti_runner.AotiRunner(model, cache_dir=tmp_path, model_digest="tiny-log", load_check=False).prepare()
+    runner._package((x,))
+    facts = runner.describe()
+    assert facts["proxy_fallbacks"] == [] and isinstance(facts["compile_log"], list)  # a convolution has its C shims

@@ -18,7 +18,9 @@ session hits the recorded verdict without compiling again.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import os
 import shutil
 import signal
@@ -26,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +56,44 @@ if torch.cuda.is_available():
 print("stage done", flush=True)
 """
 CHECK_TIMEOUT_S = 600.0
+
+
+#: How Inductor says an operator runs through the proxy executor (no C shim) in the package.
+FALLBACK = "is missing a c-shim implementation"
+MAX_LOG_LINES = 20
+QUIET_LOGGERS = ("torch._inductor", "torch._export", "torch.export", "torch._dynamo")
+
+
+@contextlib.contextmanager
+def compile_log(lines: list[str]) -> Iterator[None]:
+    """Keep torch.export's and Inductor's warnings off the console and in ``lines`` (each once):
+    the record keeps them (``compile_log``, ``proxy_fallbacks``), the main job's screen stays the
+    parity table."""
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            if text not in lines:
+                lines.append(text)
+
+    handler = Keep(logging.WARNING)
+    # torch gives these loggers handlers of its own (and no propagation): they are swapped out
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    saved = [(logger.handlers[:], logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+        for warning in caught:
+            text = f"{warning.category.__name__}: {warning.message}"
+            if text not in lines:
+                lines.append(text)
+    finally:
+        for logger, (handlers, propagate) in zip(loggers, saved, strict=True):
+            logger.handlers[:] = handlers
+            logger.propagate = propagate
 
 
 def _compiler() -> str | None:
@@ -146,17 +188,21 @@ class AotiRunner(Runner):
                 "grid_sampler": "grid_sampler_2d", "format": 1}
 
     def _build(self, args: tuple[torch.Tensor, ...], path: Path) -> dict[str, Any]:
-        started = time.perf_counter()
-        with torch.no_grad():
-            exported = torch.export.export(self.model, args)
-        table = torch.export.default_decompositions()
-        table[torch.ops.aten.grid_sampler.default] = _grid_sampler_2d
-        exported = exported.run_decompositions(table)
-        export_s = time.perf_counter() - started
-        started = time.perf_counter()
-        torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
+        log: list[str] = []
+        with compile_log(log):
+            started = time.perf_counter()
+            with torch.no_grad():
+                exported = torch.export.export(self.model, args)
+            table = torch.export.default_decompositions()
+            table[torch.ops.aten.grid_sampler.default] = _grid_sampler_2d
+            exported = exported.run_decompositions(table)
+            export_s = time.perf_counter() - started
+            started = time.perf_counter()
+            torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
         facts: dict[str, Any] = {"export_seconds": round(export_s, 3), "compile_seconds": round(time.perf_counter() - started, 3),
-                                 "package_mib": round(path.stat().st_size / 2**20, 3)}
+                                 "package_mib": round(path.stat().st_size / 2**20, 3),
+                                 "proxy_fallbacks": sorted({m.split(" ", 1)[0] for m in log if FALLBACK in m}),
+                                 "compile_log": log[:MAX_LOG_LINES]}
         if self.load_check:
             facts["load_check"] = self._check_in_child(path, args)
         return facts
@@ -183,7 +229,8 @@ class AotiRunner(Runner):
             return self._packages[shapes]
         if self.cache is not None:
             entry = self.cache.get_or_build("aoti", self._fields(args), "model.pt2", lambda p: self._build(args, p))
-            path, facts = entry.path, {k: entry.meta.get(k) for k in ("export_seconds", "compile_seconds", "package_mib", "load_check")}
+            path, facts = entry.path, {k: entry.meta.get(k) for k in ("export_seconds", "compile_seconds", "package_mib",
+                                                                       "load_check", "proxy_fallbacks", "compile_log")}
             facts.update(cache=entry.status, package_sha256=entry.sha256[:16])
         else:
             if self._scratch is None:

@@ -147,6 +147,12 @@ def _on(device: torch.device, feed: dict[str, torch.Tensor]) -> dict[str, torch.
     return {k: v.to(device).contiguous() for k, v in feed.items()}
 
 
+def _skipped(row: dict[str, Any], exc: BackendUnavailable, log: Callable[[str], None]) -> dict[str, Any]:
+    row["skipped"] = f"{exc.backend}: {exc.missing}"
+    log(f"  {row['backend']:<22} skipped: {row['skipped']}")
+    return row
+
+
 def bench_one(chain: Chain, spec: BenchSpec, timing: TimingConfig, tolerances: Tolerances,
               reference: dict[str, torch.Tensor] | None, log: Callable[[str], None] = print,
               repeat: int = 1) -> dict[str, Any]:
@@ -166,23 +172,13 @@ def bench_one(chain: Chain, spec: BenchSpec, timing: TimingConfig, tolerances: T
     except BackendUnavailable as exc:
         if runner is not None:
             runner.close()
-        row["skipped"] = f"{exc.backend}: {exc.missing}"
-        log(f"  {spec.backend:<22} skipped: {row['skipped']}")
-        return row
-    feed = _on(device, host_feed)
+        return _skipped(row, exc, log)
     try:
-        outputs = runner.infer(feed)  # first call: compiles, captures graphs, picks algorithms
-    except BackendUnavailable as exc:  # found only at the first call (e.g. a package its loader cannot load)
-        runner.close()
-        row["skipped"] = f"{exc.backend}: {exc.missing}"
-        log(f"  {spec.backend:<22} skipped: {row['skipped']}")
-        return row
-    except HarnessError as exc:
-        runner.close()
-        row["error"] = str(exc)
-        log(f"  {spec.backend:<22} error: {exc}")
-        return row
-    try:
+        feed = _on(device, host_feed)
+        try:
+            outputs = runner.infer(feed)  # first call: compiles, captures graphs, picks algorithms
+        except BackendUnavailable as exc:  # found only now (e.g. a package its loader cannot load)
+            return _skipped(row, exc, log)  # the runner is closed below
         row["prepare_s"] = round(time.perf_counter() - started, 2)
         if reference is not None:
             gates = tolerances.lookup(BASELINE, runner.name, spec.precision, OUTPUT_NAMES)

@@ -255,8 +255,9 @@ class Chain:
 
     def model_context(self, name: str) -> dict[str, Any]:
         """What backend ``name`` asks of the chain besides the model (its spec's ``context``)."""
-        known = {"cache_dir": self.cache.root, "model_digest": self.export_digest}
-        return {key: known[key] for key in registry.get(name).context}
+        known: dict[str, Callable[[], Any]] = {"cache_dir": lambda: self.cache.root,
+                                               "model_digest": lambda: self.export_digest}
+        return {key: known[key]() for key in registry.get(name).context}  # only what is asked: a digest hashes the weights
 
     def model_runner(self, name: str, **settings: Any) -> Runner:
         """A backend that consumes the torch model (e.g. ``torch-fast-fp16``), on the chain's device."""

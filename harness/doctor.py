@@ -230,11 +230,10 @@ def render(facts: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.backends import registry
     from harness.errors import InvalidArgument
 
     required = tuple(dict.fromkeys(v.strip() for v in (args.require or "").split(",") if v.strip()))
-    from harness.backends import registry
-
     unknown = [name for name in required if name not in BACKENDS and name not in registry.specs()]
     if unknown:
         error = InvalidArgument("doctor --require", "unknown backend", observed=", ".join(unknown),

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from harness.accuracy import accuracy_gates_hold, backend_accuracy, held_out_accuracy, summarize
-from harness.chain import CANDIDATES, MODEL_LEG, Leg
+from harness.chain import CANDIDATES, plan_legs
 from harness.errors import BackendUnavailable
 from harness.train import HELD_OUT_SEEDS
 
@@ -37,9 +37,8 @@ def test_reference_sees_depth_on_held_out_scenes(chain, case, record_property):
 
 @pytest.mark.parametrize("candidate", CANDIDATES)
 def test_backend_accuracy_matches_reference(chain, case, candidate, tolerances, record_property):
-    leg = Leg(candidate, *MODEL_LEG, case.name)  # a backend that consumes the torch model: no graph axes
-    if leg.consumes != "model":
-        leg = Leg(candidate, "simplified", "precomputed", "torchscript", case.name)
+    # the simplified precomputed-inverse graph; a backend that consumes the torch model gets its own leg
+    (leg,) = plan_legs((case.name,), ("precomputed",), ("torchscript",), ("simplified",), (candidate,))
     reference = backend_accuracy(chain, None, case.name)
     try:
         result = backend_accuracy(chain, leg, case.name)

@@ -54,11 +54,10 @@ def test_benchmark(benchmark, request, chain, case, backend, tolerances, harness
         pytest.skip(f"{exc.backend}: {exc.missing}")
     feed = {k: v.to(device).contiguous() for k, v in host_feed.items()}
     try:
-        outputs = runner.infer(feed)  # the first call compiles and loads: some backends find out here
-    except BackendUnavailable as exc:
-        runner.close()
-        pytest.skip(f"{exc.backend}: {exc.missing}")
-    try:
+        try:
+            outputs = runner.infer(feed)  # the first call compiles and loads: some backends find out here
+        except BackendUnavailable as exc:
+            pytest.skip(f"{exc.backend}: {exc.missing}")  # the runner is closed below
         gates = tolerances.lookup(BASELINE, runner.name, spec.precision, OUTPUT_NAMES)
         diffs = compare(bench_reference(case.name), outputs, gates, depth_values=feed["depth_values"])
         samples: list[float] = []

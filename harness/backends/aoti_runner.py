@@ -61,6 +61,8 @@ CHECK_TIMEOUT_S = 600.0
 #: How Inductor says an operator runs through the proxy executor (no C shim) in the package.
 FALLBACK = "is missing a c-shim implementation"
 MAX_LOG_LINES = 20
+#: What ``_build`` records beside the package (in its cache entry's meta.json, read back on a hit).
+BUILD_FACTS = ("export_seconds", "compile_seconds", "package_mib", "proxy_fallbacks", "compile_log", "load_check")
 QUIET_LOGGERS = ("torch._inductor", "torch._export", "torch.export", "torch._dynamo")
 
 
@@ -229,8 +231,7 @@ class AotiRunner(Runner):
             return self._packages[shapes]
         if self.cache is not None:
             entry = self.cache.get_or_build("aoti", self._fields(args), "model.pt2", lambda p: self._build(args, p))
-            path, facts = entry.path, {k: entry.meta.get(k) for k in ("export_seconds", "compile_seconds", "package_mib",
-                                                                       "load_check", "proxy_fallbacks", "compile_log")}
+            path, facts = entry.path, {k: entry.meta.get(k) for k in BUILD_FACTS}
             facts.update(cache=entry.status, package_sha256=entry.sha256[:16])
         else:
             if self._scratch is None:

@@ -28,7 +28,7 @@ from harness.errors import BackendUnavailable, HarnessError, InvalidArgument
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.report.machine import clock_warnings, gpu_clocks
 from harness.timing import TimingConfig, measure, measure_host_round_trip
-from harness.tolerances import Tolerances
+from harness.gates.limits import Tolerances
 
 if TYPE_CHECKING:
     from harness.convert.engine import EngineArtifact

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 from harness.model.checkpoint import load_checkpoint, state_dict_digest
 from harness.model.mvsnet import MVSNet
 from harness.options import chain_fields
-from harness.tolerances import Tolerances
+from harness.gates.limits import Tolerances
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_WEIGHTS = PROJECT_ROOT / "fixtures" / "weights" / "mvsnet-default.ckpt"
@@ -541,11 +541,11 @@ def run_leg(chain: Chain, leg: Leg, tolerances: Tolerances) -> LegResult:
 
 def with_golden(chain: Chain, leg: Leg, tolerances: Tolerances, result: LegResult, directory: Path) -> LegResult:
     """``result`` with the golden check of an ONNX Runtime CPU leg added: one ``golden <output>``
-    diff per output against the stored outputs of the leg's graph variant (``harness/golden.py``);
+    diff per output against the stored outputs of the leg's graph variant (``harness/gates/golden.py``);
     other legs, or no usable baseline, add the reason to the artifact record instead."""
     from dataclasses import replace
 
-    from harness.golden import check_golden, golden_key
+    from harness.gates.golden import check_golden, golden_key
     from harness.model.mvsnet import OUTPUT_NAMES
 
     if leg.candidate not in ("ort-cpu", "ort-cpu-fp16"):

@@ -49,7 +49,7 @@ from harness.model.io import (
 )
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.options import add_cli_options, namespace_values
-from harness.tolerances import Tolerances
+from harness.gates.limits import Tolerances
 
 ONNX_BACKENDS = ("ort-cpu", "ort-cuda", "trt-fp32")
 ENGINE_BACKEND = "trt"

@@ -12,6 +12,7 @@ Commands:
   doctor        what this machine can run, and why not (--require trt,ort-cuda)
   check         gate your own ONNX graph / TensorRT engine / model code (--onnx, --engine, --model)
   mutate        inject conversion bugs into the small-case graphs; which check catches each
+  calibrate     measure every gate's benign noise over a corpus; derive the limits; held-out false alarms
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.report.plots import depth_difference_maps
     from harness.report.record import RunRecord
     from harness.report.write import write_run
-    from harness.tolerances import Tolerances
+    from harness.gates.limits import Tolerances
 
     cases, workarounds, exporters, variants, backends = (
         _listed(args, "run", name) for name in ("cases", "workarounds", "exporters", "variants", "backends"))
@@ -190,7 +191,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness.report.record import RunRecord
     from harness.report.write import write_run
     from harness.timing import PROFILES
-    from harness.tolerances import Tolerances
+    from harness.gates.limits import Tolerances
 
     cases = _listed(args, "bench", "cases")
     known = tuple(dict.fromkeys(CUDA_BACKENDS + CPU_BACKENDS))
@@ -419,11 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-minutes", type=float, default=0.0, help="stop and save after this much time (default: none)")
     tr.set_defaults(func=cmd_train)
 
-    from harness import check, doctor, sensitivity
+    from harness import calibrate, check, doctor, sensitivity
 
     doctor.add_parser(sub)
     check.add_parser(sub)
     sensitivity.add_parser(sub)
+    calibrate.add_parser(sub)
 
     scene = sub.add_parser("make-scene", help="render a synthetic DTU-format scene")
     scene.add_argument("folder", type=Path, help="new folder for images/, cams/, depths/, masks/ and pair.txt")

@@ -11,13 +11,18 @@ Metrics (all computed on CPU in float64 from the two outputs; depth in scene uni
   more than that), ``p99_intervals`` / ``max_intervals`` (the same errors in depth-hypothesis
   steps, which is how reduced-precision errors scale) and ``index_flips`` (pixels whose integer hypothesis index differs: the
   photometric confidence is gathered there, so a flip moves the confidence window);
+  ``max_intervals_confident`` / ``p99_intervals_confident``: the same over the pixels where the
+  reference is confident (its confidence-kind output >= ``CONFIDENT``). Where the probability
+  volume is flat or bimodal (textureless surfaces, occlusion edges) the depth is an average of
+  far-apart hypotheses, so rounding-level differences move it by whole steps: those pixels are
+  ambiguous for any conversion and dominate the all-pixel statistics, so the gates use these;
 * confidence kind only: ``agreement`` (fraction of pixels on the same side of the 0.8 threshold that
   MVSNet_pytorch's fusion uses) and ``max_sq_err_stable``: max squared error over pixels whose
   expected hypothesis index lies farther than ``INDEX_MARGIN`` from an integer in both outputs.
   The confidence is gathered at the truncated index, so where the index sits on an integer
   boundary a rounding-level difference moves the whole window; those pixels are counted by
   ``index_flips`` / ``near_boundary`` instead of dominating the maximum (the depth-kind output
-  of the same model gives the index).
+  of the same model gives the index); ``p99_abs_stable``: the 99th percentile over those pixels.
 
 A tolerance gates some of these metrics with upper bounds (``agreement`` with a lower bound).
 """
@@ -35,9 +40,12 @@ from harness.modelspec import ModelSpec
 
 CONFIDENCE_THRESHOLD = 0.8
 INDEX_MARGIN = 0.02  # hypotheses
+#: A pixel whose reference confidence (probability mass in the 4-hypothesis window) is at least
+#: this is "confident": its probability has one clear peak. Flat volumes give about 4/D.
+CONFIDENT = 0.5
 LOWER_BOUNDS = frozenset({"agreement"})  # gated metrics where bigger is better
 #: Metrics that are fractions of the pixels: shown as percentages.
-FRACTIONS = frozenset({"frac_over_1mm", "frac_over_2mm", "frac_over_4mm", "agreement", "near_boundary"})
+FRACTIONS = frozenset({"frac_over_1mm", "frac_over_2mm", "frac_over_4mm", "agreement", "near_boundary", "confident"})
 
 
 def format_metric(metric: str, value: float) -> str:
@@ -111,6 +119,13 @@ def leg_line(leg_id: str, diffs: Mapping[str, OutputDiff], passed: bool) -> str:
     return f"{leg_id:<72} {gates}   {'ok' if passed else 'FAIL'}"
 
 
+def _p99(values: torch.Tensor) -> float:
+    flat = values.flatten()
+    if flat.numel() == 0:
+        return 0.0
+    return float(torch.quantile(flat, 0.99)) if flat.numel() > 1 else float(flat.max())
+
+
 def _abs_stats(diff: torch.Tensor) -> dict[str, float]:
     flat = diff.abs().flatten()
     if flat.numel() == 0:
@@ -169,6 +184,10 @@ def compare(
                               fix="check the export shapes and the runner's output allocation")
     flips = unstable = None
     depth = next((name for name in ref if kinds.get(name) == "depth"), None)
+    confidence = next((name for name in ref if kinds.get(name) == "confidence"), None)
+    confident = None
+    if depth is not None and confidence is not None and ref[confidence].shape == ref[depth].shape:
+        confident = ref[confidence] >= CONFIDENT
     if depth_values is not None and depth is not None:
         depth_values = depth_values.detach().cpu()
         flips = depth_index(ref[depth], depth_values) != depth_index(cand[depth], depth_values)
@@ -193,10 +212,16 @@ def compare(
                 if step > 0:
                     metrics["p99_intervals"] = metrics["p99_abs"] / step
                     metrics["max_intervals"] = metrics["max_abs"] / step
+                    if confident is not None:
+                        sure = diff[confident].abs()
+                        metrics["confident"] = float(confident.double().mean())
+                        metrics["max_intervals_confident"] = float(sure.max()) / step if sure.numel() else 0.0
+                        metrics["p99_intervals_confident"] = _p99(sure) / step
         elif kind == "confidence":
             metrics["agreement"] = float(((r > CONFIDENCE_THRESHOLD) == (c > CONFIDENCE_THRESHOLD)).double().mean())
             stable = diff if unstable is None else diff[~unstable]
             metrics["max_sq_err_stable"] = float((stable**2).max()) if stable.numel() else 0.0
+            metrics["p99_abs_stable"] = _p99(stable.abs())
         results[name] = OutputDiff(name, metrics, dict(tolerance.get(name, {})))
     return results
 

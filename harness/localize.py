@@ -27,7 +27,7 @@ from harness.compare import OutputDiff, compare
 from harness.errors import BackendUnavailable, HarnessError
 from harness.model.mvsnet import probing
 from harness.report.markdown import attribution_table  # noqa: F401  (re-exported: localize's table)
-from harness.tolerances import Tolerances
+from harness.gates.limits import Tolerances
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from harness.data.cases import get_case
 from harness.errors import BackendUnavailable, HarnessError
 from harness.gpus import ROW_FIELD, check_worker_count, merge_by_gpu, parse_gpus, physical_gpu, pin_worker, spread
 from harness.options import PYTEST, add_pytest_options, option, parsed_values
-from harness.tolerances import Tolerances
+from harness.gates.limits import Tolerances
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROFILES: dict[str, dict[str, Any]] = {

@@ -29,13 +29,13 @@ import torch
 from harness.chain import Chain, ChainConfig, Leg
 from harness.compare import LOWER_BOUNDS, OutputDiff, compare
 from harness.convert.precision import audit_precision
-from harness.golden import check_golden, feed_digest, golden_key, write_golden
+from harness.gates.golden import check_golden, feed_digest, golden_key, write_golden
 from harness.localize import depth_step, stage_errors, torch_stages
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.model.precision import FP32_REGIONS
 from harness.mutate import CATALOGUE, Mutation, MutationError, mutations
 from harness.options import add_cli_options
-from harness.tolerances import Tolerances
+from harness.gates.limits import Tolerances
 
 CHECKS = ("outputs", "stages", "precision", "golden")
 PRECISIONS = ("fp32", "fp16")

@@ -28,6 +28,7 @@ DTU_INTRINSICS = (2892.33, 2883.18, 823.205, 619.071)
 DTU_SIZE = (1200, 1600)  # H, W
 DTU_DEPTH_MIN = 425.0
 DTU_DEPTH_INTERVAL = 2.5
+RIGS = ("ring", "line")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class SceneSpec:
     depth_interval: float = DTU_DEPTH_INTERVAL
     photometric_jitter: float = 0.0  # per-view gain/offset spread (0 = identical exposure)
     supersample: int = 2
+    rig: str = "ring"  # "ring": sources toed in on a ring around the reference; "line": parallel cameras on a line
+    textureless: float = 0.0  # chance that a plane is one flat colour (no texture to match)
+    texture_scale: float = 1.0  # multiplies the texture's cell sizes (larger: coarser blobs)
 
     def __post_init__(self) -> None:
         if self.num_views < 2:
@@ -52,6 +56,11 @@ class SceneSpec:
         check_image_size(self.height, self.width, "SceneSpec")
         if not 0 <= self.num_rectangles <= 16:
             raise InvalidArgument("SceneSpec.num_rectangles", "out of range", observed=self.num_rectangles, expected="0..16")
+        if self.rig not in RIGS:
+            raise InvalidArgument("SceneSpec.rig", "unknown rig", observed=self.rig, expected=" or ".join(RIGS))
+        if not 0.0 <= self.textureless <= 1.0 or self.texture_scale <= 0:
+            raise InvalidArgument("SceneSpec", "textureless must be a chance in [0, 1] and texture_scale > 0",
+                                  observed=(self.textureless, self.texture_scale), expected="e.g. 0.3 and 1.0")
 
 
 @dataclass
@@ -132,6 +141,18 @@ def _rig(spec: SceneSpec, gen: torch.Generator) -> torch.Tensor:
             elev = views[0][1] + spread * math.sin(angle)
         views.append((azim, elev))
     extrinsics = []
+    if spec.rig == "line":
+        # parallel cameras on a horizontal line through the reference (baseline from the spread)
+        a, e = math.radians(views[0][0]), math.radians(views[0][1])
+        direction = torch.tensor([math.sin(a) * math.cos(e), math.sin(e), -math.cos(a) * math.cos(e)], dtype=torch.float64)
+        ref_centre = target + spec.distance * direction
+        right = _unit(torch.linalg.cross(torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64), -direction))
+        step = spec.distance * math.tan(math.radians(spec.view_spread_deg[0]))
+        for i in range(spec.num_views):
+            offset = 0.0 if i == 0 else step * ((i + 1) // 2) * (1 if i % 2 else -1)
+            centre = ref_centre + offset * right
+            extrinsics.append(_look_at(centre, centre - spec.distance * direction, 0.0))
+        return torch.stack(extrinsics)
     for azim, elev in views:
         a, e = math.radians(azim), math.radians(elev)
         direction = torch.tensor([math.sin(a) * math.cos(e), math.sin(e), -math.cos(a) * math.cos(e)], dtype=torch.float64)
@@ -155,6 +176,7 @@ def _planes(spec: SceneSpec, gen: torch.Generator, k_ref: torch.Tensor, ext_ref:
     rot, centre = cam_to_world[:3, :3], cam_to_world[:3, 3]
     fx, cx, cy = float(k_ref[0, 0]), float(k_ref[0, 2]), float(k_ref[1, 2])
     planes = []
+    extra = torch.Generator().manual_seed(spec.seed + 7919)  # draws for the options below only
 
     def tilted(max_deg: float) -> torch.Tensor:
         theta, phi = math.radians(_uniform(gen, 0, max_deg)), _uniform(gen, 0, 2 * math.pi)
@@ -169,10 +191,14 @@ def _planes(spec: SceneSpec, gen: torch.Generator, k_ref: torch.Tensor, ext_ref:
         v = torch.linalg.cross(normal_cam, u)
         spin = _uniform(gen, 0, 2 * math.pi)
         u, v = math.cos(spin) * u + math.sin(spin) * v, -math.sin(spin) * u + math.cos(spin) * v
-        cells = (_uniform(gen, 3.0, 5.0), _uniform(gen, 8.0, 14.0), _uniform(gen, 24.0, 48.0))
+        cells = tuple(spec.texture_scale * c for c in
+                      (_uniform(gen, 3.0, 5.0), _uniform(gen, 8.0, 14.0), _uniform(gen, 24.0, 48.0)))
+        textures = _texture(gen, span, cells)
+        if spec.textureless > 0 and _uniform(extra, 0, 1) < spec.textureless:
+            textures = tuple(torch.full_like(t, 0.5) for t in textures)  # one flat colour: nothing to match
         return _Plane(
             origin=rot @ origin_cam + centre, normal=rot @ normal_cam, axis_u=rot @ u, axis_v=rot @ v,
-            half_extent=half, textures=_texture(gen, span, cells), texture_span=span,
+            half_extent=half, textures=textures, texture_span=span,
             base_colour=torch.rand(3, generator=gen, dtype=torch.float32),
         )
 

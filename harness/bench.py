@@ -25,10 +25,10 @@ from harness.chain import Chain
 from harness.compare import compare
 from harness.data.cases import get_case
 from harness.errors import BackendUnavailable, HarnessError, InvalidArgument
+from harness.gates.limits import Tolerances
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.report.machine import clock_warnings, gpu_clocks
 from harness.timing import TimingConfig, measure, measure_host_round_trip
-from harness.gates.limits import Tolerances
 
 if TYPE_CHECKING:
     from harness.convert.engine import EngineArtifact
@@ -181,7 +181,8 @@ def bench_one(chain: Chain, spec: BenchSpec, timing: TimingConfig, tolerances: T
             return _skipped(row, exc, log)  # the runner is closed below
         row["prepare_s"] = round(time.perf_counter() - started, 2)
         if reference is not None:
-            gates = tolerances.lookup(BASELINE, runner.name, spec.precision, OUTPUT_NAMES)
+            gates = tolerances.lookup(BASELINE, runner.name, spec.precision, OUTPUT_NAMES,
+                                      machine=chain.machine_class(spec.backend))
             diffs = compare(reference, outputs, gates, depth_values=feed["depth_values"])
             row["parity_passed"] = all(diffs.values())
             depth, conf = diffs["depth"].metrics, diffs["photometric_confidence"].metrics

@@ -152,8 +152,8 @@ def judge(samples: Sequence[dict[str, Any]], tolerances: Any) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     if args.derive:
-        from harness.gates.limits import DEFAULT_TOLERANCES, Tolerances
         from harness.fileio import atomic_write_text
+        from harness.gates.limits import DEFAULT_TOLERANCES, Tolerances
 
         text = derive_text()
         target = Path(args.tolerances) if args.tolerances else DEFAULT_TOLERANCES
@@ -198,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
         for line in alarms:
             print("  FALSE ALARM " + line)
         return 1 if alarms else 0
-    info = {"seeds": seeds, "named_cases": list(named), "machine": machine_info(), "git": git_state(),
+    info = {"seeds": seeds, "named_cases": list(named), "align_corners": chain.config.align_corners,
+            "machine": machine_info(), "git": git_state(),
             "legs": list(dict.fromkeys(s["leg"] for s in samples))}
     target = args.record or RECORDS / machine / f"calibration-{utc_stamp()}.json"
     if target.exists():

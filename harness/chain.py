@@ -28,10 +28,10 @@ from harness.errors import BackendUnavailable, InvalidArgument
 if TYPE_CHECKING:
     from harness.convert.engine import EngineArtifact
     from harness.report.replay import Replay
+from harness.gates.limits import Tolerances, machine_class
 from harness.model.checkpoint import load_checkpoint, state_dict_digest
 from harness.model.mvsnet import MVSNet
 from harness.options import chain_fields
-from harness.gates.limits import Tolerances
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_WEIGHTS = PROJECT_ROOT / "fixtures" / "weights" / "mvsnet-default.ckpt"
@@ -317,6 +317,15 @@ class Chain:
         return self._once(("ref", case, str(self.device)),
                           lambda: self.torch_runner("fp32").infer(self.reference_feed(case)))
 
+    def machine_class(self, candidate: str) -> str:
+        """The gates' machine class of a comparison with ``candidate``: ``cuda`` when the reference
+        (the chain's device) or the candidate's backend runs on a CUDA device, else ``cpu``."""
+        try:
+            device = registry.get(candidate).device
+        except BackendUnavailable:
+            device = "cuda" if candidate.startswith("trt-") else "cpu"
+        return machine_class(str(self.device), device)
+
     def release(self, leg: Leg) -> None:
         """Close and forget the candidate runner of ``leg`` (artifacts stay cached on disk)."""
         for key in [k for k, v in self._memo.items() if isinstance(v, Runner) and k[0] in ("ort", "trt")
@@ -519,7 +528,8 @@ def run_leg(chain: Chain, leg: Leg, tolerances: Tolerances) -> LegResult:
     runner = chain.candidate_runner(leg)
     candidate = runner.infer(chain.workaround_feed(leg.case, leg.workaround))
     reference = chain.reference_outputs(leg.case)
-    tolerance = tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES, case=leg.case)
+    tolerance = tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES, case=leg.case,
+                                  machine=chain.machine_class(leg.candidate))
     diffs = compare(reference, candidate, tolerance, depth_values=chain.feed(leg.case)["depth_values"])
     if leg.consumes == "model":
         return LegResult(leg, diffs, {"runner": runner.describe()}, candidate)

@@ -39,6 +39,7 @@ from harness.errors import (
     ParityError,
     UnsupportedOperator,
 )
+from harness.gates.limits import Tolerances
 from harness.model.inputs import check_image_size, check_num_depth
 from harness.model.io import (
     IoBinding,
@@ -49,7 +50,6 @@ from harness.model.io import (
 )
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.options import add_cli_options, namespace_values
-from harness.gates.limits import Tolerances
 
 ONNX_BACKENDS = ("ort-cpu", "ort-cuda", "trt-fp32")
 ENGINE_BACKEND = "trt"
@@ -216,23 +216,23 @@ def run_user_leg(chain: Chain, leg: UserLeg, tolerances: Tolerances, model: str 
     candidate = runner.infer(feed)
     reference = chain.user_reference_outputs(target.case, model)
     case = target.case.name
-    # the case's own gates where they were measured (per-case overrides may only tighten)
-    tolerance = tolerances.lookup(leg.reference, leg.backend, "fp32", OUTPUT_NAMES, case=case)
+    machine = chain.machine_class(leg.backend)  # the gates of this machine class (calibrated per class)
+    tolerance = tolerances.lookup(leg.reference, leg.backend, "fp32", OUTPUT_NAMES, case=case, machine=machine)
     depth_values = feed_all["depth_values"]
     diffs = compare(reference, candidate, tolerance, depth_values=depth_values)
     extra: dict[str, Any] = {}
     stage_failed = False
     if (model is None and target.kind == "onnx" and target.binding is not None and chain.config.align_corners
-            and tolerances.stages_measured(leg.backend, "fp32", case)):
+            and tolerances.stages_measured(leg.backend, "fp32", case, machine)):
         # stage errors count in the verdict where their noise was measured: ONNX Runtime CPU at the
         # small case, against the harness MVSNet in its default convention (align_corners=True)
-        rows, nodes = graph_stages(chain, target, feed, tolerances.stage_limits(leg.backend, "fp32", case))
+        rows, nodes = graph_stages(chain, target, feed, tolerances.stage_limits(leg.backend, "fp32", case, machine))
         stage_failed = any(not r.passed for r in rows)
         extra["stages"] = {r.stage: {"relative": r.relative, "limit": r.limit, "passed": r.passed} for r in rows}
     diagnosis: tuple[str, ...] = ()
     if stage_failed or not all(diffs.values()):
         diagnosis = tuple(diagnose(chain, leg, runner, feed, tolerance, model,
-                                   tolerances.stage_limits(leg.backend, "fp32", case)))
+                                   tolerances.stage_limits(leg.backend, "fp32", case, machine)))
     return UserResult(leg, diffs, diagnosis, time.perf_counter() - started, extra, stage_failed)
 
 

@@ -76,12 +76,12 @@ def _signals_interrupt() -> Iterator[None]:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.chain import ChainConfig, plan_legs, run_leg
     from harness.compare import LEG_HEADER, leg_line
+    from harness.gates.limits import Tolerances
     from harness.model.sanity import degenerate_reasons
     from harness.preflight import CLI_FLAGS, preflight
     from harness.report.plots import depth_difference_maps
     from harness.report.record import RunRecord
     from harness.report.write import write_run
-    from harness.gates.limits import Tolerances
 
     cases, workarounds, exporters, variants, backends = (
         _listed(args, "run", name) for name in ("cases", "workarounds", "exporters", "variants", "backends"))
@@ -186,12 +186,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import CPU_BACKENDS, CUDA_BACKENDS, default_backends, fastest, run_benchmarks
     from harness.chain import ChainConfig
     from harness.convert.workarounds import EXPORTABLE
+    from harness.gates.limits import Tolerances
     from harness.preflight import CLI_FLAGS, preflight
     from harness.report.plots import depth_difference_maps, latency_plot
     from harness.report.record import RunRecord
     from harness.report.write import write_run
     from harness.timing import PROFILES
-    from harness.gates.limits import Tolerances
 
     cases = _listed(args, "bench", "cases")
     known = tuple(dict.fromkeys(CUDA_BACKENDS + CPU_BACKENDS))

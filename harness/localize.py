@@ -25,9 +25,9 @@ from harness.backends.onnxruntime_runner import ort_backend
 from harness.chain import Chain, Leg
 from harness.compare import OutputDiff, compare
 from harness.errors import BackendUnavailable, HarnessError
+from harness.gates.limits import Tolerances
 from harness.model.mvsnet import probing
 from harness.report.markdown import attribution_table  # noqa: F401  (re-exported: localize's table)
-from harness.gates.limits import Tolerances
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def depth_step(depth_values: torch.Tensor) -> float:
 def leg_stage_errors(chain: Chain, leg: Leg, tolerances: Tolerances) -> list[StageError]:
     """Per-stage errors of one leg with its limits: the case's measured per-stage gates for the
     candidate when fixtures/tolerances.toml has them (depth in steps), else [stages]."""
-    limits = tolerances.stage_limits(leg.candidate, leg.precision, leg.case)
+    limits = tolerances.stage_limits(leg.candidate, leg.precision, leg.case, chain.machine_class(leg.candidate))
     step = depth_step(chain.feed(leg.case)["depth_values"]) if "depth" in limits else None
     return stage_errors(torch_stages(chain, leg.case), candidate_stages(chain, leg), limits, depth_step=step)
 
@@ -228,7 +228,8 @@ def attribution(chain: Chain, case: str, tolerances: Tolerances | None = None) -
                         "total_p99_abs_mm": total["p99_abs"], "total_frac_over_1mm": total["frac_over_1mm"]})
             if tolerances is not None:
                 family, precision = HOP_GATES[hop]
-                gate = tolerances.lookup("torch-fp32", family, precision, ("depth",))
+                gate = tolerances.lookup("torch-fp32", family, precision, ("depth",),
+                                         machine=chain.machine_class(HOP_GATES[hop][0]))
                 judged = compare({"depth": reference["depth"]}, {"depth": outputs["depth"]}, gate,
                                  depth_values=feed["depth_values"])["depth"]
                 row.update({"gate": f"{precision} {dict(judged.tolerance)}", "within_gate": bool(judged),

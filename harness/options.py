@@ -168,7 +168,7 @@ OPTIONS: tuple[Option, ...] = (
            shown="$HARNESS_CACHE_DIR or ~/.cache/mvsnet-trt-harness", chain="cache_dir"),
     Option("opset", "ONNX opset of the exported graphs", _EXPORT, default=17, type=int, chain="opset"),
     Option("align-corners", "the torch reference's sampling convention (the checkpoints were trained with true)",
-           CHAIN, default="true", choices=("true", "false"), chain="align_corners", to_chain=_is_true),
+           (*CHAIN, "calibrate"), default="true", choices=("true", "false"), chain="align_corners", to_chain=_is_true),
     Option("trt", "TensorRT module for the TensorRT legs; auto prefers tensorrt, then tensorrt_rtx", CHAIN,
            default="auto", choices=("auto", "tensorrt", "tensorrt_rtx"), chain="trt_flavour"),
     Option("trt-workspace", "TensorRT builder workspace limit in MiB", CHAIN, default=4096, type=int,

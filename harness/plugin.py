@@ -22,9 +22,9 @@ from harness.convert.onnx_export import EXPORTERS
 from harness.convert.workarounds import EXPORTERS_FOR, get_workaround
 from harness.data.cases import get_case
 from harness.errors import BackendUnavailable, HarnessError
+from harness.gates.limits import Tolerances
 from harness.gpus import ROW_FIELD, check_worker_count, merge_by_gpu, parse_gpus, physical_gpu, pin_worker, spread
 from harness.options import PYTEST, add_pytest_options, option, parsed_values
-from harness.gates.limits import Tolerances
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROFILES: dict[str, dict[str, Any]] = {
@@ -361,7 +361,7 @@ def parity(chain: Chain, tolerances: Tolerances, harness_options: HarnessOptions
             try:
                 rows = leg_stage_errors(chain, leg, tolerances)
                 table = localisation_table(rows, f"stage errors of {leg.id} (relative max |error|):")
-                if tolerances.stages_measured(leg.candidate, leg.precision, leg.case):  # measured gates count
+                if tolerances.stages_measured(leg.candidate, leg.precision, leg.case, chain.machine_class(leg.candidate)):  # measured gates count
                     result = replace(result, diffs={**result.diffs, **stage_diffs(rows)})
             except BackendUnavailable as exc:
                 table = f"no stage probes for {leg.id}: {exc.missing}"

@@ -47,9 +47,6 @@ NEAR_PLANE = DTU_DEPTH_MIN
 FAR_PLANE = DTU_DEPTH_MIN + DTU_DEPTH_INTERVAL * DTU_INTERVAL_SCALE * (DTU_NUM_DEPTH - 1)
 #: Misplaced hypotheses: beyond the far plane (same interval), or inside [0.25, 0.75] x near.
 FAR_START, NEAR_SPAN = 1.25, (0.25, 0.75)
-#: depth(s * rig) / s vs depth(rig), in hypothesis intervals: the warp grid is the same, so only
-#: float32 rounding differs (measured on CPU: at most 1.7e-3 intervals over 25 random rigs).
-SCALE_DEPTH_INTERVALS = 0.01
 
 
 def settings_for(harness_profile: str, explicit: str | None = None) -> settings:

@@ -30,12 +30,13 @@ from harness.chain import Chain, ChainConfig, Leg
 from harness.compare import LOWER_BOUNDS, OutputDiff, compare
 from harness.convert.precision import audit_precision
 from harness.gates.golden import check_golden, feed_digest, golden_key, write_golden
+from harness.gates.limits import Tolerances
+from harness.gates.rule import MARGIN
 from harness.localize import depth_step, stage_errors, torch_stages
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.model.precision import FP32_REGIONS
 from harness.mutate import CATALOGUE, Mutation, MutationError, mutations
 from harness.options import add_cli_options
-from harness.gates.limits import Tolerances
 
 CHECKS = ("outputs", "stages", "precision", "golden")
 PRECISIONS = ("fp32", "fp16")
@@ -75,10 +76,16 @@ class CheckResult:
     detail: str = ""
     yes_no: bool = False  # a finding, not a measured value (the precision audit)
 
+    @property
+    def inside_noise(self) -> bool:
+        """The bug's statistic is no larger than the worst benign value the limit was derived
+        from (limit = worst x MARGIN): no limit could catch it here without failing good graphs."""
+        return not self.yes_no and not self.caught and self.margin <= 1.0 / MARGIN
+
     def cell(self) -> str:
         if self.yes_no:
             return "FAIL" if self.caught else "ok"
-        return f"{self.margin:.3g}x" + ("!" if self.caught else "")
+        return f"{self.margin:.3g}x" + ("!" if self.caught else "~" if self.inside_noise else "")
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,11 @@ class Outcome:
 
     def margin(self, counting: Sequence[str] = CHECKS) -> float:
         return max((self.checks[c].margin for c in counting if c in self.checks), default=0.0)
+
+    def undetectable(self, counting: Sequence[str] = CHECKS) -> bool:
+        """Not caught, and inside the benign noise of every measured check that counts."""
+        measured = [self.checks[c] for c in counting if c in self.checks and not self.checks[c].yes_no]
+        return not self.caught(counting) and bool(measured) and all(r.inside_noise for r in measured)
 
     def correct(self, counting: Sequence[str] = CHECKS) -> bool:
         return not self.error and self.caught(counting) != self.mutation.benign
@@ -256,7 +268,9 @@ def catch_table(outcomes: Sequence[Outcome], counting: Sequence[str] = CHECKS) -
         benign = [o for o in rows if o.mutation.benign]
         caught = [o for o in bugs if o.caught(counting)]
         alarms = [o for o in benign if o.caught(counting)]
+        hidden = [o for o in bugs if o.undetectable(counting)]
         lines.append(f"{precision.upper()} graph: caught {len(caught)} of {len(bugs)} bugs, "
+                     f"{len(hidden)} undetectable (inside benign noise), "
                      f"{len(alarms)} false alarm(s) on {len(benign)} benign rewrites (counting: {', '.join(counting)})")
         lines.append(f"  {'mutation':<32} {'expect':<6} {'verdict':<12} {'caught by':<28} "
                      + " ".join(f"{c:>10}" for c in CHECKS))
@@ -265,14 +279,16 @@ def catch_table(outcomes: Sequence[Outcome], counting: Sequence[str] = CHECKS) -
                 verdict, by = "ERROR", o.error[:60]
             else:
                 hit = o.caught(counting)
-                verdict = ("FALSE ALARM" if hit else "pass") if o.mutation.benign else ("caught" if hit else "MISSED")
+                verdict = ("FALSE ALARM" if hit else "pass") if o.mutation.benign else \
+                    ("caught" if hit else "UNDETECTABLE" if o.undetectable(counting) else "MISSED")
                 by = ", ".join(o.caught_by(counting)) or "-"
             cells = " ".join(f"{o.checks[c].cell() if c in o.checks else '-':>10}" for c in CHECKS)
             lines.append(f"  {o.mutation.name:<32} {'pass' if o.mutation.benign else 'fail':<6} {verdict:<12} "
                          f"{by:<28} {cells}")
         lines.append("")
-    lines.append("cells: worst observed/limit of each check (! = failed: caught; inf: a limit of 0 exceeded), "
-                 "FAIL/ok for the precision audit")
+    lines.append("cells: worst observed/limit of each check (! = failed: caught; ~ = inside the benign noise the limit "
+                 f"was calibrated on, i.e. at most 1/{MARGIN:g} of the limit: that check cannot tell this bug from a good "
+                 "graph; inf: a limit of 0 exceeded), FAIL/ok for the precision audit")
     return "\n".join(lines)
 
 

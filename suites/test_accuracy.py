@@ -44,7 +44,8 @@ def test_backend_accuracy_matches_reference(chain, case, candidate, tolerances, 
         result = backend_accuracy(chain, leg, case.name)
     except BackendUnavailable as exc:
         pytest.skip(f"{exc.backend}: {exc.missing}")
-    gates = tolerances.lookup("torch-fp32", candidate, leg.precision, ("accuracy",))["accuracy"]
+    gates = tolerances.lookup("torch-fp32", candidate, leg.precision, ("accuracy",),
+                              machine=chain.machine_class(candidate))["accuracy"]
     record_property("harness_accuracy", json.dumps({"reference": reference, "candidate": result}))
     failed = accuracy_gates_hold(reference, result, gates)
     assert not failed, (f"{candidate} on {case.name}: thresholds moved (pp): {failed}; "

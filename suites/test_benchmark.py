@@ -58,7 +58,8 @@ def test_benchmark(benchmark, request, chain, case, backend, tolerances, harness
             outputs = runner.infer(feed)  # the first call compiles and loads: some backends find out here
         except BackendUnavailable as exc:
             pytest.skip(f"{exc.backend}: {exc.missing}")  # the runner is closed below
-        gates = tolerances.lookup(BASELINE, runner.name, spec.precision, OUTPUT_NAMES)
+        gates = tolerances.lookup(BASELINE, runner.name, spec.precision, OUTPUT_NAMES,
+                                  machine=chain.machine_class(spec.backend))
         diffs = compare(bench_reference(case.name), outputs, gates, depth_values=feed["depth_values"])
         samples: list[float] = []
 

@@ -26,7 +26,6 @@ from harness.model.mvsnet import OUTPUT_NAMES
 from harness.plugin import options
 from harness.properties import (
     BOUNDS,
-    SCALE_DEPTH_INTERVALS,
     TORCH_LEG,
     RigRunners,
     metamorphic_legs,
@@ -91,7 +90,8 @@ def _check(diffs, subject: str) -> None:
 def test_parity_holds_on_random_rigs(property_leg, rig_runners, tolerances, hypothesis_settings):
     leg = property_leg
     _available(rig_runners, leg)
-    gates = tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES)
+    gates = tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES,
+                              machine=rig_runners.chain.machine_class(leg.candidate))
 
     @hypothesis_settings
     @given(rig=rig_cases(rig_runners.bounds, exported=True))
@@ -108,7 +108,8 @@ def test_permuting_source_views_leaves_outputs_unchanged(metamorphic_leg, rig_ru
                                                          hypothesis_settings):
     leg = metamorphic_leg
     _available(rig_runners, leg)
-    gates = tolerances.lookup(leg.candidate, leg.candidate, "fp32", OUTPUT_NAMES)
+    gates = tolerances.lookup(leg.candidate, leg.candidate, "fp32", OUTPUT_NAMES,
+                              machine=rig_runners.chain.machine_class(leg.candidate))
 
     @hypothesis_settings
     @given(rig=rig_cases(rig_runners.bounds, min_views=3, exported=leg is not TORCH_LEG), data=st.data())
@@ -128,7 +129,9 @@ def test_scaling_the_world_scales_depth_and_keeps_confidence(metamorphic_leg, ri
                                                              hypothesis_settings):
     leg = metamorphic_leg
     _available(rig_runners, leg)
-    confidence_gates = tolerances.lookup(leg.candidate, leg.candidate, "fp32", OUTPUT_NAMES)["photometric_confidence"]
+    # the same runtime against itself, calibrated with the world-scaling relation among its samples
+    gates = tolerances.lookup(leg.candidate, leg.candidate, "fp32", OUTPUT_NAMES,
+                              machine=rig_runners.chain.machine_class(leg.candidate))
 
     @hypothesis_settings
     @given(rig=rig_cases(rig_runners.bounds, exported=leg is not TORCH_LEG), scale=st.floats(0.5, 2.0))
@@ -138,11 +141,8 @@ def test_scaling_the_world_scales_depth_and_keeps_confidence(metamorphic_leg, ri
         feed = rig_feed(rig, views)
         scaled = rig_runners.infer(leg, rig_feed(rig, scale_rig(views, scale)))
         unscaled = {"depth": scaled["depth"] / scale, "photometric_confidence": scaled["photometric_confidence"]}
-        interval = views.depth_interval * rig.interval_scale
-        gates = {"depth": {"max_abs": SCALE_DEPTH_INTERVALS * interval}, "photometric_confidence": confidence_gates}
         diffs = compare(rig_runners.infer(leg, feed), unscaled, gates, depth_values=feed["depth_values"])
-        _check(diffs, f"{_short_id(leg)}: world scaled by {scale!r} (depth / s compared, limit "
-                      f"{SCALE_DEPTH_INTERVALS} x interval {interval:.3g} mm); {rig.describe()}")
+        _check(diffs, f"{_short_id(leg)}: world scaled by {scale!r} (depth / s compared); {rig.describe()}")
 
     scale_equivariant()
 

@@ -19,7 +19,8 @@ def test_precomputed_inverse_call_matches_original_call(chain, case, tolerances)
     feed = chain.feed(case.name)
     original = chain.reference_outputs(case.name)
     four_input = chain.torch_runner("fp32", with_inverse=True).infer(feed)
-    gates = tolerances.lookup("torch-fp32", "torch-fp32", "fp32", ("depth", "photometric_confidence"))
+    gates = tolerances.lookup("torch-fp32", "torch-fp32", "fp32", ("depth", "photometric_confidence"),
+                              machine=chain.machine_class("torch-fp32"))
     diffs = compare(original, four_input, gates, depth_values=feed["depth_values"])
     assert all(diffs.values()), "\n".join(d.row() for d in diffs.values())
 

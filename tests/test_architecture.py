@@ -18,7 +18,7 @@ LOW_LAYERS = ("harness.errors", "harness.model", "harness.data", "harness.compar
 NEUTRAL = ("harness.modelspec", "harness.options", "harness.errors", "harness.fileio", "harness.backends.base",
            "harness.backends.onnxruntime_runner", "harness.backends.tensorrt_runner", "harness.backends.trt_api",
            "harness.backends.renamed", "harness.compare", "harness.timing", "harness.convert.cache",
-           "harness.tolerances", "harness.report")
+           "harness.gates.limits", "harness.report")
 #: What is MVSNet's: the model package, the data package and the export workarounds.
 MVSNET = ("harness.model", "harness.data", "harness.convert.workarounds")
 #: The one way a neutral layer reaches MVSNet: the default spec, imported when no spec is injected.
@@ -161,11 +161,12 @@ def test_only_the_backends_construct_runners():
 
 def test_every_declared_backend_has_a_tolerance_table():
     from harness.backends import registry
-    from harness.tolerances import Tolerances
+    from harness.gates.limits import Tolerances, machine_class
 
     tolerances = Tolerances.load()
-    for name, spec in registry.specs().items():
-        tolerances.lookup("torch-fp32", name, spec.precision, ("depth", "photometric_confidence"))
+    for name, spec in registry.specs().items():  # in the machine class the backend runs in
+        tolerances.lookup("torch-fp32", name, spec.precision, ("depth", "photometric_confidence"),
+                          machine=machine_class(spec.device))
 
 
 def code_strings(path: Path) -> list[tuple[int, str]]:
@@ -197,8 +198,9 @@ def test_every_candidate_has_an_accuracy_gate():
     """suites/test_accuracy.py gates every candidate's thres2mm / thres4mm against torch's: a new
     candidate without its accuracy table would fail there with a ConfigError, not a verdict."""
     from harness.backends import registry
-    from harness.tolerances import Tolerances
+    from harness.gates.limits import Tolerances, machine_class
 
     tolerances = Tolerances.load()
     for name in registry.names(candidates_only=True):
-        tolerances.lookup("torch-fp32", name, registry.get(name).precision, ("accuracy",))
+        spec = registry.get(name)
+        tolerances.lookup("torch-fp32", name, spec.precision, ("accuracy",), machine=machine_class(spec.device))

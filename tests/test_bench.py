@@ -26,11 +26,11 @@ from harness.bench import (
 )
 from harness.chain import Chain, ChainConfig
 from harness.errors import BackendUnavailable, InvalidArgument
+from harness.gates.limits import Tolerances
 from harness.plugin import _add_speedups
 from harness.report import machine
 from harness.report.machine import clock_warnings, gpu_clocks
 from harness.timing import TimingConfig
-from harness.tolerances import Tolerances
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
 TINY = TimingConfig(warmup_ms=0.0, warmup_rounds=1, min_rounds=3, min_seconds=0.0)

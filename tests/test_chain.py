@@ -8,7 +8,7 @@ import torch
 from harness import chain as chain_module
 from harness.chain import BUNDLED_WEIGHTS, Chain, ChainConfig, Leg, LegResult, plan_legs, resolve_device, run_leg
 from harness.errors import BackendUnavailable, InvalidArgument
-from harness.tolerances import Tolerances
+from harness.gates.limits import Tolerances
 
 needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
 

@@ -1,4 +1,4 @@
-"""Tests of harness/golden.py: stored outputs round-trip without pickles, a change beyond the
+"""Tests of harness/gates/golden.py: stored outputs round-trip without pickles, a change beyond the
 tolerance fails, and a baseline taken on other inputs, another runtime or not at all is skipped
 with the reason (a re-baseline, not a bug)."""
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.errors import DataFormatError, MissingFile
-from harness.golden import check_golden, feed_digest, load_golden, write_golden
+from harness.gates.golden import check_golden, feed_digest, load_golden, write_golden
 
 FEED = {"x": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
 OUTPUTS = {"depth": torch.linspace(400, 900, 12).reshape(1, 3, 4), "photometric_confidence": torch.rand(1, 3, 4)}
@@ -59,7 +59,7 @@ def test_a_parity_leg_gets_golden_rows_that_fail_when_its_outputs_move(tmp_path)
     from dataclasses import replace
 
     from harness.chain import Chain, Leg, run_leg, with_golden
-    from harness.tolerances import Tolerances
+    from harness.gates.limits import Tolerances
 
     chain, tolerances = Chain(), Tolerances.load()
     leg = Leg("ort-cpu", "raw", "precomputed", "torchscript", "small")
@@ -81,7 +81,7 @@ def test_a_failing_leg_with_golden_rows_still_saves_its_replay(tmp_path):
     from dataclasses import replace
 
     from harness.chain import Chain, Leg, replay_leg, run_leg, with_golden
-    from harness.tolerances import Tolerances
+    from harness.gates.limits import Tolerances
 
     chain, tolerances = Chain(), Tolerances.load()
     leg = Leg("ort-cpu", "raw", "precomputed", "torchscript", "small")

@@ -17,6 +17,7 @@ import torch
 from harness import localize
 from harness.chain import BUNDLED_WEIGHTS, Chain, ChainConfig, Leg
 from harness.errors import BackendUnavailable, HarnessError
+from harness.gates.limits import DEFAULT_TOLERANCES, Tolerances
 from harness.localize import (
     HOPS,
     StageError,
@@ -30,7 +31,6 @@ from harness.localize import (
     torch_stages,
 )
 from harness.model.checkpoint import load_checkpoint, save_checkpoint
-from harness.tolerances import DEFAULT_TOLERANCES, Tolerances
 
 pytest_plugins = ["pytester"]
 

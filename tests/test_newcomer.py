@@ -15,10 +15,10 @@ from harness import chain as chain_module
 from harness.chain import BUNDLED_WEIGHTS, ChainConfig
 from harness.cli import main
 from harness.errors import PreflightError
+from harness.gates.limits import Tolerances
 from harness.model.checkpoint import load_checkpoint, save_checkpoint
 from harness.preflight import CLI_FLAGS, PYTEST_FLAGS, preflight
 from harness.report.record import load_record
-from harness.tolerances import Tolerances
 
 pytest_plugins = ["pytester"]
 

@@ -63,7 +63,7 @@ def test_the_toy_path_loads_nothing_of_mvsnet(fresh_process_run):
     assert result["mvsnet_before"] == [] and result["mvsnet_after"] == []
     # and it really went through the neutral layers
     assert {"harness.backends.base", "harness.backends.onnxruntime_runner", "harness.compare", "harness.timing",
-            "harness.convert.cache", "harness.tolerances", "harness.report.write",
+            "harness.convert.cache", "harness.gates.limits", "harness.report.write",
             "harness.report.markdown"} <= set(result["harness"])
     assert "harness.backends.registry" not in result["harness"]  # it imports every backend, torch's too
 

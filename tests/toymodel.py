@@ -27,11 +27,11 @@ from harness.backends.onnxruntime_runner import OrtRunner
 from harness.compare import compare
 from harness.convert.cache import ArtifactCache
 from harness.errors import InvalidInput, ShapeError
+from harness.gates.limits import Tolerances
 from harness.modelspec import ModelSpec, OutputSpec
 from harness.report.record import RunRecord
 from harness.report.write import write_run
 from harness.timing import TimingConfig, measure
-from harness.tolerances import Tolerances
 
 #: What is MVSNet's, by module prefix (the seam's import check).
 MVSNET_MODULES = ("harness.model", "harness.data", "harness.convert.workarounds")

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -48,7 +48,7 @@ from harness.errors import BackendUnavailable, InvalidArgument
 from harness.gates.limits import family, machine_class
 from harness.localize import depth_step, stage_base, stage_errors
 from harness.model.inputs import DEPTH_MULTIPLE, SIZE_MULTIPLE
-from harness.model.mvsnet import OUTPUT_NAMES, probing
+from harness.model.mvsnet import probing
 from harness.properties import BOUNDS, RigRunners, permute_sources, scale_rig
 
 SCHEMA = 1
@@ -61,7 +61,7 @@ RECORDED = ("max_intervals_confident", "p99_intervals_confident", "max_intervals
 #: Workarounds and exporter of the dynamic-shape legs every input runs (the static small case
 #: covers every workaround and exporter).
 RIG_WORKAROUNDS = ("precomputed", "closed_form")
-RIG_EXPORTER = "torchscript"
+RIG_EXPORTER: Literal["torchscript"] = "torchscript"
 #: Stage probes keep every intermediate volume of both runtimes in memory (about 8 GB at the seed
 #: shape): inputs larger than this many pixels x hypotheses are measured without them.
 STAGE_BUDGET = 256 * 320 * 96
@@ -174,6 +174,7 @@ class Calibrator:
     static_cases: Sequence[str] = ("small",)
     with_stages: bool = True
     with_golden: bool = True
+    model_backends: tuple[str, ...] = ()
     _runners: RigRunners | None = None
     _probe_graphs: dict[tuple, Any] = field(default_factory=dict)
 
@@ -182,6 +183,10 @@ class Calibrator:
         if not self.candidates:
             self.candidates = tuple(n for n in registry.names(candidates_only=True) if registry.available(n) is None)
         self._runners = RigRunners(self.chain, BOUNDS["full"])
+        self.model_backends = tuple(
+            name for name, spec in registry.specs().items()
+            if spec.consumes == "model" and name != "torch-fp32" and registry.available(name) is None
+            and (name in self.candidates or not spec.candidate))
         self.samples_path = self.work / "samples.jsonl"
 
     # -- bookkeeping -----------------------------------------------------------------------------
@@ -265,7 +270,11 @@ class Calibrator:
                 per_variant[("precomputed", "simplified")], per_variant[("precomputed", "raw")], accuracy=False)
             if spec.precision == "fp32":
                 leg = Leg(candidate, "simplified", "precomputed", RIG_EXPORTER, "rigs")
-                rows += self._relations(item, views, feed, lambda f, _leg=leg: runners.infer(_leg, f),
+
+                def infer(f: dict[str, torch.Tensor], _leg: Leg = leg) -> dict[str, torch.Tensor]:
+                    return runners.infer(_leg, f)
+
+                rows += self._relations(item, views, feed, infer,
                                         per_variant[("precomputed", "simplified")], f"{family(candidate)}-vs-{family(candidate)}",
                                         machine, candidate)
         # torch against itself: the precomputed inverse, permuted sources, the world scaled
@@ -274,12 +283,15 @@ class Calibrator:
         rows += self._relations(item, views, feed, lambda f: torch_runner.infer(
             {k: v for k, v in f.items() if k != "inverse_proj_matrices"}), reference, "torch-vs-torch", self.machine,
             "torch-fp32")
-        # backends that consume the model run at the named cases only (a compile per shape)
-        for candidate in self.candidates:
-            spec = registry.get(candidate)
-            if spec.consumes == "model" and item.case:
-                out = self.chain.model_runner(candidate).infer(self.chain.reference_feed(item.case))
-                add(f"torch-vs-{family(candidate)}", spec.precision, self._class(candidate), candidate, out)
+        # candidates that consume the model compile an artifact per shape: at the named cases only;
+        # torch's own reduced-precision modes (the benchmark's, not candidates) run eagerly on every input
+        for name in self.model_backends:
+            spec = registry.get(name)
+            if spec.candidate and not item.case:
+                continue
+            call = self.chain.reference_feed(item.case) if item.case else reference_feed
+            out = self.chain.model_runner(name).infer(call)
+            add(f"torch-vs-{family(name)}", spec.precision, self._class(name), name, out)
         if item.case in self.static_cases:
             rows += self._static_legs(item, add)
         if self.with_golden and "ort-cpu" in self.candidates:
@@ -326,8 +338,9 @@ class Calibrator:
             if not probes:
                 self._probe_graphs[key] = self._runners.onnx(views, "precomputed", RIG_EXPORTER, "simplified", precision).path
             else:
-                config = ExportConfig(exporter=RIG_EXPORTER, opset=self.chain.config.opset, workaround="precomputed",
-                                      precision=precision, dynamic=True, probes=True)  # type: ignore[arg-type]
+                config = ExportConfig(exporter=RIG_EXPORTER, opset=self.chain.config.opset,  # type: ignore[arg-type]
+                                      workaround="precomputed", precision=precision,  # type: ignore[arg-type]
+                                      dynamic=True, probes=True)
                 raw = OnnxFromTorch(self.chain.model, self.chain.weights_digest, self._runners.export_feed(views), config,
                                     get_workaround("precomputed"), self.chain.cache)()
                 self._probe_graphs[key] = SimplifiedOnnxFromOnnx(raw, self.chain.cache)().path

@@ -5,7 +5,6 @@ statistic on the small case (how far apart noise and bugs are)."""
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any

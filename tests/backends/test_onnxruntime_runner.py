@@ -17,9 +17,9 @@ from harness.convert.onnx_export import ExportConfig, OnnxFromTorch
 from harness.convert.workarounds import INPUTS_WITH_INVERSE, get_workaround
 from harness.data.cases import case_feed, case_views, get_case
 from harness.errors import BackendUnavailable, InvalidInput
+from harness.gates.limits import Tolerances
 from harness.model.checkpoint import load_checkpoint, state_dict_digest
 from harness.model.mvsnet import OUTPUT_NAMES
-from harness.tolerances import Tolerances
 
 SMALL = get_case("small")
 WORKAROUND = get_workaround("precomputed")

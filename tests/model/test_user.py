@@ -11,9 +11,9 @@ from harness.chain import BUNDLED_WEIGHTS, Chain, ChainConfig
 from harness.compare import compare
 from harness.data.cases import get_case
 from harness.errors import CheckpointError, InvalidArgument
+from harness.gates.limits import Tolerances
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.model.user import import_factory, load_user_model
-from harness.tolerances import Tolerances
 
 MODULE = textwrap.dedent('''
     """A user's MVSNet code: MVSNet_pytorch's call, and the article's patch (inverse fed, tuple out)."""

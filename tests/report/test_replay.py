@@ -24,9 +24,9 @@ from onnx import TensorProto, helper
 from harness.chain import Chain, ChainConfig, Leg, LegResult, replay_leg, run_leg
 from harness.compare import OutputDiff, compare
 from harness.errors import HarnessError, InvalidArgument, OutputExists
+from harness.gates.limits import Tolerances
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.report.replay import Check, depth_step_of, save_replay, translate_gates
-from harness.tolerances import Tolerances
 
 polygraphy = pytest.importorskip("polygraphy", reason="polygraphy not installed (pip install '.[polygraphy]')")
 from polygraphy.comparator import RunResults  # noqa: E402

@@ -23,6 +23,7 @@ from harness.convert.graph import (
     consumers,
     copy_model,
     downstream,
+    producers,
     rename_tensors,
     set_attribute,
     set_constant_value,
@@ -102,16 +103,56 @@ def _convs(model: onnx.ModelProto, rank: int) -> list[int]:
     return _need(found, f"Conv with a rank-{rank} weight")
 
 
-def _grid_matmuls(model: onnx.ModelProto) -> list[int]:
-    """MatMuls fed by another MatMul (rotation x pixel grid), as opposed to the projection ones."""
-    matmuls = _of(model, "MatMul")
-    return _need([i for i in matmuls if upstream(model, model.graph.node[i].input) & set(matmuls)], "grid MatMul")
+def _geometry(model: onnx.ModelProto) -> tuple[set[int], set[int], set[int]]:
+    """(nodes computing the grids, nodes reading the projections' data, nodes reading the depth
+    hypotheses' data). The projections are ``proj_matrices`` and, when fed, ``inverse_proj_matrices``."""
+    inputs = {i.name for i in model.graph.input} & {"proj_matrices", "inverse_proj_matrices"}
+    grids = upstream(model, [model.graph.node[i].input[1] for i in _need(_of(model, "GridSample"), "GridSample")])
+    return grids, downstream(model, inputs), downstream(model, ["depth_values"])
 
 
-def _projection_matmuls(model: onnx.ModelProto) -> list[int]:
-    matmuls = _of(model, "MatMul")
-    return _need([i for i in matmuls if not upstream(model, model.graph.node[i].input) & set(matmuls)],
-                 "projection MatMul")
+def _from(model: onnx.ModelProto, tensor: str, nodes: set[int], inputs: set[str]) -> bool:
+    """Whether ``tensor`` is a graph input of ``inputs`` or an output of one of ``nodes``."""
+    return tensor in inputs or producers(model).get(tensor) in nodes
+
+
+def _grid_products(model: onnx.ModelProto) -> list[int]:
+    """The multiply-adds of the rotation times the pixel grid (``rot @ [x, y, 1]``, MatMuls in
+    MVSNet_pytorch, elementwise in harness/model/geometry.py): every node of the grids that reads
+    the projections' data and pixel coordinates (a Mul of a rotation coefficient and x or y), and
+    the Adds summing them, up to the product with the depth hypotheses (excluded)."""
+    grids, projected, by_depth = _geometry(model)
+    inputs = {"proj_matrices", "inverse_proj_matrices"}
+    muls = [i for i in _of(model, "Mul", "MatMul") if i in grids and i not in by_depth
+            and sum(_from(model, t, projected, inputs) for t in model.graph.node[i].input) == 1]
+    after = downstream(model, [t for m in muls for t in model.graph.node[m].output])
+    adds = [i for i in _of(model, "Add") if i in after and i in grids and i not in by_depth]
+    return _need(sorted({*muls, *adds}), "grid product (rotation x pixel grid)")
+
+
+def _grid_product_inputs(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(tensor, output name of the node reading it) for every factor and term entering the grid
+    product: the rotation coefficients, the pixel coordinates and the third column (what a MatMul
+    ``rot @ [x, y, 1]`` reads)."""
+    nodes = _grid_products(model)
+    made = {t for i in nodes for t in model.graph.node[i].output}
+    return [(t, model.graph.node[i].output[0]) for i in nodes for t in dict.fromkeys(model.graph.node[i].input)
+            if t and t not in made]
+
+
+def _projection_products(model: onnx.ModelProto) -> list[int]:
+    """The multiply-adds of ``src_proj @ inv_ref_proj``: the Muls of two projections' values with
+    no such Mul after them (those of a closed-form inverse come before), and the Adds summing them."""
+    grids, projected, by_depth = _geometry(model)
+    inputs = {"proj_matrices", "inverse_proj_matrices"}
+    both = [i for i in _of(model, "Mul", "MatMul") if i in grids and i not in by_depth
+            and all(_from(model, t, projected, inputs) for t in model.graph.node[i].input)]
+    last = [i for i in both if not downstream(model, model.graph.node[i].output) & set(both)]
+    grid = set(_grid_products(model))
+    after = downstream(model, [t for m in last for t in model.graph.node[m].output])
+    adds = [i for i in _of(model, "Add") if i in after and i in grids and i not in by_depth and i not in grid
+            and not upstream(model, model.graph.node[i].input) & grid]
+    return _need(sorted({*last, *adds}), "projection product (src_proj @ inv_ref_proj)")
 
 
 def _variance_nodes(model: onnx.ModelProto) -> list[int]:
@@ -169,10 +210,12 @@ def _add_constant(model: onnx.ModelProto, readers: list[int], tensor: str, value
     reroute(model, tensor, make, readers)
 
 
-def _matmul_inputs(model: onnx.ModelProto, nodes: list[int], edit: Callable[..., None]) -> None:
-    for i in sorted(nodes, reverse=True):  # later nodes first: insertions do not shift earlier ones
-        for tensor in list(dict.fromkeys(model.graph.node[i].input)):
-            edit(model, tensor, readers=[i])
+def _edit_inputs(model: onnx.ModelProto, pairs: list[tuple[str, str]], edit: Callable[..., None]) -> None:
+    """``edit(model, tensor, readers=[reader])`` for each (tensor, reader's output name); the
+    reader is looked up by name each time, as every edit inserts nodes before it."""
+    for tensor, reader in pairs:
+        index = next(i for i, n in enumerate(model.graph.node) if reader in n.output)
+        edit(model, tensor, readers=[index])
 
 
 # -- the catalogue: bugs ----------------------------------------------------------------------------
@@ -286,31 +329,40 @@ def _weights_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+# The geometry's two matrix products are MatMuls in MVSNet_pytorch and elementwise multiply-adds
+# in the harness's export (TF32-safe, harness/model/geometry.py); the four mutations below keep
+# their names (the bug they stand for is the original's MatMul in FP16 or TF32) and edit whichever
+# form the graph has.
+
 @mutation("projection-matmul-fp16")
 def _projection_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The 4x4 projection MatMuls (src_proj @ inv_ref_proj) computed in FP16."""
-    compute_in(model, _projection_matmuls(model))
+    """The 4x4 projection product (src_proj @ inv_ref_proj, a MatMul in MVSNet_pytorch) computed
+    in FP16."""
+    compute_in(model, _projection_products(model))
     return model
 
 
 @mutation("grid-matmul-fp16")
 def _grid_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The sampling-grid MatMuls (rotation @ pixel grid) computed on FP16 tensors (autocast)."""
-    compute_in(model, _grid_matmuls(model))
+    """The sampling-grid product (rotation @ pixel grid, a MatMul in MVSNet_pytorch) computed on
+    FP16 tensors (autocast)."""
+    compute_in(model, _grid_products(model))
     return model
 
 
 @mutation("grid-matmul-inputs-via-fp16")
 def _grid_inputs_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The grid MatMuls' inputs rounded through FP16 (Cast round trips) with an FP32 MatMul."""
-    _matmul_inputs(model, _grid_matmuls(model), round_through)
+    """The grid product's inputs (rotation, pixel coordinates) rounded through FP16 (Cast round
+    trips), the product itself FP32."""
+    _edit_inputs(model, _grid_product_inputs(model), round_through)
     return model
 
 
 @mutation("grid-matmul-tf32")
 def _grid_tf32(model: onnx.ModelProto) -> onnx.ModelProto:
-    """TF32 rounding of the grid MatMuls' inputs (TF32 left on for the projection)."""
-    _matmul_inputs(model, _grid_matmuls(model), tf32_round)
+    """TF32 rounding of the grid product's inputs: MVSNet_pytorch's rot @ xyz MatMul run by ONNX
+    Runtime CUDA or trtexec with their TF32 default (the projection left FP32)."""
+    _edit_inputs(model, _grid_product_inputs(model), tf32_round)
     return model
 
 

@@ -68,3 +68,17 @@ def test_a_user_graph_with_other_tensor_names_is_mutated_through_the_mapping(gra
     assert "depth_map" in {o.name for o in mutated.graph.output} and "depth_map" in tensor_types(mutated)
     swapped = CATALOGUE["source-views-swapped"](theirs, names)
     assert swapped.SerializeToString() != theirs.SerializeToString()
+
+
+def test_the_grid_tf32_mutation_rounds_every_factor_of_the_elementwise_grid_product(graphs):
+    # harness/model/geometry.py computes rot @ [x, y, 1] as r0*x + r1*y + r2 (TF32-safe): per source
+    # view five factors (r0, x, r1, y, r2) get a TF32 rounding (Constant, Mul, Sub, Sub) in front
+    source = graphs["simplified", "fp32"]
+    mutated = CATALOGUE["grid-matmul-tf32"](source)
+    added = len(mutated.graph.node) - len(source.graph.node)
+    assert added == 2 * 5 * 4
+    roundings = [n.input[0] for n in mutated.graph.node if n.op_type == "Mul" and any("veltkamp" in t for t in n.input)]
+    assert len(roundings) == 10 and len(set(roundings)) == 8  # the x and y coordinates are shared by the views
+    projection = CATALOGUE["projection-matmul-fp16"](source)
+    assert sum(n.op_type == "Cast" for n in projection.graph.node) - sum(n.op_type == "Cast" for n in source.graph.node) \
+        == 4 + 2 * 4 + 2  # cast down: 4 rows of the inverse (shared) and 4 columns per view; up: 1 sum per view

@@ -14,6 +14,12 @@ graph's. Rules, per region:
 ``whole_graph=True`` (an FP32 graph) makes the whole graph one region. The engine side reads the
 TensorRT engine inspector's layer JSON: a layer named after a protected node whose inputs or
 outputs are FP16 fails.
+
+TF32 (``tf32_exposed_nodes``, ``audit_engine_tf32``): ONNX Runtime's CUDA provider and trtexec
+run FP32 MatMul/Gemm/Einsum in TF32 by default (inputs rounded to 10 mantissa bits). Where such a
+node computes a GridSample's sampling grid, the rounding moves the samples by a fraction of a
+pixel; the graph-level function names those nodes (a warning: whether they run in TF32 is the
+runtime's setting), the engine side names the layers the inspector shows running a TF32 kernel.
 """
 
 from __future__ import annotations
@@ -40,6 +46,14 @@ from harness.convert.graph import (
 )
 from harness.errors import ConfigError, HarnessError
 
+#: ops a GPU runtime runs in TF32 when TF32 is allowed (FusedMatMul: ONNX Runtime's contrib fusion)
+TF32_OPS = frozenset({"MatMul", "Gemm", "Einsum", "FusedMatMul"})
+#: the two ways out of a TF32-rounded sampling grid, in every message that reports one
+TF32_FIX = ("build and run without TF32 (trtexec --noTF32; ONNX Runtime CUDA provider option use_tf32=0) or "
+            "export the geometry TF32-safe: compute the projection and the grid with elementwise multiply-adds "
+            "instead of matmul, as harness/model/geometry.py does")
+#: ops whose input k is a sampling grid (GridSample: input 1)
+GRID_INPUTS = {"GridSample": 1}
 #: ops that move or re-type values without computing: a region's start is walked back through them
 TRANSPARENT = frozenset({"Cast", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten", "Transpose"})
 MIN_WEIGHT_SIZE = 64
@@ -77,10 +91,11 @@ class PrecisionAudit:
         if self.findings:
             listed = "; ".join(f.row() for f in self.findings[:6])
             more = f" (+{len(self.findings) - 6} more)" if len(self.findings) > 6 else ""
-            raise PrecisionError(subject, "FP32-only operations run in or are rounded through FP16", observed=listed + more,
+            raise PrecisionError(subject, "FP32-only operations run in or are rounded through FP16 (or TF32)",
+                                 observed=listed + more,
                                  expected=f"FP32 in every region of the policy ({', '.join(self.region_nodes)})",
                                  fix="keep those nodes FP32 (explicit Casts around them, or exclude them from "
-                                 "AutoCast); see TENSORRT_NOTES.md on FP16 pitfalls")
+                                 "AutoCast; see TENSORRT_NOTES.md on FP16 pitfalls); for a grid in TF32, " + TF32_FIX)
 
 
 def _parse(selector: str) -> tuple[bool, tuple[str, ...], str, int]:
@@ -193,6 +208,52 @@ def protected_node_names(model: onnx.ModelProto, regions: Sequence[Mapping[str, 
             if (graph_node := model.graph.node[i]).name}
 
 
+def tf32_exposed_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names (``node_label``) of the FP32 MatMul/Gemm/Einsum/FusedMatMul nodes from which a
+    GridSample's grid input is computed, in graph order: the nodes TF32 would round on ONNX Runtime
+    CUDA (``use_tf32`` defaults to 1) or in a TensorRT engine built with TF32 (trtexec's default).
+    An empty list: the grid is computed by operators TF32 does not touch. Nodes reading FP16
+    tensors are left out (TF32 concerns FP32 math; the precision audit covers FP16)."""
+    graph = model.graph
+    grids = [n.input[k] for n in graph.node if (k := GRID_INPUTS.get(n.op_type)) is not None and len(n.input) > k]
+    if not grids:
+        return []
+    ancestry = upstream(model, grids)
+    candidates = sorted(i for i in ancestry if graph.node[i].op_type in TF32_OPS)
+    if not candidates:
+        return []
+    types = tensor_types(model)
+    return [node_label(graph.node[i], i) for i in candidates
+            if not any(types.get(t) in LOW_PRECISION for t in graph.node[i].input if t)]
+
+
+def _mentions(layer: Mapping[str, Any], names: Iterable[str]) -> str | None:
+    """The first of ``names`` that the layer's name or metadata (TensorRT puts the ONNX node names
+    there, ``[ONNX Layer: ...]``) mentions."""
+    text = f"{layer.get('Name', '')} {layer.get('Metadata', '')}"
+    return next((n for n in names if n and n in text), None)
+
+
+def audit_engine_tf32(layers: Sequence[Mapping[str, Any]], exposed: Iterable[str]) -> PrecisionAudit:
+    """Findings from the engine inspector's ``Layers`` (JSON, ProfilingVerbosity DETAILED): a layer
+    built from a TF32-exposed ONNX node (``tf32_exposed_nodes``) whose kernel (``TacticName``) is a
+    TF32 one (``tf32`` in its name, as cuBLAS/CASK GEMM kernels are named). Myelin-fused layers
+    (``ForeignNode``) do not name their math mode in the inspector: they are not reported."""
+    names = sorted(set(exposed), key=len, reverse=True)  # the longest name first: /MatMul_1 before /MatMul
+    findings = []
+    for layer in layers:
+        node = _mentions(layer, names)
+        if node is None:
+            continue
+        kernel = str(layer.get("TacticName", "")) + " " + str(layer.get("LayerType", ""))
+        if "tf32" in kernel.lower():
+            findings.append(PrecisionFinding("sampling grid (TF32)", str(layer.get("Name", node)),
+                                             str(layer.get("LayerType", "?")),
+                                             f"runs a TF32 kernel ({layer.get('TacticName', '?')}) on the "
+                                             f"sampling grid (ONNX node {node})"))
+    return PrecisionAudit(tuple(findings), {"engine layers (TF32)": len(layers)})
+
+
 def _low_format(entry: Any) -> bool:
     text = json.dumps(entry) if not isinstance(entry, str) else entry
     return any(word in text for word in ("FP16", "Half", "BF16", "fp16", "half"))
@@ -225,7 +286,9 @@ def audit_onnx_file(path: str | Path, regions: Sequence[Mapping[str, Any]], name
     if layers is None:
         return audit
     engine = audit_engine_layers(layers, protected_node_names(model, regions, names))
-    return PrecisionAudit(audit.findings + engine.findings, {**audit.region_nodes, **engine.region_nodes})
+    tf32 = audit_engine_tf32(layers, tf32_exposed_nodes(model))
+    return PrecisionAudit(audit.findings + engine.findings + tf32.findings,
+                          {**audit.region_nodes, **engine.region_nodes, **tf32.region_nodes})
 
 
 def load_inspector_layers(path: str | Path) -> list[dict[str, Any]] | None:

@@ -163,7 +163,7 @@ def test_importing_onnxruntime_sets_its_default_logger_to_errors(monkeypatch):
 
 
 def test_unknown_cuda_option_set_is_refused(artifact):
-    with pytest.raises(InvalidInput, match="strict or default"):
+    with pytest.raises(InvalidInput, match="strict or mixed or default"):
         OrtRunner(artifact.path, cuda_options="fast")  # type: ignore[arg-type]
 
 
@@ -182,3 +182,31 @@ def test_first_run_log_lines_reach_describe(artifact, feed, monkeypatch):
     runner.infer(WORKAROUND.prepare_feed(feed))  # later runs are not captured (timing stays clean)
     assert runner.describe()["log"] == ["native warning from a kernel"]
     runner.close()
+
+
+def test_cuda_provider_options_per_option_set():
+    strict = onnxruntime_runner.cuda_provider_options("strict", 1, 77)
+    assert strict == {"device_id": 1, "user_compute_stream": "77", "use_tf32": 0}
+    mixed = onnxruntime_runner.cuda_provider_options("mixed", 0, 77)
+    assert mixed == {"device_id": 0, "user_compute_stream": "77"}  # TF32 as ONNX Runtime defaults
+    assert onnxruntime_runner.cuda_provider_options("default", 0) == {"device_id": 0}
+    with pytest.raises(InvalidInput, match="no stream"):
+        onnxruntime_runner.cuda_provider_options("strict", 0)
+    with pytest.raises(InvalidInput, match="unknown option set"):
+        onnxruntime_runner.cuda_provider_options("fast", 0, 77)  # type: ignore[arg-type]
+
+
+def test_each_cuda_backend_chooses_its_option_set_and_describes_its_tf32_setting(artifact, monkeypatch):
+    # no CUDA needed: the runners are made (not prepared) with the availability check bypassed
+    monkeypatch.setattr(onnxruntime_runner, "ensure_available", lambda device, name="onnxruntime": None)
+    chosen = {}
+    for spec in onnxruntime_runner.BACKENDS:
+        if spec.device == "cuda":
+            runner = spec.make(artifact.path)
+            chosen[spec.name] = runner.cuda_options
+            options = onnxruntime_runner.cuda_provider_options(runner.cuda_options, 0, 77)
+            # strict FP32 legs keep TF32 off; the FP16 graph's and ORT-as-shipped legs leave it to ORT
+            assert ("use_tf32" in options) == (spec.precision == "fp32"), spec.name
+            assert runner.describe()["tf32"] == onnxruntime_runner.TF32_SETTING[runner.cuda_options]
+    assert chosen == {"ort-cuda": "strict", "ort-cuda-default": "default", "ort-cuda-fp16": "mixed"}
+    assert "use_tf32=0" in onnxruntime_runner.TF32_SETTING["strict"]

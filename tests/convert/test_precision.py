@@ -5,21 +5,27 @@ graphs with MVSNet's policy (harness/model/precision.py): the exports pass, FP16
 
 from __future__ import annotations
 
+import io
 import json
+import warnings
 
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from harness.convert.graph import node_label
 from harness.convert.graph_edit import compute_in, round_through
 from harness.convert.precision import (
     PrecisionError,
     audit_engine_layers,
+    audit_engine_tf32,
     audit_precision,
     load_inspector_layers,
     protected_node_names,
     region_nodes,
+    tf32_exposed_nodes,
 )
 from harness.errors import ConfigError
 from harness.model.precision import FP32_REGIONS
@@ -126,7 +132,7 @@ def test_the_exported_graphs_keep_mvsnets_fp32_regions(small_graphs, variant, pr
     assert all(audit.region_nodes[r["name"]] > 0 for r in FP32_REGIONS)  # every region found
 
 
-@pytest.mark.parametrize("op", ["MatMul", "GridSample", "Softmax"])
+@pytest.mark.parametrize("op", ["Mul", "GridSample", "Softmax"])
 def test_fp16_compute_of_a_protected_op_fails_the_mixed_graph(small_graphs, op):
     model = onnx.ModelProto()
     model.CopyFrom(small_graphs["simplified", "fp16"])
@@ -148,3 +154,92 @@ def test_an_onnx_file_and_its_engine_layers_are_audited_together(tmp_path):
     audit = audit_onnx_file(path, policy, names, inspector=tmp_path / "inspector.json")
     assert [f.region for f in audit.findings] == ["engine"]
     assert audit_onnx_file(path, policy, names, inspector=tmp_path / "absent.json").passed
+
+
+# ---------------------------------------------------------------- TF32 exposure of the sampling grid
+
+
+class _MatMulWarp(torch.nn.Module):
+    """MVSNet_pytorch's homo_warping as written (torch.matmul for the projection and the grid)."""
+
+    def forward(self, feature, src_proj, inv_ref_proj, depth_values):  # type: ignore[no-untyped-def]
+        batch, _, height, width = feature.shape
+        num_depth = depth_values.shape[1]
+        proj = torch.matmul(src_proj, inv_ref_proj)
+        rot, trans = proj[:, :3, :3], proj[:, :3, 3:4]
+        y, x = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                              indexing="ij")
+        xyz = torch.stack((x.reshape(-1), y.reshape(-1), torch.ones(height * width)))
+        rot_xyz = torch.matmul(rot, xyz.unsqueeze(0).repeat(batch, 1, 1))
+        proj_xyz = rot_xyz.unsqueeze(2) * depth_values.view(batch, 1, num_depth, 1) + trans.view(batch, 3, 1, 1)
+        proj_xy = proj_xyz[:, :2] / proj_xyz[:, 2:3]
+        grid = torch.stack((proj_xy[:, 0] / ((width - 1) / 2) - 1, proj_xy[:, 1] / ((height - 1) / 2) - 1), dim=3)
+        out = torch.nn.functional.grid_sample(feature, grid.view(batch, num_depth * height, width, 2),
+                                              align_corners=True)
+        return torch.matmul(out.flatten(2), torch.ones(num_depth * height * width, 2))  # a MatMul off the grid
+
+
+def _export_original(how: str) -> onnx.ModelProto:
+    args = (torch.rand(1, 2, 6, 8), torch.eye(4).unsqueeze(0), torch.eye(4).unsqueeze(0), torch.tensor([[1.0, 2.0]]))
+    module = _MatMulWarp().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporters' deprecation and export notes
+        if how == "torchscript":
+            buffer = io.BytesIO()
+            torch.onnx.export(module, args, buffer, dynamo=False, opset_version=17)
+            return onnx.load_from_string(buffer.getvalue())
+        program = torch.onnx.export(module, args, dynamo=True, opset_version=17, verbose=False)
+    assert program is not None
+    return program.model_proto
+
+
+@pytest.mark.parametrize("how", ["torchscript", "dynamo"])
+def test_the_original_matmul_grid_is_named_tf32_exposed(how):
+    model = _export_original(how)
+    matmuls = [node_label(n, i) for i, n in enumerate(model.graph.node) if n.op_type == "MatMul"]
+    exposed = tf32_exposed_nodes(model)
+    # the projection product and rot @ xyz; the MatMul after GridSample does not compute the grid
+    assert len(matmuls) == 3 and exposed == matmuls[:2]
+
+
+def test_a_matmul_on_fp16_tensors_and_a_graph_without_gridsample_are_not_tf32_exposed():
+    model = _export_original("torchscript")
+    first = next(i for i, n in enumerate(model.graph.node) if n.op_type == "MatMul")
+    compute_in(model, [first])
+    assert tf32_exposed_nodes(model) == [tf32_exposed_nodes(_export_original("torchscript"))[1]]
+    assert tf32_exposed_nodes(_graph()) == []  # a MatMul, but no sampling grid
+
+
+@pytest.mark.parametrize("strategy", ["precomputed", "closed_form"])
+@pytest.mark.parametrize("how", ["torchscript", "dynamo"])
+def test_no_graph_the_harness_exports_computes_its_grid_with_ops_tf32_rounds(strategy, how):
+    from harness.chain import Chain
+
+    chain = Chain()
+    for variant in ("raw", "simplified"):
+        model = chain.onnx("small", strategy, how, variant, "fp32").load()
+        assert [n for n in model.graph.node if n.op_type == "GridSample"], variant  # the check has a grid to look at
+        assert tf32_exposed_nodes(model) == [], variant
+
+
+def test_engine_layers_running_a_tf32_kernel_on_the_grid_are_named(tmp_path):
+    from harness.convert.precision import audit_onnx_file
+
+    model = _export_original("torchscript")
+    exposed = tf32_exposed_nodes(model)
+    layers = [
+        {"Name": exposed[0], "LayerType": "CaskGemmMatrixMultiply", "TacticName": "sm90_xmma_gemm_tf32f32_tf32f32_f32_nn"},
+        {"Name": f"{exposed[1]} + /Mul", "LayerType": "CaskGemmMatrixMultiply", "TacticName": "sm90_xmma_gemm_f32f32"},
+        {"Name": "{ForeignNode[/GridSample...]}", "LayerType": "Myelin", "TacticName": "__myl_tf32"},
+    ]
+    audit = audit_engine_tf32(layers, exposed)
+    assert [f.node for f in audit.findings] == [exposed[0]]
+    assert "TF32 kernel" in audit.findings[0].problem and exposed[0] in audit.findings[0].problem
+    assert audit_engine_tf32(layers, []).passed
+    path = tmp_path / "original.onnx"
+    onnx.save(model, str(path))
+    (tmp_path / "inspector.json").write_text(json.dumps({"Layers": layers}))
+    combined = audit_onnx_file(path, (), inspector=tmp_path / "inspector.json")
+    assert [f.region for f in combined.findings] == ["sampling grid (TF32)"]
+    with pytest.raises(PrecisionError, match="trtexec --noTF32.*use_tf32=0.*elementwise multiply-adds"):
+        combined.require("original.trt")

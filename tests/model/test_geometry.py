@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from harness.model.geometry import inverse_closed_form, inverse_precomputed, warp_source_volume
+from harness.model.geometry import inverse_closed_form, inverse_precomputed, sampling_grid, warp_source_volume
 
 
 def _well_conditioned(*batch_shape: int, seed: int) -> torch.Tensor:
@@ -93,6 +93,75 @@ def test_inverse_precomputed_leaves_input_untouched_and_outside_autograd(make_pr
     inv = inverse_precomputed(proj)
     assert not inv.requires_grad
     assert torch.equal(proj.detach(), before)
+
+
+# ---------------------------------------------------------------- sampling_grid
+
+#: the grid against MVSNet_pytorch's MatMul formula, in pixels: float32 summation order only.
+#: Measured 0.0 px on CPU at the small and seed cases (torch 2.13 sums its 3- and 4-term products
+#: in the same order); a GPU FP32 MatMul may fuse multiply-adds, worth ~1e-5 px. The same formula
+#: with TF32 MatMuls: measured 0.016-0.044 px (small) and 0.066-0.18 px (seed).
+GRID_ATOL_PX = 1e-3
+
+
+def _tf32(t: torch.Tensor) -> torch.Tensor:
+    """Round float32 values to TF32's 10 mantissa bits (Veltkamp split), as a TF32 MatMul reads them."""
+    p = t * 8193.0
+    return p - (p - t)
+
+
+def _original_grid(src_proj, inv_ref_proj, depth_values, height, width, rounding=lambda t: t):
+    """MVSNet_pytorch's ``homo_warping`` grid, MatMuls and all; ``rounding`` is applied to every
+    MatMul input (``_tf32``: what ONNX Runtime's and trtexec's TF32 default does to them)."""
+    batch, num_depth = depth_values.shape
+    proj = torch.matmul(rounding(src_proj), rounding(inv_ref_proj))
+    rot, trans = proj[:, :3, :3], proj[:, :3, 3:4]
+    y, x = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                          indexing="ij")
+    x, y = x.reshape(-1), y.reshape(-1)
+    xyz = torch.stack((x, y, torch.ones_like(x))).unsqueeze(0).repeat(batch, 1, 1)
+    rot_xyz = torch.matmul(rounding(rot), rounding(xyz))
+    proj_xyz = rot_xyz.unsqueeze(2) * depth_values.view(batch, 1, num_depth, 1) + trans.view(batch, 3, 1, 1)
+    proj_xy = proj_xyz[:, :2] / proj_xyz[:, 2:3]
+    return torch.stack((proj_xy[:, 0] / ((width - 1) / 2) - 1, proj_xy[:, 1] / ((height - 1) / 2) - 1), dim=3)
+
+
+def _grid_difference_px(grid: torch.Tensor, exact: torch.Tensor, height: int, width: int) -> float:
+    """Largest |difference| in pixels over the samples that land inside the image."""
+    inside = (exact.abs() <= 1).all(-1)
+    assert int(inside.sum()) > 1000  # precondition: the cameras overlap
+    pixels = (grid - exact).abs() * torch.tensor([(width - 1) / 2, (height - 1) / 2])
+    return float(pixels[inside].max())
+
+
+@pytest.mark.parametrize("case_name", ["small", "seed"])
+def test_sampling_grid_is_the_original_matmul_formula_within_float32_rounding(case_name):
+    # the harness's own cases (bundled scene): every source view, every depth plane
+    from harness.data.cases import case_feed, case_views, get_case
+
+    case = get_case(case_name)
+    feed = case_feed(case, case_views(case), with_inverse=True)
+    height, width = case.height // 4, case.width // 4
+    inv, depth = feed["inverse_proj_matrices"][:, 0], feed["depth_values"]
+    for view in range(1, case.views):
+        src = feed["proj_matrices"][:, view]
+        grid = sampling_grid(src, inv, depth, height, width)
+        assert grid.shape == (1, case.num_depth, height * width, 2)
+        original = _original_grid(src, inv, depth, height, width)
+        assert _grid_difference_px(grid, original, height, width) <= GRID_ATOL_PX
+        # the control: the same formula with TF32 MatMuls is far outside that tolerance
+        tf32 = _original_grid(src, inv, depth, height, width, rounding=_tf32)
+        assert _grid_difference_px(tf32, original, height, width) > 10 * GRID_ATOL_PX
+
+
+def test_sampling_grid_traces_to_elementwise_ops_only(make_projections):
+    # The reason it is written term by term: no op TF32 rounds (mm, bmm, matmul, einsum, addmm)
+    # may compute the projection or the grid of an exported graph.
+    proj = make_projections(1, 2, seed=4).to(torch.float32)
+    graph = make_fx(lambda p, i, d: sampling_grid(p, i, d, 8, 10))(proj[:, 1], proj[:, 0], torch.ones(1, 3)).graph
+    ops = {str(node.target) for node in graph.nodes if node.op == "call_function"}
+    assert not {op for op in ops if any(bad in op for bad in ("mm", "matmul", "einsum", "linear", "baddbmm"))}
+    assert {"aten.mul.Tensor", "aten.add.Tensor", "aten.div.Tensor"} <= ops
 
 
 # ---------------------------------------------------------------- warp_source_volume

@@ -23,7 +23,7 @@ from harness.convert.cache import ArtifactCache, CacheEntry
 from harness.convert.workarounds import EXPORTABLE, InverseWorkaround, probe_output_names
 from harness.errors import ExportError, InvalidArgument, UnsupportedOperator
 from harness.fileio import atomic_write_bytes
-from harness.model.mvsnet import MVSNet, to_mixed_precision
+from harness.model.mvsnet import MVSNet
 
 Exporter = Literal["torchscript", "dynamo"]
 EXPORTERS: tuple[Exporter, ...] = ("torchscript", "dynamo")
@@ -48,8 +48,9 @@ GraphPrecision = Literal["fp32", "fp16"]
 class ExportConfig:
     """What decides an exported graph besides the weights and the input shapes.
 
-    ``precision="fp16"`` exports ``to_mixed_precision(model)``: half-precision convolutions with
-    explicit Casts around them, FP32 elsewhere (what strongly typed TensorRT builds as is).
+    ``precision="fp16"`` names the mixed-precision graph: half-precision convolutions with explicit
+    Casts around them, FP32 elsewhere (what strongly typed TensorRT builds as is). It is not traced:
+    ``harness.convert.mixed.MixedOnnxFromOnnx`` derives it from the FP32 export.
     ``dynamic=True`` leaves H, W (multiples of 32) and D symbolic, for TensorRT profiles.
     """
 
@@ -103,7 +104,7 @@ class OnnxArtifact:
         Audit.from_dict(self.audit).require_trt_ready(str(self.path))
 
 
-def _artifact(entry: CacheEntry, config: ExportConfig, simplified: bool) -> OnnxArtifact:
+def artifact_of(entry: CacheEntry, config: ExportConfig, simplified: bool) -> OnnxArtifact:
     meta = entry.meta
     return OnnxArtifact(
         path=entry.path, sha256=entry.sha256, config=config, simplified=simplified,
@@ -220,6 +221,10 @@ class OnnxFromTorch:
         workaround: InverseWorkaround,
         cache: ArtifactCache,
     ) -> None:
+        if config.precision != "fp32":
+            raise InvalidArgument(f"ONNX export ({config.label})", "only FP32 graphs are exported from torch",
+                                  observed=config.precision, expected="fp32",
+                                  fix="derive the FP16 graph from the FP32 export with harness.convert.mixed.MixedOnnxFromOnnx")
         self.model = model
         self.weights_digest = weights_digest
         self.feed = workaround.prepare_feed(example_feed)
@@ -244,8 +249,7 @@ class OnnxFromTorch:
 
     def _build(self, path: Path) -> dict[str, Any]:
         started = time.perf_counter()
-        model = to_mixed_precision(self.model) if self.config.precision == "fp16" else self.model
-        data = export_onnx_bytes(model, self.workaround, self.feed, self.config.exporter, self.config.opset,
+        data = export_onnx_bytes(self.model, self.workaround, self.feed, self.config.exporter, self.config.opset,
                                  self.config.dynamic, self.config.probes)
         seconds = time.perf_counter() - started
         proto = onnx.load_from_string(data)
@@ -256,7 +260,7 @@ class OnnxFromTorch:
 
     def __call__(self) -> OnnxArtifact:
         entry = self.cache.get_or_build("onnx", self.key_fields(), "model.onnx", self._build)
-        return _artifact(entry, self.config, simplified=False)
+        return artifact_of(entry, self.config, simplified=False)
 
 
 def check(proto: onnx.ModelProto, subject: str) -> None:
@@ -303,4 +307,4 @@ class SimplifiedOnnxFromOnnx:
 
     def __call__(self) -> OnnxArtifact:
         entry = self.cache.get_or_build("onnx-simplified", self.key_fields(), "model.onnx", self._build)
-        return _artifact(entry, self.source.config, simplified=True)
+        return artifact_of(entry, self.source.config, simplified=True)

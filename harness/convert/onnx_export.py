@@ -8,6 +8,8 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -145,6 +147,28 @@ def _dynamic_shapes(input_names: tuple[str, ...]) -> dict[str, object]:
     return shapes
 
 
+PAUSE_ENV = "HARNESS_TEST_PAUSE_IN_EXPORT"
+_exports_started = 0
+
+
+def _pause_for_tests() -> None:
+    """With ``$HARNESS_TEST_PAUSE_IN_EXPORT=N`` (tests only), the N-th export of the process says
+    so on stderr and waits up to 60 s inside the export's error handling, so that a test can
+    signal a cold export at a known point instead of racing a sub-second export with a sleep."""
+    global _exports_started
+    wanted = os.environ.get(PAUSE_ENV)
+    if not wanted:
+        return
+    _exports_started += 1
+    if _exports_started != int(wanted):
+        return
+    sys.stderr.write("export paused for a test: waiting for a signal\n")
+    sys.stderr.flush()
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def export_onnx_bytes(
     model: MVSNet,
     workaround: InverseWorkaround,
@@ -173,6 +197,7 @@ def export_onnx_bytes(
     outputs = probe_output_names(int(example_feed["imgs"].shape[1])) if probes else workaround.output_names
     try:
         with _quiet_exporter(), torch.no_grad():
+            _pause_for_tests()
             if exporter == "torchscript":
                 buffer = io.BytesIO()
                 torch.onnx.export(

@@ -234,10 +234,13 @@ def bench_one(chain: Chain, spec: BenchSpec, timing: TimingConfig, tolerances: T
 
 def run_benchmarks(chain: Chain, cases: tuple[str, ...], backends: tuple[str, ...], timing: TimingConfig,
                    tolerances: Tolerances, workaround: str = "precomputed", exporter: str = "torchscript",
-                   log: Callable[[str], None] = print, repeat: int = 1) -> list[dict[str, Any]]:
-    """Every backend on every case; the baseline (torch strict FP32) always runs first."""
+                   log: Callable[[str], None] = print, repeat: int = 1,
+                   rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every backend on every case; the baseline (torch strict FP32) always runs first. Rows are
+    appended to ``rows`` (a new list when None) as each backend finishes, so a caller interrupted
+    mid-way keeps the finished ones."""
     ordered = (BASELINE, *[b for b in backends if b != BASELINE])
-    rows: list[dict[str, Any]] = []
+    rows = [] if rows is None else rows
     for case in cases:
         log(f"case {case} ({get_case(case).shape_id}) on {chain.device}")
         reference = chain.torch_runner("fp32").infer(chain.reference_feed(case))

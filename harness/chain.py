@@ -19,6 +19,7 @@ import torch
 from harness.backends import registry
 from harness.backends.base import Runner
 from harness.convert.cache import ArtifactCache
+from harness.convert.mixed import MixedOnnxFromOnnx
 from harness.convert.onnx_export import EXPORTERS, ExportConfig, OnnxArtifact, OnnxFromTorch, SimplifiedOnnxFromOnnx
 from harness.convert.workarounds import EXPORTABLE, get_workaround
 from harness.data.cases import CASES, Case, case_feed, case_views, get_case
@@ -193,6 +194,8 @@ class Chain:
             raise InvalidArgument("ONNX variant", "unknown variant", observed=variant, expected=" or ".join(VARIANTS))
 
         def build_raw() -> OnnxArtifact:
+            if precision == "fp16":  # derived from the FP32 export (one trace serves both precisions)
+                return MixedOnnxFromOnnx(self.onnx(case, workaround, exporter, "raw", "fp32", dynamic, probes), self.cache)()
             config = ExportConfig(exporter=exporter, opset=self.config.opset, workaround=workaround,  # type: ignore[arg-type]
                                   precision=precision, dynamic=dynamic, probes=probes)  # type: ignore[arg-type]
             return OnnxFromTorch(self.model, self.export_digest, self.export_feed(case, dynamic), config,

@@ -19,6 +19,7 @@ The pytest front (``--harness-onnx`` ...) runs the same legs through ``plan_user
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ from harness.errors import (
     BackendUnavailable,
     GraphRuntimeError,
     HarnessError,
+    Interrupted,
     InvalidArgument,
     ParityError,
     UnsupportedOperator,
@@ -420,7 +422,31 @@ def run(args: argparse.Namespace) -> int:
                                            "or exclude them from AutoCast)", *("  -> " + f for f in findings[:8])]))
     print(f"{'leg':<72} {'depth mm^2':>10} {'conf':>10} {'result':>7}")
     replayed: dict[Path, Path] = {}  # ONNX target -> its replay's commands.sh
-    for leg in plan_user_legs(targets, backends):
+    legs = plan_user_legs(targets, backends)
+    try:
+        failed += _run_legs(chain, args, legs, tolerances, record, failures, replayed, len(targets))
+    except Interrupted as exc:  # keep the finished legs, marked incomplete
+        record.config["incomplete"] = True
+        record.notes.append(f"incomplete: {exc.problem} after {len(record.parity)} of {len(legs)} legs")
+        folder = write_run(record, args.report_dir)
+        chain.close()
+        print(f"{exc.problem}: kept {len(record.parity)} of {len(legs)} legs, marked incomplete: "
+              f"{folder / 'report.md'}", file=sys.stderr)
+        return 128 + exc.signum
+    for text in failures:
+        print(text)
+        record.localisation.append(text)
+    folder = write_run(record, args.report_dir)
+    print(f"report: {folder / 'report.md'}")
+    chain.close()
+    return 1 if failed else 0
+
+
+def _run_legs(chain: Chain, args: argparse.Namespace, legs: list[UserLeg], tolerances: Tolerances, record: Any,
+              failures: list[str], replayed: dict[Path, Path], target_count: int) -> int:
+    """Run ``legs`` in order, appending each finished one to ``record.parity``; the failure count."""
+    failed = 0
+    for leg in legs:
         try:
             result = run_user_leg(chain, leg, tolerances, args.model, args.io_map)
         except BackendUnavailable as exc:
@@ -438,7 +464,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         row = result.row()
         if args.save_polygraphy and leg.target.kind == "onnx" and leg.target.path not in replayed:
-            replayed[leg.target.path] = save_user_replay(chain, result, Path(args.save_polygraphy), len(targets) > 1,
+            replayed[leg.target.path] = save_user_replay(chain, result, Path(args.save_polygraphy), target_count > 1,
                                                          args.model)
             print(f"replay for Polygraphy / trtexec: {replayed[leg.target.path]}")
         if leg.target.path in replayed:
@@ -451,13 +477,7 @@ def run(args: argparse.Namespace) -> int:
         if not result.passed:
             failures.append("\n".join([f"FAIL {leg.id}:", *("  " + d.row() for d in result.diffs.values()),
                                        *("  -> " + n for n in result.diagnosis)]))
-    for text in failures:
-        print(text)
-        record.localisation.append(text)
-    folder = write_run(record, args.report_dir)
-    print(f"report: {folder / 'report.md'}")
-    chain.close()
-    return 1 if failed else 0
+    return failed
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -159,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     folder = write_run(record, args.report_dir, figures=figures)
     chain.close()
     if interrupted is not None:
-        print(f"interrupted by {signal.Signals(interrupted.signum).name}: kept {len(record.parity)} of {len(legs)} "
+        print(f"{interrupted.problem}: kept {len(record.parity)} of {len(legs)} "
               f"legs, marked incomplete: {folder / 'report.md'}", file=sys.stderr)
         return 128 + interrupted.signum
     print(f"report: {folder / 'report.md'}")
@@ -199,13 +199,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _choices("--workaround", args.workaround, tuple(EXPORTABLE))
     chain = preflight(ChainConfig.from_options(namespace_values(args, "bench")), cases, args.report_dir, CLI_FLAGS)
     backends = requested or default_backends(chain.device)
-    rows = run_benchmarks(chain, cases, backends, PROFILES[args.profile], Tolerances.load(args.tolerances),
-                          args.workaround, args.exporter, repeat=args.repeat)
+    rows: list[dict[str, Any]] = []
+    interrupted: Interrupted | None = None
+    try:
+        run_benchmarks(chain, cases, backends, PROFILES[args.profile], Tolerances.load(args.tolerances),
+                       args.workaround, args.exporter, repeat=args.repeat, rows=rows)
+    except Interrupted as exc:  # keep the finished rows, marked incomplete
+        interrupted = exc
     record = RunRecord(kind="bench", profile=args.profile, config={
         "cases": cases, "backends": backends, "workaround": args.workaround, "exporter": args.exporter,
         "device": str(chain.device), "weights": str(chain.weights_path), "timing": PROFILES[args.profile].__dict__,
         "label": args.label, "repeat": args.repeat,
     })
+    if interrupted is not None:
+        record.config["incomplete"] = True
+        record.notes.append(f"incomplete: {interrupted.problem} after {len(rows)} benchmark rows")
     outputs = {}
     for row in rows:
         out = row.pop("_outputs", None)
@@ -235,10 +243,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return [p for p in drawn if p is not None]
 
     folder = write_run(record, args.report_dir, figures=figures)
+    chain.close()
+    if interrupted is not None:
+        print(f"{interrupted.problem}: kept {len(rows)} benchmark rows, marked incomplete: {folder / 'report.md'}",
+              file=sys.stderr)
+        return 128 + interrupted.signum
     for note in record.notes:
         print(note)
     print(f"report: {folder / 'report.md'}")
-    chain.close()
     return 0
 
 
@@ -447,9 +459,10 @@ def main(argv: list[str] | None = None) -> int:
     usage; 128 + N stopped by signal N (130 SIGINT, 143 SIGTERM)."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        with _signals_interrupt():  # SIGTERM too: at any point, one line and 128 + N (a command keeps what finished)
+            return int(args.func(args))
     except Interrupted as exc:
-        print(f"interrupted by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        print(exc.problem, file=sys.stderr)
         return 128 + exc.signum
     except KeyboardInterrupt:
         print("interrupted by SIGINT", file=sys.stderr)

@@ -142,15 +142,22 @@ class PreflightError(HarnessError, ValueError):
     the session stops with this one message instead of one failure per test."""
 
 
-class Interrupted(HarnessError, KeyboardInterrupt):
-    """The run was stopped by a signal (SIGINT, SIGTERM); what finished was kept."""
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal (SIGINT, SIGTERM); what finished was kept.
+
+    The one exception here that is not a ``HarnessError``: an interrupt is not an error, and
+    deriving it from ``Exception`` let every ``except Exception`` that wraps a library's failure
+    (the exporters, onnxsim, ONNX Runtime) report it as one ("export failed: Interrupted ...").
+    As a ``KeyboardInterrupt`` only, it passes through them (and pytest ends the session on it).
+    Its message has the harness's shape: ``run | interrupted by SIGINT.``"""
 
     def __init__(self, signum: int) -> None:
         import signal
 
         self.signum = signum
-        name = signal.Signals(signum).name
-        super().__init__("run", f"interrupted by {name}")
+        self.subject = "run"
+        self.problem = f"interrupted by {signal.Signals(signum).name}"
+        super().__init__(f"{self.subject} | {self.problem}.")
 
     def __reduce__(self):
         return (type(self), (self.signum,))

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from harness.backends import registry
 from harness.backends.base import Runner
 from harness.chain import Chain, Leg, plan_legs
+from harness.convert.mixed import MixedOnnxFromOnnx
 from harness.convert.onnx_export import ExportConfig, OnnxArtifact, OnnxFromTorch, SimplifiedOnnxFromOnnx
 from harness.convert.workarounds import get_workaround
 from harness.data.cases import DTU_INTERVAL_SCALE, DTU_NUM_DEPTH, Case
@@ -274,8 +275,10 @@ class RigRunners:
         def build() -> OnnxArtifact:
             if variant == "simplified":
                 return SimplifiedOnnxFromOnnx(self.onnx(views, workaround, exporter, "raw", precision), self.chain.cache)()
+            if precision == "fp16":  # derived from the FP32 export, as the chain does
+                return MixedOnnxFromOnnx(self.onnx(views, workaround, exporter, "raw", "fp32"), self.chain.cache)()
             config = ExportConfig(exporter=exporter, opset=self.chain.config.opset, workaround=workaround,  # type: ignore[arg-type]
-                                  precision=precision, dynamic=True)  # type: ignore[arg-type]
+                                  dynamic=True)
             return OnnxFromTorch(self.chain.model, self.chain.weights_digest, self.export_feed(views), config,
                                  get_workaround(workaround), self.chain.cache)()
 

@@ -82,7 +82,19 @@ def test_specific_errors_refine_their_parent(cls, parent):
 
 def test_every_error_class_is_a_harness_error():
     classes = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, BaseException)]
-    assert all(issubclass(c, HarnessError) for c in classes)
+    assert all(issubclass(c, HarnessError) for c in classes if c is not errors.Interrupted)
+
+
+def test_an_interrupt_passes_through_every_except_exception():
+    # an interrupt is not an error: a handler that wraps a library's failure must never catch it
+    assert issubclass(errors.Interrupted, KeyboardInterrupt)
+    assert not issubclass(errors.Interrupted, Exception)
+    with pytest.raises(errors.Interrupted, match=r"^run \| interrupted by SIGTERM\.$"):
+        try:
+            raise errors.Interrupted(15)
+        except Exception:  # noqa: BLE001 - what the export and onnxsim wrappers do
+            pytest.fail("an interrupt was caught as an error")
+    assert pickle.loads(pickle.dumps(errors.Interrupted(2))).signum == 2
 
 
 def test_missing_file_can_be_caught_as_file_not_found():

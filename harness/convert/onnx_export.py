@@ -8,6 +8,8 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from harness.convert.cache import ArtifactCache, CacheEntry
 from harness.convert.workarounds import EXPORTABLE, InverseWorkaround, probe_output_names
 from harness.errors import ExportError, InvalidArgument, UnsupportedOperator
 from harness.fileio import atomic_write_bytes
-from harness.model.mvsnet import MVSNet, to_mixed_precision
+from harness.model.mvsnet import MVSNet
 
 Exporter = Literal["torchscript", "dynamo"]
 EXPORTERS: tuple[Exporter, ...] = ("torchscript", "dynamo")
@@ -48,8 +50,9 @@ GraphPrecision = Literal["fp32", "fp16"]
 class ExportConfig:
     """What decides an exported graph besides the weights and the input shapes.
 
-    ``precision="fp16"`` exports ``to_mixed_precision(model)``: half-precision convolutions with
-    explicit Casts around them, FP32 elsewhere (what strongly typed TensorRT builds as is).
+    ``precision="fp16"`` names the mixed-precision graph: half-precision convolutions with explicit
+    Casts around them, FP32 elsewhere (what strongly typed TensorRT builds as is). It is not traced:
+    ``harness.convert.mixed.MixedOnnxFromOnnx`` derives it from the FP32 export.
     ``dynamic=True`` leaves H, W (multiples of 32) and D symbolic, for TensorRT profiles.
     """
 
@@ -103,7 +106,7 @@ class OnnxArtifact:
         Audit.from_dict(self.audit).require_trt_ready(str(self.path))
 
 
-def _artifact(entry: CacheEntry, config: ExportConfig, simplified: bool) -> OnnxArtifact:
+def artifact_of(entry: CacheEntry, config: ExportConfig, simplified: bool) -> OnnxArtifact:
     meta = entry.meta
     return OnnxArtifact(
         path=entry.path, sha256=entry.sha256, config=config, simplified=simplified,
@@ -144,6 +147,28 @@ def _dynamic_shapes(input_names: tuple[str, ...]) -> dict[str, object]:
     return shapes
 
 
+PAUSE_ENV = "HARNESS_TEST_PAUSE_IN_EXPORT"
+_exports_started = 0
+
+
+def _pause_for_tests() -> None:
+    """With ``$HARNESS_TEST_PAUSE_IN_EXPORT=N`` (tests only), the N-th export of the process says
+    so on stderr and waits up to 60 s inside the export's error handling, so that a test can
+    signal a cold export at a known point instead of racing a sub-second export with a sleep."""
+    global _exports_started
+    wanted = os.environ.get(PAUSE_ENV)
+    if not wanted:
+        return
+    _exports_started += 1
+    if _exports_started != int(wanted):
+        return
+    sys.stderr.write("export paused for a test: waiting for a signal\n")
+    sys.stderr.flush()
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def export_onnx_bytes(
     model: MVSNet,
     workaround: InverseWorkaround,
@@ -172,6 +197,7 @@ def export_onnx_bytes(
     outputs = probe_output_names(int(example_feed["imgs"].shape[1])) if probes else workaround.output_names
     try:
         with _quiet_exporter(), torch.no_grad():
+            _pause_for_tests()
             if exporter == "torchscript":
                 buffer = io.BytesIO()
                 torch.onnx.export(
@@ -220,6 +246,10 @@ class OnnxFromTorch:
         workaround: InverseWorkaround,
         cache: ArtifactCache,
     ) -> None:
+        if config.precision != "fp32":
+            raise InvalidArgument(f"ONNX export ({config.label})", "only FP32 graphs are exported from torch",
+                                  observed=config.precision, expected="fp32",
+                                  fix="derive the FP16 graph from the FP32 export with harness.convert.mixed.MixedOnnxFromOnnx")
         self.model = model
         self.weights_digest = weights_digest
         self.feed = workaround.prepare_feed(example_feed)
@@ -244,8 +274,7 @@ class OnnxFromTorch:
 
     def _build(self, path: Path) -> dict[str, Any]:
         started = time.perf_counter()
-        model = to_mixed_precision(self.model) if self.config.precision == "fp16" else self.model
-        data = export_onnx_bytes(model, self.workaround, self.feed, self.config.exporter, self.config.opset,
+        data = export_onnx_bytes(self.model, self.workaround, self.feed, self.config.exporter, self.config.opset,
                                  self.config.dynamic, self.config.probes)
         seconds = time.perf_counter() - started
         proto = onnx.load_from_string(data)
@@ -256,7 +285,7 @@ class OnnxFromTorch:
 
     def __call__(self) -> OnnxArtifact:
         entry = self.cache.get_or_build("onnx", self.key_fields(), "model.onnx", self._build)
-        return _artifact(entry, self.config, simplified=False)
+        return artifact_of(entry, self.config, simplified=False)
 
 
 def check(proto: onnx.ModelProto, subject: str) -> None:
@@ -303,4 +332,4 @@ class SimplifiedOnnxFromOnnx:
 
     def __call__(self) -> OnnxArtifact:
         entry = self.cache.get_or_build("onnx-simplified", self.key_fields(), "model.onnx", self._build)
-        return _artifact(entry, self.source.config, simplified=True)
+        return artifact_of(entry, self.source.config, simplified=True)

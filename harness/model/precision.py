@@ -22,3 +22,13 @@ FP32_REGIONS: tuple[dict[str, object], ...] = (
     {"name": "softmax and depth regression", "from": ("Softmax.in0",),
      "to": ("output:depth", "output:photometric_confidence")},
 )
+
+#: What MVSNet's FP16 graph computes in half precision (``harness/convert/mixed.py`` derives it
+#: from the FP32 graph): every convolution (``seeds``), and every node of the ``follow`` op types
+#: whose computed inputs all come from half-precision nodes: the batch norms, ReLUs and U-Net skip
+#: Adds of FeatureNet and CostRegNet. Everything else (projection, grid, GridSample, the variance,
+#: softmax, depth regression, confidence) stays FP32, as in ``to_mixed_precision``'s torch model.
+FP16_OPS: dict[str, tuple[str, ...]] = {
+    "seeds": ("Conv", "ConvTranspose"),
+    "follow": ("BatchNormalization", "Relu", "Add"),
+}

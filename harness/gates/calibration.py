@@ -38,6 +38,7 @@ from harness.accuracy import accuracy_row
 from harness.backends import registry
 from harness.chain import Chain, Leg, plan_legs
 from harness.compare import compare
+from harness.convert.mixed import MixedOnnxFromOnnx
 from harness.convert.onnx_export import EXPORTERS, ExportConfig, OnnxFromTorch, SimplifiedOnnxFromOnnx
 from harness.convert.workarounds import EXPORTABLE, get_workaround
 from harness.data.cases import get_case
@@ -339,10 +340,11 @@ class Calibrator:
                 self._probe_graphs[key] = self._runners.onnx(views, "precomputed", RIG_EXPORTER, "simplified", precision).path
             else:
                 config = ExportConfig(exporter=RIG_EXPORTER, opset=self.chain.config.opset,  # type: ignore[arg-type]
-                                      workaround="precomputed", precision=precision,  # type: ignore[arg-type]
-                                      dynamic=True, probes=True)
+                                      workaround="precomputed", dynamic=True, probes=True)  # type: ignore[arg-type]
                 raw = OnnxFromTorch(self.chain.model, self.chain.weights_digest, self._runners.export_feed(views), config,
                                     get_workaround("precomputed"), self.chain.cache)()
+                if precision == "fp16":  # derived from the FP32 probe export, as the chain does
+                    raw = MixedOnnxFromOnnx(raw, self.chain.cache)()
                 self._probe_graphs[key] = SimplifiedOnnxFromOnnx(raw, self.chain.cache)().path
         return self._probe_graphs[key]
 

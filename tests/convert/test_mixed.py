@@ -9,6 +9,7 @@ import collections
 import numpy as np
 import onnx
 import pytest
+from harness.tolerances import Tolerances
 from onnx import TensorProto, helper, numpy_helper
 
 from harness import chain as chain_module
@@ -25,7 +26,6 @@ from harness.errors import ExportError, InvalidArgument
 from harness.model.checkpoint import load_checkpoint, state_dict_digest
 from harness.model.mvsnet import to_mixed_precision
 from harness.model.precision import FP16_OPS, FP32_REGIONS
-from harness.tolerances import Tolerances
 
 SMALL = get_case("small")
 WORKAROUND = get_workaround("precomputed")

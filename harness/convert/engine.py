@@ -239,8 +239,14 @@ class EngineFromOnnx:
         if monitor is not None:
             config.progress_monitor = monitor
         started = time.perf_counter()
+        if not line.enabled:  # under CI or into a log: a line when the build starts, one when it ends
+            line.stream.write(f"{line.label} ...\n")
+            line.stream.flush()
         with ElapsedTicker(line) if monitor is None else _nothing():
             plan = builder.build_serialized_network(network, config)
+        if not line.enabled and plan is not None:
+            line.stream.write(f"{line.label}: built in {time.perf_counter() - started:.1f} s\n")
+            line.stream.flush()
         seconds = time.perf_counter() - started
         if plan is None:
             line.close("failed")

@@ -31,6 +31,7 @@ from harness.convert.cache import ArtifactCache
 from harness.convert.graph import consumers, fresh_name, producers, tensor_types
 from harness.convert.onnx_export import OnnxArtifact, artifact_of, check
 from harness.convert.precision import audit_precision
+from harness.convert.progress import step
 from harness.errors import ExportError, InvalidArgument
 from harness.fileio import atomic_write_bytes
 from harness.model.precision import FP16_OPS, FP32_REGIONS
@@ -154,8 +155,9 @@ class MixedOnnxFromOnnx:
 
     def _build(self, path: Path) -> dict[str, Any]:
         started = time.perf_counter()
-        model = self.source.load()
-        mixed = convert_to_mixed(model, fp16_nodes(model, self.ops.get("seeds", ()), self.ops.get("follow", ())))
+        with step(f"converting ONNX to FP16 {self.config.label}", "converted"):
+            model = self.source.load()
+            mixed = convert_to_mixed(model, fp16_nodes(model, self.ops.get("seeds", ()), self.ops.get("follow", ())))
         subject = f"FP16 ONNX ({self.config.label})"
         check(mixed, subject)
         precision = audit_precision(mixed, self.regions)

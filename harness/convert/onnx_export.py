@@ -22,6 +22,7 @@ import torch
 
 from harness.convert.audit import Audit, audit_model
 from harness.convert.cache import ArtifactCache, CacheEntry
+from harness.convert.progress import step
 from harness.convert.workarounds import EXPORTABLE, InverseWorkaround, probe_output_names
 from harness.errors import ExportError, InvalidArgument, UnsupportedOperator
 from harness.fileio import atomic_write_bytes
@@ -274,8 +275,10 @@ class OnnxFromTorch:
 
     def _build(self, path: Path) -> dict[str, Any]:
         started = time.perf_counter()
-        data = export_onnx_bytes(self.model, self.workaround, self.feed, self.config.exporter, self.config.opset,
-                                 self.config.dynamic, self.config.probes)
+        shape = "x".join(str(d) for d in self.feed["imgs"].shape[1:2] + self.feed["imgs"].shape[3:])
+        with step(f"exporting ONNX {self.config.label} ({shape}, D={self.feed['depth_values'].shape[-1]})", "exported"):
+            data = export_onnx_bytes(self.model, self.workaround, self.feed, self.config.exporter, self.config.opset,
+                                     self.config.dynamic, self.config.probes)
         seconds = time.perf_counter() - started
         proto = onnx.load_from_string(data)
         check(proto, f"exported ONNX ({self.config.label})")
@@ -314,7 +317,7 @@ class SimplifiedOnnxFromOnnx:
         proto = self.source.load()
         before = len(proto.graph.node)
         try:
-            with _quiet_exporter():
+            with step(f"simplifying ONNX {self.source.config.label} (onnxsim)", "simplified"), _quiet_exporter():
                 simplified, ok = onnxsim.simplify(proto)
         except Exception as exc:  # onnxsim raises RuntimeError/ValueError/... from C++; report, never swallow
             raise ExportError(str(self.source.path), "onnxsim failed", observed=f"{type(exc).__name__}: {str(exc)[:300]}",

@@ -1,14 +1,17 @@
-"""Progress of TensorRT engine builds: the builder's phases when ``IProgressMonitor`` exists,
-elapsed time otherwise. One self-overwriting line on a terminal; silent under CI or when
-stderr is not a terminal (the build time still goes into the record).
+"""Progress of long steps. TensorRT engine builds: the builder's phases when
+``IProgressMonitor`` exists, elapsed time otherwise, on one self-overwriting line on a terminal.
+``step`` wraps any long step (export, simplify, FP16 conversion, engine build): the same line on
+a terminal, one line at its start and one at its end under CI or when stderr is not a terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 
@@ -93,3 +96,28 @@ class ElapsedTicker:
         self.stop.set()
         if self.thread.is_alive():
             self.thread.join()  # no refresh may land after the closing line
+
+
+@contextlib.contextmanager
+def step(label: str, done: str = "done", stream: TextIO | None = None) -> Iterator[ProgressLine]:
+    """A long step (export, simplify, FP16 conversion, engine build) that is never silent: on a
+    terminal a self-overwriting ``label: running (elapsed s)`` line, elsewhere (CI, a pipe, a
+    log) one line when it starts and one when it ends. A step that raises (an error, an
+    interrupt) writes no closing line off a terminal, so the error's own line comes last."""
+    stream = stream or sys.stderr
+    line = ProgressLine(label, stream)
+    if not line.enabled:
+        stream.write(f"{label} ...\n")
+        stream.flush()
+    try:
+        with ElapsedTicker(line):
+            line.update("running")
+            yield line
+    except BaseException:
+        line.close("stopped")
+        raise
+    if line.enabled:
+        line.close(done)
+    else:
+        stream.write(f"{label}: {done} in {time.perf_counter() - line.started:.1f} s\n")
+        stream.flush()

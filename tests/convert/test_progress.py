@@ -204,3 +204,23 @@ def test_elapsed_ticker_has_stopped_writing_when_the_block_ends(no_ci):
     ticker.thread.join(timeout=2)
     assert stream.getvalue().endswith(" s\x1b[K\n"), "a progress refresh landed after the final line"
     assert last_frame(stream).startswith("building: built in ")
+
+
+def test_a_step_off_a_terminal_writes_a_line_when_it_starts_and_when_it_ends(monkeypatch):
+    from harness.convert.progress import step
+
+    monkeypatch.setenv("CI", "true")
+    log = io.StringIO()
+    with step("exporting ONNX x", "exported", stream=log):
+        assert log.getvalue() == "exporting ONNX x ...\n"  # before the work, not only after it
+    assert re.fullmatch(r"exporting ONNX x \.\.\.\nexporting ONNX x: exported in \d+\.\d s\n", log.getvalue())
+
+
+def test_a_step_that_raises_leaves_the_error_the_last_word(monkeypatch):
+    from harness.convert.progress import step
+
+    monkeypatch.setenv("CI", "true")
+    log = io.StringIO()
+    with pytest.raises(KeyboardInterrupt), step("simplifying", stream=log):
+        raise KeyboardInterrupt
+    assert log.getvalue() == "simplifying ...\n"

@@ -190,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
         calibrator.close()
     samples = calibrator.samples()
     print(f"calibrate: {len(samples)} samples in {time.perf_counter() - started:.0f} s", flush=True)
+    for name, why in calibrator.skipped.items():
+        print(f"calibrate: skipped {name}: {why}")
     if args.family == "held-out":
         tolerances = Tolerances.load(args.tolerances)
         alarms = judge(samples, tolerances)
@@ -200,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         return 1 if alarms else 0
     info = {"seeds": seeds, "named_cases": list(named), "align_corners": chain.config.align_corners,
             "machine": machine_info(), "git": git_state(),
-            "legs": list(dict.fromkeys(s["leg"] for s in samples))}
+            "legs": list(dict.fromkeys(s["leg"] for s in samples)), "skipped": calibrator.skipped}
     target = args.record or RECORDS / machine / f"calibration-{utc_stamp()}.json"
     if target.exists():
         raise InvalidArgument(str(target), "record exists", observed="a file", expected="a new path",

@@ -196,13 +196,15 @@ class Sensitivity:
 
     # -- checks ----------------------------------------------------------------------------------
     def check_outputs(self, outputs: dict[str, torch.Tensor], leg: Leg) -> CheckResult:
-        tolerance = self.tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES, case=self.case)
+        tolerance = self.tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES, case=self.case,
+                                           machine=self.chain.machine_class(leg.candidate))
         diffs = compare(self.reference, outputs, tolerance, depth_values=self.depth_values)
         margin, where = worst_ratio(diffs)
         return CheckResult(not all(diffs.values()), margin, where)
 
     def check_stages(self, stages: dict[str, torch.Tensor], leg: Leg) -> CheckResult:
-        limits = self.tolerances.stage_limits(leg.candidate, leg.precision, self.case)
+        limits = self.tolerances.stage_limits(leg.candidate, leg.precision, self.case,
+                                              self.chain.machine_class(leg.candidate))
         step = depth_step(self.depth_values) if "depth" in limits else None
         rows = stage_errors(self.reference_stages, stages, limits, depth_step=step)
         worst = max(rows, key=lambda r: r.relative / r.limit)

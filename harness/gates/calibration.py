@@ -176,6 +176,7 @@ class Calibrator:
     with_stages: bool = True
     with_golden: bool = True
     model_backends: tuple[str, ...] = ()
+    skipped: dict[str, str] = field(default_factory=dict)  # backend -> why it could not run here
     _runners: RigRunners | None = None
     _probe_graphs: dict[tuple, Any] = field(default_factory=dict)
 
@@ -288,10 +289,16 @@ class Calibrator:
         # torch's own reduced-precision modes (the benchmark's, not candidates) run eagerly on every input
         for name in self.model_backends:
             spec = registry.get(name)
+            if name in self.skipped:
+                continue
             if spec.candidate and not item.case:
                 continue
             call = self.chain.reference_feed(item.case) if item.case else reference_feed
-            out = self.chain.model_runner(name).infer(call)
+            try:
+                out = self.chain.model_runner(name).infer(call)
+            except BackendUnavailable as exc:  # found only when it runs (e.g. a package its loader cannot load)
+                self.skipped[name] = exc.missing
+                continue
             add(f"torch-vs-{family(name)}", spec.precision, self._class(name), name, out)
         if item.case in self.static_cases:
             rows += self._static_legs(item, add)

@@ -9,7 +9,7 @@ import collections
 import numpy as np
 import onnx
 import pytest
-from harness.tolerances import Tolerances
+from harness.gates.limits import Tolerances
 from onnx import TensorProto, helper, numpy_helper
 
 from harness import chain as chain_module

@@ -71,6 +71,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     cmd.add_argument("--derive", action="store_true",
                      help="write the tolerances file from the committed records and exit (default: off)")
     cmd.add_argument("--no-stages", action="store_true", help="skip the per-stage probe builds (default: off)")
+    cmd.add_argument("--no-golden", action="store_true",
+                     help="skip ONNX Runtime CPU one thread vs default (the golden gates' noise) (default: off)")
     cmd.add_argument("--no-mutations", action="store_true",
                      help="skip the catalogue's bugs in the report's figures (default: off)")
     cmd.add_argument("--backends-only", default="",
@@ -175,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     machine = machine_class(str(chain.device))
     work = args.work or PROJECT_ROOT / "reports" / "calibration" / f"{machine}-{args.family}"
     only = tuple(c for c in args.backends_only.split(",") if c)
-    calibrator = Calibrator(chain, work, candidates=only, with_stages=not args.no_stages)
+    calibrator = Calibrator(chain, work, candidates=only, with_stages=not args.no_stages,
+                            with_golden=not args.no_golden)
     print(f"calibrate: {len(items)} inputs ({args.family}), machine class {machine}, legs on "
           f"{', '.join(calibrator.candidates)}; work folder {work}", flush=True)
     started = time.perf_counter()

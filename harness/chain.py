@@ -32,10 +32,10 @@ from harness.model.checkpoint import load_checkpoint, state_dict_digest
 from harness.model.mvsnet import MVSNet
 from harness.options import chain_fields
 from harness.tolerances import Tolerances
+from harness.vocabulary import VARIANTS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_WEIGHTS = PROJECT_ROOT / "fixtures" / "weights" / "mvsnet-default.ckpt"
-VARIANTS = ("raw", "simplified")
 #: Candidates compared with torch strict FP32: every backend the registry (harness.backends)
 #: declares as one. ``-fp16`` ORT legs run the mixed-precision graph that the TensorRT fp16 engine
 #: is built from (a cross-check of that graph on another runtime); ``ort-cuda-default`` is ONNX

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.chain import BUNDLED_WEIGHTS, CANDIDATES
-from harness.cli import build_parser, main
+from harness.cli import _listed, build_parser, main
 from harness.data.views import load_views
 from harness.model.checkpoint import load_checkpoint, state_dict_digest
 from harness.report.record import load_record
@@ -138,7 +138,8 @@ def test_bad_weights_path_exits_2_with_an_error_line_naming_it(run_argv, tmp_pat
 def test_run_defaults_follow_the_readme():
     args = build_parser().parse_args(["run"])
     assert args.cases == "seed"
-    assert args.backends == ",".join(CANDIDATES)
+    assert args.backends == "all"  # the parser is built without the registry (torch): all of them, resolved by run
+    assert _listed(args, "run", "backends") == CANDIDATES
     assert {"ort-cpu", "ort-cuda"} <= set(CANDIDATES)
     assert args.workarounds == "precomputed,closed_form,custom_op"
     assert args.exporters == "torchscript"

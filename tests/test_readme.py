@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, doctor
+from harness import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -19,12 +19,7 @@ HARNESS_EXAMPLE = re.compile(r"python3? -m harness (?P<args>[a-z][^`\n]*)")
 
 
 def full_parser() -> argparse.ArgumentParser:
-    """``cli.build_parser()``, with ``doctor`` registered if cli.py does not register it yet."""
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "doctor" not in sub.choices:
-        doctor.add_parser(sub)
-    return parser
+    return cli.build_parser()
 
 
 def parse(argv: list[str], where: str) -> argparse.Namespace:

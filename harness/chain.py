@@ -55,7 +55,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BackendUnavailable("device", "no CUDA device", fix="run with --harness-device cpu, or on a GPU machine")
+        raise BackendUnavailable("device", "no CUDA device", fix="run with --device cpu, or on a GPU machine")
     if not (device == "cpu" or device.startswith("cuda")):
         raise InvalidArgument("device", "unknown device", observed=device, expected="auto, cpu, cuda or cuda:N")
     return torch.device(device)

@@ -369,6 +369,10 @@ def save_user_replay(chain: Chain, result: UserResult, root: Path, one_folder_pe
 
 # -- the command -----------------------------------------------------------------------------------
 
+def _csv_first(text: str) -> str:
+    return next((v.strip() for v in text.split(",") if v.strip() in CASES), "small")
+
+
 def run(args: argparse.Namespace) -> int:
     from harness.report.record import RunRecord
     from harness.report.write import write_run
@@ -378,6 +382,12 @@ def run(args: argparse.Namespace) -> int:
                               fix="python -m harness check --onnx mvsnet.onnx [--engine mvsnet.trt]")
     from harness.preflight import CLI_FLAGS, preflight
 
+    if args.case is not None and args.case not in CASES:  # check's own flag, not run's --cases nor pytest's
+        several = "," in args.case
+        raise InvalidArgument("--case", "check runs one case" if several else "unknown case", observed=args.case,
+                              expected=f"one of {', '.join(CASES)}",
+                              fix=f"pass --case {_csv_first(args.case)} (one check per case)" if several
+                              else "pass --case small")
     backends = tuple(v.strip() for v in args.backends.split(",") if v.strip())
     unknown = [b for b in backends if b not in ONNX_BACKENDS]
     if unknown or not backends:

@@ -40,7 +40,20 @@ CUDA_BACKENDS = (*MODEL_BACKENDS, "ort-cuda-raw", "ort-cuda-simplified", "ort-cu
                  "trt-fp32", "trt-tf32", "trt-fp16")
 CPU_BACKENDS = (*(name for name in MODEL_BACKENDS if registry.get(name).device == "cpu"),
                 "ort-cpu-raw", "ort-cpu-simplified")
+#: The registry's ONNX Runtime candidates that bench times per graph (raw and simplified apart).
+PER_GRAPH = {"ort-cpu": ("ort-cpu-raw", "ort-cpu-simplified"), "ort-cuda": ("ort-cuda-raw", "ort-cuda-simplified")}
+#: What bench_one times: the defaults of both devices and ONNX Runtime CPU on the FP16 graph.
+TIMED = tuple(dict.fromkeys((*CUDA_BACKENDS, *CPU_BACKENDS, "ort-cpu-fp16")))
+#: What ``bench --backends`` takes: every registry name (the vocabulary of run, check, doctor and
+#: pytest) and the per-graph names.
+KNOWN_BACKENDS = tuple(dict.fromkeys((*registry.names(), *TIMED)))
 BASELINE = "torch-fp32"
+
+
+def timed_backends(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` with each per-graph registry name replaced by its graphs (``ort-cpu`` -> ``ort-cpu-raw``,
+    ``ort-cpu-simplified``)."""
+    return tuple(dict.fromkeys(timed for name in names for timed in PER_GRAPH.get(name, (name,))))
 #: Timed for comparison, parity reported but not asserted by the benchmark suite: autocast runs
 #: the sampling-grid projection in FP16 (H100/H200: depth p99 3.6 mm at the seed shape, NaN at
 #: the DTU shape), so it is not a deployable configuration of this model.
@@ -89,9 +102,9 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
     the registry's factory. Bench names map onto registry backends: ``ort-<target>-<graph>`` is the
     ONNX Runtime backend on the raw, simplified or FP16 (simplified) graph, ``ort-cuda-default``
     ONNX Runtime as shipped on the simplified graph."""
-    if spec.backend not in CUDA_BACKENDS + CPU_BACKENDS:
+    if spec.backend not in TIMED:
         raise InvalidArgument("benchmark backend", "unknown backend", observed=spec.backend,
-                              expected=f"one of {', '.join(dict.fromkeys(CUDA_BACKENDS + CPU_BACKENDS))}")
+                              expected=f"one of {', '.join(TIMED)}")
     device = chain.device
     dynamic = is_dynamic(chain, spec)
     family, _, rest = spec.backend.partition("-")

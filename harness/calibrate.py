@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InvalidArgument
-from harness.options import add_cli_options, namespace_values
+from harness.options import namespace_values
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RECORDS = PROJECT_ROOT / "fixtures" / "calibration"
@@ -46,40 +46,6 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds:
         raise InvalidArgument("--seeds", "empty", observed=repr(text), expected="e.g. 1-60", fix="pass --seeds 1-60")
     return seeds
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    cmd = subparsers.add_parser(
-        "calibrate", help="measure the benign noise of every gate; derive the limits; held-out false alarms",
-        description="Measure the benign noise of every gate over a corpus of inputs (records under "
-                    "fixtures/calibration/<class>/), derive fixtures/tolerances.toml from the records by one rule "
-                    "(--derive), or count false alarms on held-out inputs (--family held-out).",
-        epilog="examples:\n  python -m harness calibrate --seeds 1-60\n  python -m harness calibrate --derive\n"
-               "  python -m harness calibrate --family held-out --seeds 10001-10020\n" + EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    cmd.add_argument("--family", default="calibration", choices=("calibration", "held-out"),
-                     help="calibration: measure and write a record; held-out: judge by the current limits "
-                          "(default: calibration)")
-    cmd.add_argument("--seeds", default=None, help="generator seeds, e.g. 1-60 (default: 1-60 calibration, "
-                                                  "10001-10020 held-out)")
-    cmd.add_argument("--named-cases", default="small,seed",
-                     help="named cases on the bundled scene in the calibration corpus (default: small,seed)")
-    cmd.add_argument("--work", type=Path, default=None,
-                     help="work folder (scenes, samples.jsonl: resumable) (default: reports/calibration/<class>-<family>)")
-    cmd.add_argument("--record", type=Path, default=None,
-                     help="where the record goes (default: fixtures/calibration/<class>/calibration-<utc>.json)")
-    cmd.add_argument("--derive", action="store_true",
-                     help="write the tolerances file from the committed records and exit (default: off)")
-    cmd.add_argument("--no-stages", action="store_true", help="skip the per-stage probe builds (default: off)")
-    cmd.add_argument("--no-golden", action="store_true",
-                     help="skip ONNX Runtime CPU one thread vs default (the golden gates' noise) (default: off)")
-    cmd.add_argument("--no-mutations", action="store_true",
-                     help="skip the catalogue's bugs in the report's figures (default: off)")
-    cmd.add_argument("--backends-only", default="",
-                     help="comma list: calibrate only these candidate backends (default: every one available here)")
-    add_cli_options(cmd, "calibrate")  # --weights, --device, --cache-dir, --tolerances (harness.options)
-    cmd.set_defaults(func=run)
-    return cmd
 
 
 def _progress(done: int, total: int, item: Any, elapsed: float) -> None:

@@ -33,10 +33,10 @@ from harness.gates.limits import Tolerances, machine_class
 from harness.model.checkpoint import load_checkpoint, state_dict_digest
 from harness.model.mvsnet import MVSNet
 from harness.options import chain_fields
+from harness.vocabulary import VARIANTS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_WEIGHTS = PROJECT_ROOT / "fixtures" / "weights" / "mvsnet-default.ckpt"
-VARIANTS = ("raw", "simplified")
 #: Candidates compared with torch strict FP32: every backend the registry (harness.backends)
 #: declares as one. ``-fp16`` ORT legs run the mixed-precision graph that the TensorRT fp16 engine
 #: is built from (a cross-check of that graph on another runtime); ``ort-cuda-default`` is ONNX
@@ -56,7 +56,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BackendUnavailable("device", "no CUDA device", fix="run with --harness-device cpu, or on a GPU machine")
+        raise BackendUnavailable("device", "no CUDA device", fix="run with --device cpu, or on a GPU machine")
     if not (device == "cpu" or device.startswith("cuda")):
         raise InvalidArgument("device", "unknown device", observed=device, expected="auto, cpu, cuda or cuda:N")
     return torch.device(device)

@@ -51,9 +51,10 @@ from harness.model.io import (
     static_case_shape,
 )
 from harness.model.mvsnet import OUTPUT_NAMES
-from harness.options import add_cli_options, namespace_values
+from harness.options import namespace_values
+from harness.vocabulary import CHECK_BACKENDS
 
-ONNX_BACKENDS = ("ort-cpu", "ort-cuda", "trt-fp32")
+ONNX_BACKENDS = CHECK_BACKENDS
 ENGINE_BACKEND = "trt"
 BILINEAR = ("bilinear", "linear")  # GridSample's mode before and after opset 20's rename
 
@@ -370,6 +371,10 @@ def save_user_replay(chain: Chain, result: UserResult, root: Path, one_folder_pe
 
 # -- the command -----------------------------------------------------------------------------------
 
+def _csv_first(text: str) -> str:
+    return next((v.strip() for v in text.split(",") if v.strip() in CASES), "small")
+
+
 def run(args: argparse.Namespace) -> int:
     from harness.report.record import RunRecord
     from harness.report.write import write_run
@@ -379,6 +384,12 @@ def run(args: argparse.Namespace) -> int:
                               fix="python -m harness check --onnx mvsnet.onnx [--engine mvsnet.trt]")
     from harness.preflight import CLI_FLAGS, preflight
 
+    if args.case is not None and args.case not in CASES:  # check's own flag, not run's --cases nor pytest's
+        several = "," in args.case
+        raise InvalidArgument("--case", "check runs one case" if several else "unknown case", observed=args.case,
+                              expected=f"one of {', '.join(CASES)}",
+                              fix=f"pass --case {_csv_first(args.case)} (one check per case)" if several
+                              else "pass --case small")
     backends = tuple(v.strip() for v in args.backends.split(",") if v.strip())
     unknown = [b for b in backends if b not in ONNX_BACKENDS]
     if unknown or not backends:
@@ -480,23 +491,5 @@ def _run_legs(chain: Chain, args: argparse.Namespace, legs: list[UserLeg], toler
     return failed
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``check`` on the ``add_subparsers()`` object of ``python -m harness``."""
-    check = subparsers.add_parser("check", help="gate your own ONNX graph / TensorRT engine / model code against "
-                                  "the torch reference")
-    add_cli_options(check, "check")  # what pytest's --harness-onnx/-engine gate has too (harness.options)
-    check.add_argument("--case", default=None, help=f"one of {', '.join(CASES)} (default: the graph's static shapes)")
-    check.add_argument("--backends", default=",".join(ONNX_BACKENDS),
-                       help=f"for --onnx: comma list of {','.join(ONNX_BACKENDS)} (default: all; unavailable "
-                            "ones are skipped with the reason)")
-    check.add_argument("--save-polygraphy", type=Path, default=None, metavar="DIR",
-                       help="write DIR/inputs.json, DIR/reference_outputs.json (Polygraphy's formats, the graph's "
-                            "own tensor names), the raw files trtexec reads and DIR/commands.sh with the leg's gates "
-                            "as Polygraphy and trtexec tolerances; DIR/<graph stem>/ for several graphs "
-                            "(default: none)")
-    check.set_defaults(func=run)
-    return check
-
-
-__all__ = ["GraphFacts", "HarnessError", "UserLeg", "UserResult", "UserTarget", "add_parser", "diagnose",
+__all__ = ["GraphFacts", "HarnessError", "UserLeg", "UserResult", "UserTarget", "diagnose",
            "inspect_onnx", "plan_user_legs", "prepare_engine", "prepare_onnx", "run", "run_user_leg"]

@@ -1,18 +1,8 @@
-"""``python -m harness <command>``: the main job and the data/weights generators.
+"""``python -m harness <command>``: the main job, the user's own conversion and the generators.
 
-Commands:
-  run           every available backend on the bundled scene (or yours): a parity table on the
-                terminal and a new reports/<utc-stamp>/ with report.md and run.json
-  make-scene    render a synthetic DTU-format scene (the bundled one is seed 0)
-  make-weights  write the seeded plane-sweep initialisation as an MVSNet_pytorch checkpoint
-  bench         time every backend (CUDA events; perf_counter on CPU) with parity, write a report
-  compare       one cross-GPU table from run records; --fail-on median:5% gates against baselines
-  accuracy      accuracy of the weights on held-out synthetic scenes
-  train         train MVSNet on synthetic scenes (GPU)
-  doctor        what this machine can run, and why not (--require trt,ort-cuda)
-  check         gate your own ONNX graph / TensorRT engine / model code (--onnx, --engine, --model)
-  mutate        inject conversion bugs into the small-case graphs; which check catches each
-  calibrate     measure every gate's benign noise over a corpus; derive the limits; held-out false alarms
+``COMMANDS`` lists every subcommand with its one-line summary, an example and its exit codes
+(``--help`` shows them). The parser builds without importing torch, ONNX or the chain: each
+command's function imports what it needs, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -22,13 +12,14 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.chain import OPTION_NAMES
 from harness.errors import BackendUnavailable, HarnessError, Interrupted, InvalidArgument
-from harness.options import add_cli_options, namespace_values, option
+from harness.options import ALL, ALL_WORD, add_cli_options, namespace_values, option
+from harness.vocabulary import CASES, CHECK_BACKENDS, MUTATION_CHECKS, OPTION_NAMES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,8 +45,23 @@ def _choices(flag: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 
 def _listed(args: argparse.Namespace, command: str, name: str) -> tuple[str, ...]:
     """The comma list of option ``name`` of ``command``, checked against the names its row allows."""
+    from harness.chain import OPTION_NAMES as OWNED  # the owners' tables (the parser's copies: harness.vocabulary)
+
     row = option(name, command)
-    return _choices(row.flag(command), getattr(args, row.dest(command)), row.allowed(OPTION_NAMES))
+    value, allowed = getattr(args, row.dest(command)), row.allowed(OWNED)
+    if value == ALL_WORD and row.default is ALL:  # the default of a list the parser was built without
+        return allowed
+    return _choices(row.flag(command), value, allowed)
+
+
+def _one(args: argparse.Namespace, command: str, name: str) -> str:
+    """The one name option ``name`` of ``command`` holds (a comma list elsewhere, one value here)."""
+    values = _listed(args, command, name)
+    if len(values) > 1:
+        flag = option(name, command).flag(command)
+        raise InvalidArgument(flag, f"{command} takes one", observed=", ".join(values), expected="one name",
+                              fix=f"pass {flag} {values[0]} (one {command} per value)")
+    return values[0]
 
 
 @contextlib.contextmanager
@@ -183,9 +189,8 @@ TARGET_SPEEDUP = 6.0  # issue target: fastest backend >= 6x torch eager strict F
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harness.bench import CPU_BACKENDS, CUDA_BACKENDS, default_backends, fastest, run_benchmarks
+    from harness.bench import KNOWN_BACKENDS, default_backends, fastest, run_benchmarks, timed_backends
     from harness.chain import ChainConfig
-    from harness.convert.workarounds import EXPORTABLE
     from harness.gates.limits import Tolerances
     from harness.preflight import CLI_FLAGS, preflight
     from harness.report.plots import depth_difference_maps, latency_plot
@@ -194,20 +199,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness.timing import PROFILES
 
     cases = _listed(args, "bench", "cases")
-    known = tuple(dict.fromkeys(CUDA_BACKENDS + CPU_BACKENDS))
-    requested = _choices("--backends", args.backends, known) if args.backends is not None else None
-    _choices("--workaround", args.workaround, tuple(EXPORTABLE))
+    requested = timed_backends(_choices("--backends", args.backends, KNOWN_BACKENDS)) if args.backends else None
+    workaround, exporter = (_one(args, "bench", name) for name in ("workarounds", "exporters"))
     chain = preflight(ChainConfig.from_options(namespace_values(args, "bench")), cases, args.report_dir, CLI_FLAGS)
     backends = requested or default_backends(chain.device)
     rows: list[dict[str, Any]] = []
     interrupted: Interrupted | None = None
     try:
         run_benchmarks(chain, cases, backends, PROFILES[args.profile], Tolerances.load(args.tolerances),
-                       args.workaround, args.exporter, repeat=args.repeat, rows=rows)
+                       workaround, exporter, repeat=args.repeat, rows=rows)
     except Interrupted as exc:  # keep the finished rows, marked incomplete
         interrupted = exc
     record = RunRecord(kind="bench", profile=args.profile, config={
-        "cases": cases, "backends": backends, "workaround": args.workaround, "exporter": args.exporter,
+        "cases": cases, "backends": backends, "workaround": workaround, "exporter": exporter,
         "device": str(chain.device), "weights": str(chain.weights_path), "timing": PROFILES[args.profile].__dict__,
         "label": args.label, "repeat": args.repeat,
     })
@@ -376,44 +380,60 @@ def cmd_make_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from harness.doctor import run
 
-    run = sub.add_parser("run", help="run every available backend on a scene and write a report")
+    return run(args)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from harness.check import run
+
+    return run(args)
+
+
+def cmd_mutate(args: argparse.Namespace) -> int:
+    from harness.sensitivity import run
+
+    return run(args)
+
+
+# -- the subcommands' arguments (declared here, without importing torch: --help answers at once) --
+
+def _run_arguments(run: argparse.ArgumentParser) -> None:
     add_cli_options(run, "run", OPTION_NAMES)  # every option of run is one pytest has too (harness.options)
-    run.set_defaults(func=cmd_run)
 
-    bench = sub.add_parser("bench", help="time every backend and write a report")
+
+def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     add_cli_options(bench, "bench", OPTION_NAMES)
-    bench.add_argument("--backends", default=None, help="comma list (default: every backend for the device)")
-    bench.add_argument("--profile", choices=("quick", "full"), default="quick",
-                       help="quick: >=10 rounds and >=1 s; full: >=20 rounds and >=3 s (default: quick)")
-    bench.add_argument("--workaround", default="precomputed", help="for ONNX/TensorRT legs (default: precomputed)")
-    bench.add_argument("--exporter", default="torchscript", help="for ONNX/TensorRT legs (default: torchscript)")
+    bench.add_argument("--backends", default=None,
+                       help="comma list of the backends python -m harness doctor lists, candidates and torch "
+                            "references; ort-cpu and ort-cuda are timed per graph (ort-cpu-raw, ort-cpu-simplified "
+                            "...) (default: every backend for the device)")
+    for old, name in (("--workaround", "workarounds"), ("--exporter", "exporters")):  # deprecated spellings
+        bench.add_argument(old, dest=name, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     bench.add_argument("--label", default="", help="free text stored in the record (e.g. the machine)")
     bench.add_argument("--repeat", type=int, default=1,
                        help="measure each backend N times and report the spread of the medians (default: 1)")
-    bench.set_defaults(func=cmd_bench)
 
-    cmp = sub.add_parser("compare", help="cross-GPU table from run records; regression gate")
+
+def _compare_arguments(cmp: argparse.ArgumentParser) -> None:
     cmp.add_argument("records", nargs="+", help="run.json files (or their folders)")
     cmp.add_argument("--baseline", nargs="*", default=[str(PROJECT_ROOT / "reports" / "baselines")],
                      help="baseline records or folders (default: reports/baselines/)")
     cmp.add_argument("--fail-on", default=None, help="e.g. median:5%%: exit 1 when a backend is slower than the "
                      "baseline of the same GPU model by more (default: no gate)")
     cmp.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports", help="(default: reports/)")
-    cmp.set_defaults(func=cmd_compare)
 
-    acc = sub.add_parser("accuracy", help="accuracy of the weights on held-out synthetic scenes")
+
+def _accuracy_arguments(acc: argparse.ArgumentParser) -> None:
     add_cli_options(acc, "accuracy", OPTION_NAMES)
     acc.add_argument("--scenes", type=int, default=20, help="number of held-out scenes (default: 20)")
     acc.add_argument("--first", type=int, default=20,
                      help="index of the first held-out seed; the first 16 validated training (default: 20)")
-    acc.set_defaults(func=cmd_accuracy)
 
-    tr = sub.add_parser("train", help="train MVSNet on synthetic scenes (GPU)")
+
+def _train_arguments(tr: argparse.ArgumentParser) -> None:
     add_cli_options(tr, "train")
     tr.add_argument("--out", type=Path, required=True,
                     help="checkpoint to write (required: training never replaces the bundled "
@@ -430,27 +450,175 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--init", choices=("plane-sweep", "random"), default="plane-sweep", help="(default: plane-sweep)")
     tr.add_argument("--resume", action="store_true", help="continue from <out>.state.pt (default: off)")
     tr.add_argument("--max-minutes", type=float, default=0.0, help="stop and save after this much time (default: none)")
-    tr.set_defaults(func=cmd_train)
 
-    from harness import calibrate, check, doctor, sensitivity
 
-    doctor.add_parser(sub)
-    check.add_parser(sub)
-    sensitivity.add_parser(sub)
-    calibrate.add_parser(sub)
+def _doctor_arguments(doctor: argparse.ArgumentParser) -> None:
+    doctor.add_argument("--require", default="", metavar="NAMES",
+                        help="comma list of the backends doctor lists (the candidates run, bench, check and "
+                             "pytest take, or the torch references): exit 1 naming each unavailable one and why "
+                             "(default: none required)")
+    doctor.add_argument("--json", action="store_true", help="print the facts as JSON (default: a text screen)")
+    add_cli_options(doctor, "doctor")  # --cache-dir (harness.options)
 
-    scene = sub.add_parser("make-scene", help="render a synthetic DTU-format scene")
+
+def _check_arguments(check: argparse.ArgumentParser) -> None:
+    add_cli_options(check, "check")  # what pytest's --harness-onnx/-engine gate has too (harness.options)
+    check.add_argument("--case", default=None, help=f"one of {', '.join(CASES)} (default: the graph's static shapes)")
+    check.add_argument("--backends", default=",".join(CHECK_BACKENDS),
+                       help=f"for --onnx: comma list of {','.join(CHECK_BACKENDS)} (default: all; unavailable "
+                            "ones are skipped with the reason)")
+    check.add_argument("--save-polygraphy", type=Path, default=None, metavar="DIR",
+                       help="write DIR/inputs.json, DIR/reference_outputs.json (Polygraphy's formats, the graph's "
+                            "own tensor names), the raw files trtexec reads and DIR/commands.sh with the leg's gates "
+                            "as Polygraphy and trtexec tolerances; DIR/<graph stem>/ for several graphs "
+                            "(default: none)")
+
+
+def _mutate_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--case", default="small", help="input case (default: small)")
+    cmd.add_argument("--precisions", default="fp32,fp16", help="graph precisions (default: fp32,fp16)")
+    cmd.add_argument("--checks", default=",".join(MUTATION_CHECKS),
+                     help=f"checks that count in the verdict (default: {','.join(MUTATION_CHECKS)})")
+    cmd.add_argument("--only", default="", help="comma list of mutation names (default: the whole catalogue)")
+    cmd.add_argument("--golden", type=Path, default=None,
+                     help="stored golden outputs (default: baselined now from the unmutated graphs)")
+    cmd.add_argument("--write-golden", type=Path, default=None, metavar="DIR",
+                     help="re-baseline: store ONNX Runtime outputs of every unmutated graph variant in DIR and exit "
+                          "(default: off)")
+    cmd.add_argument("--workarounds", default="precomputed",
+                     help="with --write-golden: the graphs' inverse workarounds (default: precomputed)")
+    cmd.add_argument("--exporters", default="torchscript",
+                     help="with --write-golden: the graphs' exporters (default: torchscript)")
+    add_cli_options(cmd, "mutate")  # --tolerances, --cache-dir (harness.options)
+    cmd.add_argument("--json", type=Path, default=None, help="also write the outcomes as JSON here (default: none)")
+    cmd.add_argument("--list", action="store_true", help="list the catalogue and exit (default: off)")
+
+
+def _make_scene_arguments(scene: argparse.ArgumentParser) -> None:
     scene.add_argument("folder", type=Path, help="new folder for images/, cams/, depths/, masks/ and pair.txt")
     scene.add_argument("--seed", type=int, default=0, help="scene seed; the bundled scene is seed 0 (default: 0)")
     scene.add_argument("--views", type=int, default=5, help="number of views, the first is the reference (default: 5)")
     scene.add_argument("--height", type=int, default=512, help="image height in pixels (default: 512)")
     scene.add_argument("--width", type=int, default=640, help="image width in pixels (default: 640)")
-    scene.set_defaults(func=cmd_make_scene)
 
-    weights = sub.add_parser("make-weights", help="write the seeded plane-sweep initialisation as a checkpoint")
+
+def _make_weights_arguments(weights: argparse.ArgumentParser) -> None:
     weights.add_argument("path", type=Path, help="checkpoint file to write (MVSNet_pytorch format)")
     weights.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
-    weights.set_defaults(func=cmd_make_weights)
+
+
+def _calibrate_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--family", default="calibration", choices=("calibration", "held-out"),
+                     help="calibration: measure and write a record; held-out: judge by the current limits "
+                          "(default: calibration)")
+    cmd.add_argument("--seeds", default=None, help="generator seeds, e.g. 1-50 (default: 1-50 calibration, "
+                                                  "10001-10020 held-out)")
+    cmd.add_argument("--named-cases", default="small,seed",
+                     help="named cases on the bundled scene in the calibration corpus (default: small,seed)")
+    cmd.add_argument("--work", type=Path, default=None,
+                     help="work folder (scenes, samples.jsonl: resumable) (default: reports/calibration/<class>-<family>)")
+    cmd.add_argument("--record", type=Path, default=None,
+                     help="where the record goes (default: fixtures/calibration/<class>/calibration-<utc>.json)")
+    cmd.add_argument("--derive", action="store_true",
+                     help="write the tolerances file from the committed records and exit (default: off)")
+    cmd.add_argument("--no-stages", action="store_true", help="skip the per-stage probe builds (default: off)")
+    cmd.add_argument("--no-golden", action="store_true",
+                     help="skip ONNX Runtime CPU one thread vs default (the golden gates' noise) (default: off)")
+    cmd.add_argument("--no-mutations", action="store_true",
+                     help="skip the catalogue's bugs in the report's figures (default: off)")
+    cmd.add_argument("--backends-only", default="",
+                     help="comma list: calibrate only these candidate backends (default: every one available here)")
+    add_cli_options(cmd, "calibrate")  # --weights, --device, --cache-dir, --tolerances, --align-corners
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from harness.calibrate import run
+
+    return run(args)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: what its ``--help`` says, its arguments and the function that runs it (which
+    imports the heavy modules: torch, ONNX, the chain)."""
+
+    name: str
+    summary: str  # one line: the command list of `python -m harness --help` and the top of its own help
+    example: str  # arguments after `python -m harness <name>` that work on a fresh clone
+    exits: str  # what 0 and 1 mean for it (2 and 130/143 are common to all: EXITS)
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+#: Exit codes every subcommand shares (main).
+EXITS = "2 bad input or usage (one line: <subject> | <problem> ...); 130/143 stopped by SIGINT/SIGTERM"
+
+COMMANDS: tuple[Command, ...] = (
+    Command("run", "every available backend on the bundled scene (or yours) against torch strict FP32: a parity "
+            "table, and a new reports/<utc-stamp>/ with report.md and run.json",
+            "--cases small", "0 every leg within its gate; 1 a leg failed its gate, degenerate weights or no leg ran",
+            _run_arguments, cmd_run),
+    Command("bench", "time every backend (CUDA events; perf_counter on CPU) with parity, and write a report",
+            "--cases small --profile quick", "0 measured (parity is reported, not gated; gate timing with compare "
+            "--fail-on)", _bench_arguments, cmd_bench),
+    Command("compare", "one cross-GPU table from run records; --fail-on gates against the baselines of the same GPU",
+            "reports/baselines/h100.json reports/baselines/h200.json",
+            "0 compared (no regression beyond --fail-on); 1 a backend regressed beyond --fail-on",
+            _compare_arguments, cmd_compare),
+    Command("accuracy", "accuracy of the weights on held-out synthetic scenes", "--cases small --scenes 4",
+            "0 measured (reported, not gated)", _accuracy_arguments, cmd_accuracy),
+    Command("train", "train MVSNet on synthetic scenes (GPU)", "--steps 5000 --max-minutes 5.5 --out my-weights.ckpt",
+            "0 trained and saved", _train_arguments, cmd_train),
+    Command("doctor", "what this machine can run (GPU, libraries, backends) and why not", "--require ort-cpu",
+            "0 facts printed; 1 a --require'd backend is unavailable here", _doctor_arguments, cmd_doctor),
+    Command("check", "gate your own ONNX graph / TensorRT engine / model code against the torch reference",
+            "--onnx build/mvsnet.onnx", "0 every leg within its gate; 1 a leg or the precision audit failed",
+            _check_arguments, cmd_check),
+    Command("mutate", "inject the catalogue of conversion bugs into the small-case graphs; which check catches each",
+            "--list", "0 every bug caught and no false alarm; 1 a bug missed or a benign change flagged",
+            _mutate_arguments, cmd_mutate),
+    Command("calibrate", "measure every gate's benign noise over a corpus (a record per machine class), derive the "
+            "limits from the records by one rule, or count false alarms on held-out inputs",
+            "--derive", "0 done (held-out: no false alarm); 1 a held-out sample over its limit",
+            _calibrate_arguments, cmd_calibrate),
+    Command("make-scene", "render a synthetic DTU-format scene (the bundled one is seed 0)",
+            "my-scene --seed 1", "0 written", _make_scene_arguments, cmd_make_scene),
+    Command("make-weights", "write the seeded plane-sweep initialisation as an MVSNet_pytorch checkpoint",
+            "my-init.ckpt --seed 1", "0 written", _make_weights_arguments, cmd_make_weights),
+)
+
+
+def _epilog(command: Command) -> str:
+    return (f"example:\n  python -m harness {command.name} {command.example}\n\n"
+            f"exit codes: {command.exits}; {EXITS}")
+
+
+def command_parser(name: str, parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
+                   ) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name`` alone (``python -m harness <name>``): for a script that
+    hands its other arguments on to that command and checks them before any work."""
+    command = next(c for c in COMMANDS if c.name == name)
+    parser = parser_class(prog=f"python -m harness {name}", description=command.summary, epilog=_epilog(command),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    command.arguments(parser)
+    parser.set_defaults(func=command.run, command=name)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand (of ``COMMANDS``); builds without importing torch."""
+    parser = argparse.ArgumentParser(prog="python -m harness", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     description="The parity and benchmark gate of MVSNet's PyTorch -> ONNX -> "
+                                                 "TensorRT conversion: the main job, your own conversion, the "
+                                                 "generators.",
+                                     epilog=f"python -m harness <command> --help: its options, an example and its "
+                                            f"exit codes.\nexit codes: 0 passed; 1 a check failed; {EXITS}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    for command in COMMANDS:
+        parser_of = sub.add_parser(command.name, help=command.summary, description=command.summary,
+                                   epilog=_epilog(command), formatter_class=argparse.RawDescriptionHelpFormatter)
+        command.arguments(parser_of)
+        parser_of.set_defaults(func=command.run)
     return parser
 
 

@@ -8,9 +8,11 @@ error}, ``gpus`` (torch's: [{index, name, compute_capability, memory_gib}]), ``t
 build ("cuda"/"cpu"), cuda, cudnn, cuda_available, cuda_error}, ``onnx``/``onnxsim``/``pycuda``
 {version, error}, ``onnxruntime`` {version, error, providers}, ``tensorrt`` {flavour, version,
 error, compute_capability, engine_runs_here, blocker}, ``cache`` {path, exists, size_mib},
-``backends`` {name: {available, reason}} for each of ``BACKENDS``, ``registry`` {name: {consumes,
-precision, available, reason}} for every backend the registry declares, ``required`` (the
---require names: families of ``BACKENDS`` or registry names) and ``unavailable_required`` {name: reason}.
+``backends`` {name: {available, reason}} for each of ``BACKENDS`` (runtime families, kept for
+scripts: ``--require`` still takes them, the screen no longer shows them), ``registry`` {name:
+{consumes, precision, candidate, available, reason}} for every backend the registry declares (the
+one vocabulary of run, bench, check, doctor and pytest), ``required`` (the --require names) and
+``unavailable_required`` {name: reason}.
 
 Exit status: 0; 1 when a ``--require``d backend is unavailable; 2 for an unknown name in it.
 """
@@ -33,6 +35,8 @@ import torch
 
 from harness.report.machine import gpu_info, run_command
 
+#: Runtime families probed directly (the JSON's ``backends``); --require takes them as deprecated
+#: aliases of the registry's names, which are what every other option takes.
 BACKENDS = ("torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "trt")
 NO_CUDA = "no CUDA device"
 
@@ -180,12 +184,16 @@ def probe(cache_dir: Path | None = None) -> dict[str, Any]:
     }
     facts["backends"] = {name: {"available": reasons[name] is None, "reason": reasons[name]} for name in BACKENDS}
     facts["registry"] = registry_facts()
+    for backend in facts["registry"].values():  # the registry's bare "no CUDA device": say why, as probed
+        if no_cuda and backend["reason"] == NO_CUDA:
+            backend["reason"] = no_cuda
     return facts
 
 
 def registry_facts() -> dict[str, dict[str, Any]]:
-    """Every backend the registry declares (what --harness-backends, run and bench take), with
-    its own availability check: ``{name: {consumes, precision, available, reason}}``."""
+    """Every backend the registry declares, with its own availability check: ``{name: {consumes,
+    precision, candidate, available, reason}}``. Candidates are what --backends of run, bench and
+    pytest take; the others are torch references (bench and --require take them too)."""
     from harness.backends import registry
 
     found: dict[str, dict[str, Any]] = {}
@@ -194,7 +202,8 @@ def registry_facts() -> dict[str, dict[str, Any]]:
             reason = spec.available()
         except Exception as exc:  # noqa: BLE001 - a check that breaks is a reason, not a crash
             reason = f"availability check failed ({_error(exc)})"
-        found[name] = {"consumes": spec.consumes, "precision": spec.precision, "available": reason is None, "reason": reason}
+        found[name] = {"consumes": spec.consumes, "precision": spec.precision, "candidate": spec.candidate,
+                       "available": reason is None, "reason": reason}
     return found
 
 
@@ -218,15 +227,18 @@ def render(facts: dict[str, Any]) -> str:
         f"onnxruntime  {ort['error'] or ort['version']}; providers: {', '.join(ort['providers']) or 'none'}",
         f"TensorRT     {trt_line}",
         f"cache        {cache['path']} ({cache['size_mib']} MiB{'' if cache['exists'] else ', not created yet'})",
-        "",
-        "registry backends (--harness-backends, run --backends; --require takes these or the families below)",
-        *(f"  {name:<17} {b['consumes']:<6} {b['precision']:<5} {'available' if b['available'] else b['reason']}"
-          for name, b in facts.get("registry", {}).items()),
-        "",
-        "backends",
-        *(f"  {name:<11} {'available' if b['available'] else b['reason']}" for name, b in facts["backends"].items()),
     ]
+    registry = facts.get("registry", {})
+    for candidate, title in ((True, CANDIDATES_TITLE), (False, REFERENCES_TITLE)):
+        lines += ["", title, *(f"  {name:<17} {b['consumes']:<6} {b['precision']:<5} "
+                               f"{'available' if b['available'] else b['reason']}"
+                               for name, b in registry.items() if b["candidate"] == candidate)]
     return "\n".join(lines)
+
+
+CANDIDATES_TITLE = ("backends: the names run --backends, bench --backends, check --backends (its ONNX ones), "
+                    "pytest --harness-backends and --require take")
+REFERENCES_TITLE = "references: torch eager, never candidates (torch-fp32 is the gate's reference; bench times them)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -236,9 +248,9 @@ def run(args: argparse.Namespace) -> int:
     required = tuple(dict.fromkeys(v.strip() for v in (args.require or "").split(",") if v.strip()))
     unknown = [name for name in required if name not in BACKENDS and name not in registry.specs()]
     if unknown:
-        error = InvalidArgument("doctor --require", "unknown backend", observed=", ".join(unknown),
-                                expected=f"a comma list of {', '.join(BACKENDS)}, or of the registry's {', '.join(registry.specs())}",
-                                fix="pick names from those lists")
+        error = InvalidArgument("--require", "unknown backend", observed=", ".join(unknown),
+                                expected=f"a comma list of {', '.join(registry.specs())}",
+                                fix="pick names from that list (python -m harness doctor shows them)")
         print(f"error: {error}", file=sys.stderr)
         return 2
     facts = probe(args.cache_dir)
@@ -251,17 +263,3 @@ def run(args: argparse.Namespace) -> int:
     if required and not missing and not args.json:
         print(f"\nrequired backends available: {', '.join(required)}")
     return 1 if missing else 0
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``doctor`` on the ``add_subparsers()`` object of ``python -m harness``."""
-    from harness.options import add_cli_options
-
-    doctor = subparsers.add_parser("doctor", help="what this machine can run (GPU, libraries, backends) and why not")
-    doctor.add_argument("--require", default="", metavar="NAMES",
-                        help=f"comma list of {','.join(BACKENDS)}: exit 1 naming each unavailable one and why "
-                             "(default: none required)")
-    doctor.add_argument("--json", action="store_true", help="print the facts as JSON (default: a text screen)")
-    add_cli_options(doctor, "doctor")  # --cache-dir (harness.options)
-    doctor.set_defaults(func=run)
-    return doctor

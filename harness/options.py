@@ -31,8 +31,21 @@ from typing import Any, Protocol
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYTEST = "pytest"
+
+
+@dataclass(frozen=True)
+class Elsewhere:
+    """A vocabulary entry a front builds without (its owner is costly to import: the backend
+    registry imports torch): the help points to ``where`` instead of listing the names, a default
+    of all of them is the word ``all``, and the front checks values against the owner afterwards."""
+
+    where: str
+
+
 #: ``{vocabulary key: the names it holds}``: what the rows with ``names`` list, passed by the fronts.
-Vocabulary = Mapping[str, tuple[str, ...]]
+Vocabulary = Mapping[str, "tuple[str, ...] | Elsewhere"]
+#: How a front built with an ``Elsewhere`` entry spells "every name" (the default ``ALL``).
+ALL_WORD = "all"
 
 
 class _All:
@@ -97,10 +110,21 @@ class Option:
             return ()
         if self.names not in vocabulary:
             raise KeyError(f"option {self.name} lists the names of {self.names!r}, which the vocabulary lacks")
-        return tuple(vocabulary[self.names])
+        names = vocabulary[self.names]
+        if isinstance(names, Elsewhere):
+            raise KeyError(f"option {self.name}: the names of {self.names!r} are not in this vocabulary "
+                           f"({names.where})")
+        return tuple(names)
+
+    def elsewhere(self, vocabulary: Vocabulary | None) -> Elsewhere | None:
+        """The ``Elsewhere`` entry this row's names are in ``vocabulary``, if they are."""
+        names = (vocabulary or {}).get(self.names) if self.names is not None else None
+        return names if isinstance(names, Elsewhere) else None
 
     def default_for(self, front: str, vocabulary: Vocabulary | None = None) -> Any:
         default = self.overrides[front].value if front in self.overrides else self.default
+        if default is ALL and self.elsewhere(vocabulary) is not None:
+            return ALL_WORD
         return ",".join(self.allowed(vocabulary or {})) if default is ALL else default
 
     def shown_for(self, front: str, vocabulary: Vocabulary | None = None) -> str:
@@ -114,7 +138,9 @@ class Option:
         return "none" if default is None else str(default)
 
     def help_for(self, front: str, vocabulary: Vocabulary | None = None) -> str:
-        text = self.help.replace("{names}", ", ".join(self.allowed(vocabulary or {}))) if self.listed else self.help
+        elsewhere = self.elsewhere(vocabulary)
+        listing = elsewhere.where if elsewhere is not None else ", ".join(self.allowed(vocabulary or {}))
+        text = self.help.replace("{names}", listing) if self.listed else self.help
         if front == PYTEST:
             return f"{text}. Default: {self.shown_for(front, vocabulary)}"
         return f"{text} (default: {self.shown_for(front, vocabulary)})"
@@ -143,17 +169,20 @@ _EXPORT = (PYTEST, "run", "bench")  # fronts that export the harness's own graph
 
 OPTIONS: tuple[Option, ...] = (
     # -- what to run
-    Option("profile", "quick: the small case (CI); full: small and seed (3x512x640, D=192)", (PYTEST,),
-           default="quick", names="profile"),
+    Option("profile", "quick or full. pytest: quick runs the small case (CI), full small and seed (3x512x640, "
+           "D=192); both fronts: the benchmarks' timing (quick: >=10 rounds and >=1 s; full: >=20 rounds and >=3 s)",
+           (PYTEST, "bench"), default="quick", names="profile"),
     Option("cases", "comma list of {names}", (PYTEST, "run", "bench", "accuracy"), default="seed",
            names="cases", listed=True, overrides={PYTEST: Default(None, "the profile's cases")}),
     Option("backends", "comma list of candidate backends compared with torch strict FP32: {names} "
            "(those unavailable here are skipped with the reason)", (PYTEST, "run"), default=ALL,
            shown="all of them", names="backends", listed=True),
     Option("workarounds", "comma list of torch.inverse workarounds: {names} (custom_op: torchscript exporter and "
-           "ONNX Runtime only)", (PYTEST, "run"), default=ALL, names="workarounds", listed=True),
-    Option("exporters", "comma list of ONNX exporters: {names}", (PYTEST, "run"), default=ALL, names="exporters",
-           listed=True, overrides={"run": Default("torchscript", "torchscript")}),
+           "ONNX Runtime only; bench: one, its graphs are timed)", (PYTEST, "run", "bench"), default=ALL,
+           names="workarounds", listed=True, overrides={"bench": Default("precomputed", "precomputed")}),
+    Option("exporters", "comma list of ONNX exporters: {names} (bench: one)", (PYTEST, "run", "bench"), default=ALL,
+           names="exporters", listed=True, overrides={"run": Default("torchscript", "torchscript"),
+                                                      "bench": Default("torchscript", "torchscript")}),
     Option("variants", "comma list of ONNX graphs to run: {names}", (PYTEST, "run"), default=ALL,
            names="variants", listed=True),
     # -- the chain: model, data, device, export and TensorRT settings (ChainConfig)
@@ -213,8 +242,8 @@ OPTIONS: tuple[Option, ...] = (
 #: Options of one subcommand spelled like a row above but meaning something else; they stay with
 #: their subcommand's code. ``(subcommand, name): what it is there``.
 HOMONYMS: dict[tuple[str, str], str] = {
-    ("bench", "profile"): "the timing profile (harness.timing.PROFILES), not the cases",
-    ("bench", "backends"): "the backends to time (harness.bench), by default every one for the device",
+    ("bench", "backends"): "the backends to time (harness.bench), by default every one for the device; the registry's "
+                           "names, ort-cpu and ort-cuda timed per graph (-raw, -simplified)",
     ("check", "backends"): "the backends that run the user's ONNX graph (harness.check.ONNX_BACKENDS)",
     ("check", "save-polygraphy"): "one replay per user graph, in DIR (or DIR/<graph stem>/)",
     ("mutate", "golden"): "goldens the mutated graphs are compared with, by default baselined in the run",
@@ -286,6 +315,6 @@ def chain_fields(parsed: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
-__all__ = ["ALL", "HOMONYMS", "OPTIONS", "PYTEST", "Default", "Option", "Vocabulary", "add_cli_options",
+__all__ = ["ALL", "ALL_WORD", "HOMONYMS", "Elsewhere", "OPTIONS", "PYTEST", "Default", "Option", "Vocabulary", "add_cli_options",
            "add_pytest_options", "chain_fields", "flag", "fronts", "namespace_values", "option", "options_for",
            "parsed_values"]

@@ -36,9 +36,9 @@ from harness.localize import depth_step, stage_errors, torch_stages
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.model.precision import FP32_REGIONS
 from harness.mutate import CATALOGUE, Mutation, MutationError, mutations
-from harness.options import add_cli_options
+from harness.vocabulary import MUTATION_CHECKS
 
-CHECKS = ("outputs", "stages", "precision", "golden")
+CHECKS = MUTATION_CHECKS
 PRECISIONS = ("fp32", "fp16")
 WORKAROUND, EXPORTER = "precomputed", "torchscript"
 
@@ -292,30 +292,6 @@ def catch_table(outcomes: Sequence[Outcome], counting: Sequence[str] = CHECKS) -
                  f"was calibrated on, i.e. at most 1/{MARGIN:g} of the limit: that check cannot tell this bug from a good "
                  "graph; inf: a limit of 0 exceeded), FAIL/ok for the precision audit")
     return "\n".join(lines)
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``mutate`` on the ``add_subparsers()`` object of ``python -m harness``."""
-    cmd = subparsers.add_parser("mutate", help="inject the catalogue of conversion bugs; print the catch-rate table")
-    cmd.add_argument("--case", default="small", help="input case (default: small)")
-    cmd.add_argument("--precisions", default="fp32,fp16", help="graph precisions (default: fp32,fp16)")
-    cmd.add_argument("--checks", default=",".join(CHECKS),
-                     help=f"checks that count in the verdict (default: {','.join(CHECKS)})")
-    cmd.add_argument("--only", default="", help="comma list of mutation names (default: the whole catalogue)")
-    cmd.add_argument("--golden", type=Path, default=None,
-                     help="stored golden outputs (default: baselined now from the unmutated graphs)")
-    cmd.add_argument("--write-golden", type=Path, default=None, metavar="DIR",
-                     help="re-baseline: store ONNX Runtime outputs of every unmutated graph variant in DIR and exit "
-                          "(default: off)")
-    cmd.add_argument("--workarounds", default=WORKAROUND,
-                     help=f"with --write-golden: the graphs' inverse workarounds (default: {WORKAROUND})")
-    cmd.add_argument("--exporters", default=EXPORTER,
-                     help=f"with --write-golden: the graphs' exporters (default: {EXPORTER})")
-    add_cli_options(cmd, "mutate")  # --tolerances, --cache-dir (harness.options)
-    cmd.add_argument("--json", type=Path, default=None, help="also write the outcomes as JSON here (default: none)")
-    cmd.add_argument("--list", action="store_true", help="list the catalogue and exit (default: off)")
-    cmd.set_defaults(func=run)
-    return cmd
 
 
 def run(args: argparse.Namespace) -> int:

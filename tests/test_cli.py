@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from harness.chain import BUNDLED_WEIGHTS, CANDIDATES
-from harness.cli import build_parser, main
+from harness.cli import _listed, build_parser, main
 from harness.data.views import load_views
 from harness.model.checkpoint import load_checkpoint, state_dict_digest
 from harness.report.record import load_record
@@ -138,7 +139,8 @@ def test_bad_weights_path_exits_2_with_an_error_line_naming_it(run_argv, tmp_pat
 def test_run_defaults_follow_the_readme():
     args = build_parser().parse_args(["run"])
     assert args.cases == "seed"
-    assert args.backends == ",".join(CANDIDATES)
+    assert args.backends == "all"  # the parser is built without the registry (torch): all of them, resolved by run
+    assert _listed(args, "run", "backends") == CANDIDATES
     assert {"ort-cpu", "ort-cuda"} <= set(CANDIDATES)
     assert args.workarounds == "precomputed,closed_form,custom_op"
     assert args.exporters == "torchscript"
@@ -190,3 +192,32 @@ def test_the_main_job_offers_every_tensorrt_setting_the_gate_offers(monkeypatch,
     config = seen["config"]
     assert (config.trt_workspace_mib, config.trt_opt_level, config.trt_buffers, config.trt_cuda_graph) == (
         1024, 1, "pycuda", True)
+
+
+@pytest.mark.parametrize(("value", "line"), [
+    ("small,seed", "error: --case | check runs one case: small,seed. Expected: one of small, seed, dtu. "
+                   "Fix: pass --case small (one check per case)."),
+    ("huge", "error: --case | unknown case: huge. Expected: one of small, seed, dtu. Fix: pass --case small."),
+])
+def test_check_refuses_a_case_naming_its_own_flag_not_a_pytest_one(tmp_path, capsys, value, line):
+    assert main(["check", "--onnx", str(tmp_path / "mine.onnx"), "--case", value,
+                 "--report-dir", str(tmp_path / "reports")]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [line] and "--harness-" not in err
+    assert not (tmp_path / "reports").exists()
+
+
+def test_no_cli_message_in_the_model_and_data_layers_names_a_pytest_flag():
+    """The low layers spell fixes with the CLI's flags (harness.preflight translates them for pytest):
+    a fix naming --harness-<x> alone would reach a CLI user as a flag their command lacks."""
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "harness"
+    found = []
+    for folder in ("model", "data"):
+        for path in (root / folder).glob("*.py"):
+            for number, text in enumerate(path.read_text().splitlines(), 1):
+                for flag in re.findall(r"--harness-[a-z-]+", text):
+                    if f"--{flag[len('--harness-'):]} / {flag}" not in text:  # both spellings named is fine
+                        found.append(f"{path.name}:{number}: {flag}")
+    assert found == []

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import re
 import shutil
 import sys
 
@@ -19,6 +20,7 @@ import torch
 
 from harness import doctor
 from harness.backends import trt_api
+from harness.cli import build_parser
 
 DOCUMENTED_KEYS = {"python", "platform", "nvidia_smi", "gpus", "torch", "onnx", "onnxsim", "pycuda", "onnxruntime",
                    "tensorrt", "cache", "backends", "registry", "required", "unavailable_required"}
@@ -26,13 +28,9 @@ H100_GPU = [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": 
 
 
 def doctor_main(*argv: str) -> int:
-    """``python -m harness doctor ARGV`` through a parser built with ``doctor.add_parser``."""
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    doctor.add_parser(sub)
-    args = parser.parse_args(["doctor", *argv])
-    assert args.func is doctor.run
-    return doctor.run(args)
+    """``python -m harness doctor ARGV`` through the CLI's parser (its function runs doctor.run)."""
+    args = build_parser().parse_args(["doctor", *argv])
+    return args.func(args)
 
 
 def _no_tensorrt(monkeypatch) -> None:
@@ -68,11 +66,12 @@ def test_screen_reports_what_a_cpu_only_machine_can_run(cpu_machine, capsys):
     assert f"torch        {torch.__version__} (CPU build)" in out
     assert "CPUExecutionProvider" in out.split("onnxruntime")[1].splitlines()[0]
     assert "TensorRT     tensorrt not importable" in out
-    backends = out.split("\nbackends\n")[1].splitlines()
-    assert [line.split()[0] for line in backends] == list(doctor.BACKENDS)
-    assert "  torch-cpu   available" in backends and "  ort-cpu     available" in backends
+    backends = out.split("\nbackends: ")[1].split("\n\n")[0].splitlines()[1:]
+    references = out.split("\nreferences: ")[1].split("\n\n")[0].splitlines()[1:]
+    assert "  ort-cpu           onnx   fp32  available" in backends
+    assert "  torch-fp32        model  fp32  available" in references
     assert "no CUDA device (torch" in out and "is a CPU build; nvidia-smi not found)" in out
-    assert "  trt         tensorrt not importable" in backends
+    assert "  trt-fp32          engine fp32  tensorrt not importable" in backends
 
 
 def test_require_trt_fails_naming_tensorrt_not_importable(cpu_machine, capsys):
@@ -99,7 +98,8 @@ def test_unknown_required_name_exits_2_naming_the_valid_ones(cpu_machine, capsys
     out, err = capsys.readouterr()
     assert out == ""  # refused before probing anything
     assert "unknown backend: tensorrt, gpu" in err
-    assert "torch-cpu, torch-cuda, ort-cpu, ort-cuda, trt" in err
+    assert "a comma list of torch-fp32, torch-tf32, torch-fp16, torch-fast-fp16, ort-cpu," in err  # the registry's
+    assert "--harness-" not in err
 
 
 def test_json_holds_the_documented_keys(cpu_machine, capsys):
@@ -163,7 +163,7 @@ def test_tensorrt_on_a_gpu_is_available(cpu_machine, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert f"TensorRT     tensorrt {fake.DEFAULT_VERSIONS['tensorrt']}; engines run here" in out
     assert "NVIDIA H100 80GB HBM3 (sm 9.0, 79.1 GiB)" in out
-    assert "  ort-cuda    CUDAExecutionProvider missing from onnxruntime" in out  # the CPU wheel is installed
+    assert re.search(r"\n  ort-cuda +onnx +fp32 +\S", out)  # the registry's own check (torch.cuda is not faked there)
 
 
 def test_tensorrt_rtx_on_hopper_names_the_blocker(cpu_machine, capsys, monkeypatch):
@@ -201,13 +201,12 @@ def test_gpu_seen_by_the_driver_but_not_by_a_cpu_torch_says_what_to_install(cpu_
 
 
 def test_every_option_says_its_default():
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    command = doctor.add_parser(sub)
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    command = sub.choices["doctor"]
     options = [a for a in command._actions if a.option_strings and a.dest != "help"]
     assert {a.dest for a in options} == {"require", "json", "cache_dir"}
     assert all(a.help and "(default:" in a.help for a in options)
-    assert "doctor" in sub.choices and sub._choices_actions[0].help
+    assert next(a.help for a in sub._choices_actions if a.dest == "doctor")
 
 
 @pytest.mark.skipif(torch.cuda.is_available() or torch.version.cuda is not None or shutil.which("nvidia-smi") is not None
@@ -224,18 +223,28 @@ def test_this_cpu_machine_unpatched(capsys, monkeypatch, tmp_path):
     assert "tensorrt not importable" in err and "ort-cuda is unavailable: no CUDA device" in err
 
 
-def test_the_registry_section_lists_every_declared_backend_with_its_own_check(cpu_machine, capsys):
+def test_the_screen_shows_one_vocabulary_the_candidates_run_takes_and_the_references_apart(cpu_machine, capsys):
+    """One vocabulary: the backends section is exactly what run --backends (and pytest) accept, the
+    torch references (torch-tf32 ...: refused by run) are listed apart, labelled as such, and the
+    runtime families (torch-cpu, trt ...) are not on the screen."""
     from harness.backends import registry
+    from harness.chain import OPTION_NAMES
 
     assert doctor_main("--cache-dir", str(cpu_machine)) == 0
     out = capsys.readouterr().out
-    section = out.split("registry backends (")[1].split("\n\n")[0].splitlines()[1:]
-    assert [line.split()[0] for line in section] == list(registry.specs())
-    assert "  torch-fast-fp16   model  fp16  no CUDA device" in section
-    assert any(line.startswith("  torch-aoti        model  fp32  ") for line in section)
+    backends = out.split("\nbackends: ")[1].split("\n\n")[0].splitlines()
+    references = out.split("\nreferences: ")[1].split("\n\n")[0].splitlines()
+    assert [line.split()[0] for line in backends[1:]] == list(OPTION_NAMES["backends"])
+    assert "run --backends" in backends[0] and "never candidates" in references[0]
+    assert [line.split()[0] for line in references[1:]] == [n for n in registry.names() if n not in OPTION_NAMES["backends"]]
+    assert "torch-tf32" in references[-2] and "torch-tf32" not in "\n".join(backends)
+    assert "  torch-fast-fp16   model  fp16  no CUDA device (torch " in "\n".join(backends)  # the probed why
+    assert any(line.startswith("  torch-aoti        model  fp32  ") for line in backends)
+    assert not any(line.startswith(("  torch-cpu ", "  trt ")) for line in out.splitlines())
 
 
 def test_require_takes_registry_names(cpu_machine, capsys):
     assert doctor_main("--require", "torch-fast-fp16", "--cache-dir", str(cpu_machine)) == 1
     assert "required backend torch-fast-fp16 is unavailable: no CUDA device" in capsys.readouterr().err
-    assert doctor_main("--require", "ort-cpu-fp16,torch-cpu", "--cache-dir", str(cpu_machine)) == 0
+    assert doctor_main("--require", "ort-cpu-fp16,torch-fp32", "--cache-dir", str(cpu_machine)) == 0
+    assert doctor_main("--require", "torch-cpu", "--cache-dir", str(cpu_machine)) == 0  # a family: deprecated alias

@@ -11,11 +11,14 @@ from typing import Any
 
 import pytest
 
-from harness import options
+from harness import options, vocabulary
 from harness.chain import OPTION_NAMES, ChainConfig
 from harness.cli import build_parser, main
-from harness.options import ALL, HOMONYMS, OPTIONS, PYTEST, Default, Option
+from harness.options import ALL, ALL_WORD, HOMONYMS, OPTIONS, PYTEST, Default, Elsewhere, Option
 from harness.plugin import NAMES
+
+#: The vocabulary the CLI's parser is built with (harness.vocabulary: no torch import).
+CLI_NAMES = vocabulary.OPTION_NAMES
 
 pytest_plugins = ["pytester"]
 
@@ -56,7 +59,7 @@ def described(action: argparse.Action) -> tuple[Any, ...]:
 
 
 def expected_action(row: Option, command: str) -> argparse.Action:
-    return argparse.ArgumentParser().add_argument(row.flag(command), **row.kwargs(command, OPTION_NAMES))
+    return argparse.ArgumentParser().add_argument(row.flag(command), **row.kwargs(command, CLI_NAMES))
 
 
 # -- the checks: each returns the drifts it finds (empty: every shared option comes from the table) ---------------
@@ -133,10 +136,15 @@ def test_both_fronts_spell_help_default_and_choices_alike():
             action = next(a for a in sub._actions if row.flag(command) in a.option_strings)
             theirs = recorded[row.flag(PYTEST)]
             assert action.choices == theirs.get("choices") and action.type == theirs.get("type"), (command, row.name)
+            elsewhere = row.elsewhere(CLI_NAMES)
             if command not in row.overrides and PYTEST not in row.overrides:
-                assert action.default == theirs["default"], (command, row.name)
-            text = action.help.removesuffix(f" (default: {row.shown_for(command, OPTION_NAMES)})")
-            assert text == theirs["help"].removesuffix(f". Default: {row.shown_for(PYTEST, NAMES)}"), (command, row.name)
+                expected = ALL_WORD if elsewhere is not None and row.default is ALL else theirs["default"]
+                assert action.default == expected, (command, row.name)
+            text = action.help.removesuffix(f" (default: {row.shown_for(command, CLI_NAMES)})")
+            theirs_text = theirs["help"].removesuffix(f". Default: {row.shown_for(PYTEST, NAMES)}")
+            if elsewhere is not None:  # the CLI points to doctor where pytest lists the registry's names
+                theirs_text = theirs_text.replace(", ".join(row.allowed(NAMES)), elsewhere.where)
+            assert text == theirs_text, (command, row.name)
             assert "Default" not in text and "default:" not in text and "{names}" not in text
 
 
@@ -207,7 +215,7 @@ def test_the_cli_check_finds_a_subcommand_without_an_option_its_row_names():
     run = sub.add_parser("run")
     for row in options.options_for("run"):
         if row.name != "opset":
-            run.add_argument(row.flag("run"), **row.kwargs("run", OPTION_NAMES))
+            run.add_argument(row.flag("run"), **row.kwargs("run", CLI_NAMES))
     run.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")  # by hand, as before
     drift = cli_drift(parser)
     assert len(drift) == 1 and drift[0].startswith("run --opset: ('_StoreAction', 'opset', 17, <class 'int'>, None, "
@@ -241,6 +249,101 @@ def test_names_come_from_the_vocabulary_the_front_passes():
     with pytest.raises(KeyError, match="lists the names of 'cases', which the vocabulary lacks"):
         row.kwargs("run", {})
     assert NAMES["cases"] == OPTION_NAMES["cases"] == ("small", "seed", "dtu")
+
+
+def test_the_parsers_copies_of_the_names_are_the_owners_names():
+    """harness.vocabulary copies the names of the cases, workarounds, exporters and profiles so that
+    --help need not import torch: each copy equals its owner's table (a name added to the owner
+    alone fails here); the backends are not copied, the CLI's help names doctor instead."""
+    from harness.check import ONNX_BACKENDS
+    from harness.sensitivity import CHECKS
+    from harness.timing import PROFILES
+
+    for key, names in CLI_NAMES.items():
+        if isinstance(names, Elsewhere):
+            assert key == "backends" and "doctor" in names.where
+        else:
+            assert names == NAMES[key], key
+    assert set(CLI_NAMES) == set(NAMES)
+    assert vocabulary.PROFILES == tuple(sorted(PROFILES))
+    assert set(vocabulary.CHECK_BACKENDS) <= set(OPTION_NAMES["backends"]) and ONNX_BACKENDS == vocabulary.CHECK_BACKENDS
+    assert CHECKS == vocabulary.MUTATION_CHECKS
+
+
+def test_a_list_the_parser_is_built_without_points_elsewhere_and_defaults_to_all():
+    row = options.option("backends")
+    where = {"backends": Elsewhere("the list doctor prints")}
+    assert row.kwargs("run", where)["help"].startswith("comma list of candidate backends compared with torch strict "
+                                                       "FP32: the list doctor prints (")
+    assert row.default_for("run", where) == ALL_WORD
+    with pytest.raises(KeyError, match="not in this vocabulary"):
+        row.allowed(where)
+    args = build_parser().parse_args(["run"])
+    assert args.backends == ALL_WORD
+    from harness.cli import _listed
+
+    assert _listed(args, "run", "backends") == OPTION_NAMES["backends"]  # "all": the registry's candidates
+
+
+def test_one_spelling_per_option_across_subcommands():
+    """An option two subcommands (or a subcommand and pytest) share is spelled alike: bench takes the
+    table's --workarounds, --exporters and --profile (pytest: --harness-workarounds ...), and its
+    old --workaround / --exporter still parse, hidden."""
+    parser = build_parser()
+    for name in ("workarounds", "exporters", "profile"):
+        assert "bench" in options.option(name).fronts and PYTEST in options.option(name).fronts
+    bench = subcommands(parser)["bench"]
+    shown = bench.format_help()
+    assert "--workarounds" in shown and "--exporters" in shown and "--workaround " not in shown
+    args = parser.parse_args(["bench", "--workaround", "closed_form", "--exporter", "dynamo"])
+    assert (args.workarounds, args.exporters) == ("closed_form", "dynamo")
+    args = parser.parse_args(["bench"])
+    assert (args.workarounds, args.exporters, args.profile) == ("precomputed", "torchscript", "quick")
+    flags: dict[str, set[str]] = {}
+    for sub in subcommands(parser).values():
+        for action in sub._actions:
+            if action.help != argparse.SUPPRESS:
+                for flag in action.option_strings:
+                    flags.setdefault(flag.rstrip("s"), set()).add(flag)
+    # check and mutate take one case and accuracy counts scenes: their own meaning, their own spelling
+    assert {stem: spellings for stem, spellings in flags.items() if len(spellings) > 1} == {
+        "--case": {"--case", "--cases"}, "--scene": {"--scene", "--scenes"}}
+
+
+def test_bench_takes_one_workaround_naming_its_own_flag(capsys, tmp_path):
+    assert main(["bench", "--workarounds", "precomputed,closed_form", "--report-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--workarounds | bench takes one: precomputed, closed_form" in err and "--harness-" not in err
+
+
+def test_help_builds_without_importing_torch():
+    """`python -m harness --help` and every `<command> --help` answer at once: building the parser
+    imports neither torch nor ONNX nor the chain (5-6 s when it did)."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from harness.cli import build_parser, COMMANDS; build_parser(); "
+              "heavy = sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'harness.chain') if m in sys.modules); "
+              "print(','.join(heavy) or 'none'); print(len(COMMANDS))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    heavy, count = done.stdout.split()
+    assert heavy == "none" and int(count) >= 10
+    shown = subprocess.run([sys.executable, "-m", "harness", "check", "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "example:" in shown.stdout and "exit codes: 0 " in shown.stdout
+
+
+def test_every_subcommand_help_has_a_description_an_example_and_its_exit_codes():
+    from harness.cli import COMMANDS
+
+    parser = build_parser()
+    for command, sub in subcommands(parser).items():
+        text = sub.format_help()
+        listed = next(c for c in COMMANDS if c.name == command)
+        assert listed.summary in " ".join(text.split()), command
+        assert f"example:\n  python -m harness {command} " in text, command
+        assert "exit codes: 0 " in text and "2 bad input or usage" in text and "130/143" in text, command
+        example = parser.parse_args([command, *listed.example.split()])  # the example parses
+        assert example.command == command
 
 
 def test_every_chain_config_field_is_set_by_an_option():

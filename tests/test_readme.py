@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, doctor
+from harness import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -19,12 +19,7 @@ HARNESS_EXAMPLE = re.compile(r"python3? -m harness (?P<args>[a-z][^`\n]*)")
 
 
 def full_parser() -> argparse.ArgumentParser:
-    """``cli.build_parser()``, with ``doctor`` registered if cli.py does not register it yet."""
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "doctor" not in sub.choices:
-        doctor.add_parser(sub)
-    return parser
+    return cli.build_parser()
 
 
 def parse(argv: list[str], where: str) -> argparse.Namespace:
@@ -85,6 +80,50 @@ def test_every_harness_example_parses(where, argv):
         return
     args = parse(argv, where)
     assert args.command == argv[0]
+
+
+#: A command that runs the interpreter or pytest found on PATH: in a fresh shell after the Quick
+#: start that is the system's, without torch (the venv is never activated by the set-up).
+BARE_COMMAND = re.compile(r"^(?:python3?|pytest)\s+\S")
+
+
+def copyable_commands(text: str) -> list[tuple[int, str]]:
+    """(line number, command) of every line of a fenced code block and every inline code span of
+    ``text`` that reads as a command (a user copies both)."""
+    found = []
+    fenced = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced:
+            found.append((number, line.strip()))
+        else:
+            found += [(number, span.strip()) for span in re.findall(r"`([^`\n]+)`", line)]
+    return found
+
+
+def bare_commands(text: str, first_line: int = 1) -> list[str]:
+    return [f"line {number}: {command}" for number, command in copyable_commands(text)
+            if number >= first_line and BARE_COMMAND.match(command)]
+
+
+def test_bare_commands_are_found_in_blocks_and_spans_but_not_the_venv_ones():
+    text = ("```bash\npython -m harness run\n.venv/bin/python -m pytest\n```\n"
+            "run `pytest suites` or `.venv/bin/python -m harness doctor`; `python` alone is a word\n")
+    assert bare_commands(text) == ["line 2: python -m harness run", "line 5: pytest suites"]
+
+
+def test_readme_commands_after_the_quick_start_use_the_venv():
+    """Quick start sets up .venv/ without activating it: a later `python -m harness ...` or `pytest`
+    would run the system interpreter (ModuleNotFoundError: torch)."""
+    lines = README.read_text().splitlines()
+    quick_start = lines.index("## Quick start")
+    after = next(i for i, line in enumerate(lines[quick_start + 1:], quick_start + 2) if line.startswith("## "))
+    bare = bare_commands(README.read_text(), after)
+    for path in READMES[1:]:
+        bare += [f"{path.relative_to(ROOT)} {where}" for where in bare_commands(path.read_text())]
+    assert not bare, f"commands that need the venv activated (use .venv/bin/python): {bare}"
 
 
 def test_the_readme_shows_harness_examples():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, doctor
+from harness import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -36,9 +36,6 @@ def parse_harness(command: str, where: str) -> argparse.Namespace:
     """Parse ``python -m harness ...`` with the CLI's parser, doctor included (``${{ }}``
     expressions become a placeholder; tox's ``{posargs}`` is dropped)."""
     parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "doctor" not in sub.choices:  # until cli.build_parser registers it
-        doctor.add_parser(sub)
     args = re.sub(r"\$\{\{[^}]*\}\}", "EXPR", command.split("-m harness", 1)[1]).replace("{posargs}", "")
     argv = shlex.split(args)
     try:

@@ -62,7 +62,7 @@ def get_case(name: str) -> Case:
         return CASES[name]
     except KeyError:
         raise InvalidArgument("case", "unknown case", observed=name, expected=f"one of {', '.join(CASES)}",
-                              fix="pick a listed case (--harness-cases)") from None
+                              fix="pick a listed case (--cases)") from None
 
 
 def case_views(case: Case, scene: str | Path | None = None) -> Views:
@@ -75,7 +75,7 @@ def case_views(case: Case, scene: str | Path | None = None) -> Views:
         if scene is not None:
             raise InvalidArgument(str(folder), "images are smaller than the case", observed=f"{h}x{w}",
                                   expected=f"at least {case.height}x{case.width} for case {case.name}",
-                                  fix="choose a smaller case (--harness-cases small) or a larger scene")
+                                  fix="choose a smaller case (--cases small) or a larger scene")
         return scene_views(render_scene(SceneSpec(seed=0, num_views=case.views, height=case.height, width=case.width)))
     return fit_to_size(views, case.height, case.width)
 

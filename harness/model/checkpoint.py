@@ -36,6 +36,7 @@ def _read(path: Path, map_location: str | torch.device) -> object:
             str(path), "checkpoint not found", observed="no such file", expected="a file written by torch.save",
             fix="pass the path of an MVSNet_pytorch checkpoint (e.g. model_000014.ckpt) or omit it to use the bundled weights",
         )
+    _check_format(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -55,6 +56,28 @@ def _read(path: Path, map_location: str | torch.device) -> object:
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError,
             TypeError, AttributeError) as exc:  # torch's safe unpickler on garbage bytes
         raise _unreadable(path, exc) from None
+
+
+#: How files written by torch.save begin: a zip archive (torch >= 1.6) or a pickle (protocol 2+).
+TORCH_SAVE_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _check_format(path: Path) -> None:
+    """Refuse a file that torch.save cannot have written (a text file, an ONNX graph ...), naming
+    what it is, before torch.load answers with an unpickler's error about something else."""
+    with path.open("rb") as handle:
+        head = handle.read(64)
+    if not head or head.startswith(TORCH_SAVE_MAGIC):  # empty: a truncated download, torch.load says so
+        return
+    try:
+        kind = f"text: {head.decode('utf-8').splitlines()[0][:40]!r}"
+    except (UnicodeDecodeError, IndexError):
+        kind = f"bytes {head[:8].hex(' ')}"
+    raise CheckpointError(
+        str(path), "not a torch checkpoint file", observed=f"it begins with {kind}",
+        expected="a file written by torch.save (a zip archive or a pickle), e.g. MVSNet_pytorch's model_000014.ckpt",
+        fix="pass the checkpoint file itself, or leave the option out for the bundled weights",
+    )
 
 
 def _unreadable(path: Path, exc: BaseException) -> CheckpointError:

@@ -152,7 +152,8 @@ def _suggest(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> str
 
 
 def _refuse(subject: str, problem: str, detail: str, inputs: Sequence[TensorSpec],
-            outputs: Sequence[TensorSpec]) -> IoMappingError:
+            outputs: Sequence[TensorSpec], fix: str | None = None) -> IoMappingError:
+    """The refusal naming the graph's tensors; ``fix`` by default: the ``--io-map`` that binds them."""
     observed = (f"{detail}; graph inputs: {'; '.join(s.describe() for s in inputs)}; "
                 f"graph outputs: {'; '.join(s.describe() for s in outputs)}")
     return IoMappingError(
@@ -160,8 +161,8 @@ def _refuse(subject: str, problem: str, detail: str, inputs: Sequence[TensorSpec
         expected=f"inputs named {', '.join(INPUT_ROLES)} (the harness) or {', '.join(ARTICLE_INPUTS)} (the source article), "
         f"or 3/4 unnamed inputs in MVSNet_pytorch's order; outputs {', '.join(OUTPUT_ROLES)} or "
         f"{', '.join(ARTICLE_OUTPUTS)}",
-        fix=f"say which is which with --io-map {_suggest(inputs, outputs)} (check the 4x4 inputs: proj_matrices "
-        "first, then its inverse)",
+        fix=fix or f"say which is which with --io-map {_suggest(inputs, outputs)} (check the 4x4 inputs: "
+        "proj_matrices first, then its inverse)",
     )
 
 
@@ -194,8 +195,11 @@ def bind_io(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], io_map:
     if stray:
         raise _refuse(subject, "--io-map names tensors the graph does not have", ", ".join(stray), inputs, outputs)
     if len(inputs) not in POSITIONAL:
-        raise _refuse(subject, "the graph does not take MVSNet's inputs", f"{len(inputs)} inputs (expected 3 or 4)",
-                      inputs, outputs)
+        # no --io-map helps: it names roles of the inputs a graph has, it cannot add or drop inputs
+        raise _refuse(subject, "the graph's inputs cannot be MVSNet's", f"{len(inputs)} input"
+                      f"{'' if len(inputs) == 1 else 's'} (MVSNet takes 3, or 4 with the inverse projections)",
+                      inputs, outputs, fix="gate a graph exported from MVSNet (another model's graph cannot be "
+                      "compared with MVSNet's reference; --io-map only says which input is which)")
     in_bound, in_left, in_how = _bind(inputs, io_map, INPUT_ROLES, POSITIONAL[len(inputs)])
     out_positional = OUTPUT_ROLES if len(outputs) == len(OUTPUT_ROLES) else None
     out_bound, out_left, out_how = _bind(outputs, io_map, OUTPUT_ROLES, out_positional)

@@ -9,7 +9,6 @@ import collections
 import numpy as np
 import onnx
 import pytest
-from harness.gates.limits import Tolerances
 from onnx import TensorProto, helper, numpy_helper
 
 from harness import chain as chain_module
@@ -23,6 +22,7 @@ from harness.convert.precision import audit_precision
 from harness.convert.workarounds import get_workaround
 from harness.data.cases import case_feed, case_views, get_case
 from harness.errors import ExportError, InvalidArgument
+from harness.gates.limits import Tolerances
 from harness.model.checkpoint import load_checkpoint, state_dict_digest
 from harness.model.mvsnet import to_mixed_precision
 from harness.model.precision import FP16_OPS, FP32_REGIONS

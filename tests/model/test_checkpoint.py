@@ -233,6 +233,22 @@ def test_load_checkpoint_of_a_missing_file_raises_missing_file(tmp_path):
     assert str(info.value).startswith(f"{path} | checkpoint not found")
 
 
+@pytest.mark.parametrize(("content", "begins"), [(b"epoch 14, see model.pt\n", "text: 'epoch 14, see model.pt'"),
+                                                 (b"\xff\xfe\x00\x01 onnx", "bytes ff fe 00 01 20 6f 6e 6e")])
+def test_a_file_torch_save_did_not_write_is_named_as_such_not_with_torchs_unpickler_text(tmp_path, content, begins):
+    """A text file (or an ONNX graph) given as a checkpoint: the message says it is not a torch
+    checkpoint and what it begins with, never torch's weights_only advice."""
+    path = tmp_path / "notes.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert not isinstance(info.value, UnsafeCheckpoint)
+    message = str(info.value)
+    assert message.startswith(f"{path} | not a torch checkpoint file: it begins with {begins}. Expected: a file "
+                              "written by torch.save")
+    assert "weights_only" not in message and "Fix: pass the checkpoint file itself" in message
+
+
 def test_load_checkpoint_of_a_folder_raises_missing_file(tmp_path):
     with pytest.raises(MissingFile):
         load_checkpoint(tmp_path)

@@ -116,3 +116,23 @@ def test_symbolic_dimensions_pass_and_give_no_static_case():
     check_against(binding, ins, outs, EXPECTED, "g", "small", "fix")
     assert static_case_shape(binding, ins) is None
     assert static_case_shape(binding, specs(ARTICLE_INPUTS)) == (3, 128, 160, 48)
+
+
+def test_a_one_input_graph_of_another_model_is_told_it_is_not_mvsnets_not_to_use_an_io_map():
+    """A classifier's graph (one image input, one output): no --io-map can bind it, so the message
+    lists its tensors, says what MVSNet takes, and suggests no --io-map."""
+    with pytest.raises(IoMappingError) as info:
+        bind_io([TensorSpec("input", (1, 3, 224, 224), "float32")], [TensorSpec("logits", (1, 1000), "float32")],
+                subject="resnet.onnx")
+    message = str(info.value)
+    assert message.startswith("resnet.onnx | the graph's inputs cannot be MVSNet's: 1 input (MVSNet takes 3, or 4 "
+                              "with the inverse projections); graph inputs: input")
+    assert "Expected: inputs named imgs, proj_matrices" in message
+    fix = message.split("Fix: ")[1]
+    assert fix.startswith("gate a graph exported from MVSNet") and "--io-map input=" not in fix
+
+
+def test_an_unrecognised_input_of_a_four_input_graph_still_gets_the_io_map_that_binds_it():
+    with pytest.raises(IoMappingError) as info:
+        bind_io(specs(["a", "in_proj_matrices", "in_inverse_proj_matrices", "in_depth_values"]), outputs())
+    assert "Fix: say which is which with --io-map a=imgs," in str(info.value)

@@ -305,9 +305,10 @@ def test_one_spelling_per_option_across_subcommands():
             if action.help != argparse.SUPPRESS:
                 for flag in action.option_strings:
                     flags.setdefault(flag.rstrip("s"), set()).add(flag)
-    # check and mutate take one case and accuracy counts scenes: their own meaning, their own spelling
+    # check and mutate take one case, accuracy counts scenes, make-scene/make-weights take one seed and
+    # calibrate a list of them: their own meaning, their own spelling
     assert {stem: spellings for stem, spellings in flags.items() if len(spellings) > 1} == {
-        "--case": {"--case", "--cases"}, "--scene": {"--scene", "--scenes"}}
+        "--case": {"--case", "--cases"}, "--scene": {"--scene", "--scenes"}, "--seed": {"--seed", "--seeds"}}
 
 
 def test_bench_takes_one_workaround_naming_its_own_flag(capsys, tmp_path):

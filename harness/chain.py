@@ -410,17 +410,21 @@ class Chain:
             runner.close()
 
     def user_onnx_runner(self, path: Path, inputs: dict[str, str], outputs: dict[str, str], device: str,
-                         name: str) -> Runner:
+                         name: str, cuda_options: str = "strict") -> Runner:
         """ONNX Runtime over the user's graph, fed and read by role (``inputs``: role -> graph
-        name, ``outputs``: graph name -> role)."""
+        name, ``outputs``: graph name -> role); on CUDA with the option set ``cuda_options``
+        (``strict``: TF32 off; ``default``: ONNX Runtime as shipped)."""
+        from harness.backends.onnxruntime_runner import ort_backend
         from harness.backends.renamed import renamed
 
+        backend = ort_backend(device, "fp32", cuda_options)
+
         def make() -> Runner:
-            registry.require(f"ort-{device}")
-            inner = registry.make_runner(f"ort-{device}", Path(path), label=f"user-{Path(path).stem}")
+            registry.require(backend)
+            inner = registry.make_runner(backend, Path(path), label=f"user-{Path(path).stem}")
             return renamed(inner, inputs, outputs, name).prepare()
 
-        return self._once(("user-ort", str(path), device, tuple(sorted(inputs.items()))), make)
+        return self._once(("user-ort", str(path), backend, tuple(sorted(inputs.items()))), make)
 
     def user_engine_runner(self, path: Path, name: str, inputs: dict[str, str] | None = None,
                            outputs: dict[str, str] | None = None, io_map: dict[str, str] | None = None) -> Runner:

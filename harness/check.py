@@ -8,6 +8,10 @@ fixtures/tolerances.toml. The graph's tensors are bound to MVSNet's roles by
 ``harness.model.io`` (never by a silent guess), its opset, producer and TensorRT operator audit
 are reported, and an engine's plan header is read before anything deserialises it.
 
+A graph whose sampling grid is computed by MatMul/Gemm/Einsum nodes gets a TF32 warning naming
+them, with the depth drift ONNX Runtime CUDA's TF32 default causes (measured where the CUDA
+provider is available) and the two fixes (``harness.check_tf32``).
+
 When a leg fails, the known conversion bugs are tried as explanations and named: the other
 sampling convention (``align_corners``), the two 4x4 inputs swapped, GridSample nodes whose mode
 is not bilinear. Exit status: 0 every leg within its gates, 1 a parity failure, 2 bad input.
@@ -28,6 +32,7 @@ from typing import Any
 import torch
 
 from harness.chain import Chain, ChainConfig
+from harness.check_tf32 import tf32_exposure
 from harness.compare import OutputDiff, compare
 from harness.convert.plan_header import PlanHeader, read_plan_header
 from harness.convert.user_graph import GraphFacts, inspect_onnx, probe_graph
@@ -413,6 +418,7 @@ def run(args: argparse.Namespace) -> int:
           f"reference torch-fp32 ({reference})")
     failed = 0
     failures: list[str] = []
+    warnings: list[str] = []  # reported, never failing: e.g. a sampling grid exposed to TF32
     for target in targets:
         facts = f": {target.facts.summary()}" if target.facts else ""
         print(f"{target.kind} {target.path}{facts}")
@@ -431,6 +437,13 @@ def run(args: argparse.Namespace) -> int:
                 failures.append("\n".join([f"FAIL precision audit of {target.path.name}: FP32-only operations run in "
                                            "or are rounded through FP16 (keep them FP32: explicit Casts around them, "
                                            "or exclude them from AutoCast)", *("  -> " + f for f in findings[:8])]))
+            exposure = tf32_exposure(chain, target, measure=any(b.startswith("ort-cuda") for b in backends))
+            print(f"  TF32: {exposure.verdict()}")
+            record.artifacts[-1]["tf32_exposure"] = exposure.as_dict()
+            record.notes.append(f"{target.path.name}: TF32: {exposure.verdict()}")
+            if exposure.exposed:
+                record.notes.append(f"{target.path.name}: TF32: {exposure.drift_line()}")
+                warnings.append(exposure.section())
     print(f"{'leg':<72} {'depth mm^2':>10} {'conf':>10} {'result':>7}")
     replayed: dict[Path, Path] = {}  # ONNX target -> its replay's commands.sh
     legs = plan_user_legs(targets, backends)
@@ -444,7 +457,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{exc.problem}: kept {len(record.parity)} of {len(legs)} legs, marked incomplete: "
               f"{folder / 'report.md'}", file=sys.stderr)
         return 128 + exc.signum
-    for text in failures:
+    for text in (*warnings, *failures):
         print(text)
         record.localisation.append(text)
     folder = write_run(record, args.report_dir)

@@ -379,3 +379,39 @@ def test_catalogue_bugs_in_the_articles_export_fail_check_and_benign_rewrites_pa
     path = work / f"mutated-{name}.onnx"
     onnx.save(mutation(onnx.load(str(source)), ARTICLE_NAMES), str(path))
     assert check(work, "--onnx", str(path)) == status, capsys.readouterr().out[-3000:]
+
+
+def _grid_through_matmul(model):
+    """The grid of every GridSample through a MatMul with the 2x2 identity (exact in FP32, so the
+    graph still passes on CPU; TF32 would round the grid's coordinates)."""
+    from onnx import helper, numpy_helper
+
+    eye = numpy_helper.from_array(__import__("numpy").eye(2, dtype="float32"), "grid_eye")
+    model.graph.initializer.append(eye)
+    for k, node in enumerate([n for n in model.graph.node if n.op_type == "GridSample"]):
+        index = list(model.graph.node).index(node)
+        out = f"grid_mm_{k}"
+        model.graph.node.insert(index, helper.make_node("MatMul", [node.input[1], "grid_eye"], [out],
+                                                        name=f"grid_matmul_{k}"))
+        node.input[1] = out
+
+
+def test_a_grid_exposed_to_tf32_is_named_with_both_fixes_and_the_drift_skipped_without_cuda(walkthrough, work,
+                                                                                             capsys):
+    _, status, text = walkthrough
+    assert "TF32: sampling grid computed without MatMul/Gemm/Einsum" in text  # the harness's geometry
+    graph = edited(work / "mvsnet.onnx", work / "tf32grid.onnx", _grid_through_matmul)
+    assert main(["check", "--report-dir", str(work / "reports-tf32"), "--backends", "ort-cpu,ort-cuda",
+                 "--onnx", str(graph)]) == 0  # a warning, not a failure
+    out = capsys.readouterr().out
+    assert "TF32: WARNING: 2 MatMul/Gemm/Einsum node(s) compute the sampling grid" in out
+    assert "WARNING TF32 exposure of tf32grid.onnx" in out and "-> nodes: grid_matmul_0, grid_matmul_1" in out
+    assert "trtexec --noTF32" in out and "use_tf32=0" in out and "elementwise multiply-adds" in out
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "depth drift not measured: no CUDA execution provider here" in out
+    record = load_record(sorted((work / "reports-tf32").iterdir())[-1])
+    assert record.artifacts[0]["tf32_exposure"]["nodes"] == ["grid_matmul_0", "grid_matmul_1"]
+    assert check(work, "--onnx", str(graph)) == 0
+    assert "depth drift not measured: --backends has no ONNX Runtime CUDA leg" in capsys.readouterr().out

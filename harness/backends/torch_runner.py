@@ -3,8 +3,10 @@
 Precisions: ``fp32`` is strict (TF32 off for cuDNN convolutions and matmuls), ``tf32`` is
 PyTorch's default on CUDA (TF32 cuDNN convolutions, FP32 matmuls), ``fp16`` is autocast. The
 global TF32 flags are set around each call and restored, so one runner cannot change another's
-numbers. (TF32 matmuls as well would put the projection of the sampling grid in TF32: measured
-on the H100, that moves depth by up to 91 mm, p99 3.4 mm, at the seed shape.)
+numbers. (TF32 matmuls as well put MVSNet_pytorch's MatMul projection of the sampling grid in
+TF32: measured on the H100, that moved depth by up to 91 mm, p99 3.4 mm, at the seed shape. The
+harness's geometry now has no matmul (``harness/model/geometry.py``); matmuls stay FP32 here all
+the same, as PyTorch's default.)
 """
 
 from __future__ import annotations

@@ -131,3 +131,39 @@ def test_tf32_state_restores_the_flags_after_an_exception():
     with pytest.raises(RuntimeError, match="boom"), tf32_state(not saved[0]):
         raise RuntimeError("boom")
     assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == saved
+
+
+# -- torch-fast-fp16: its compile settings (the compile itself needs CUDA) ---------------------
+
+def test_the_fast_path_compiles_in_inductors_default_mode_and_caches_in_the_harness_cache():
+    import inspect
+
+    from harness.backends import registry
+    from harness.backends.torch_runner import TorchFastRunner
+
+    assert inspect.signature(TorchFastRunner).parameters["compile_mode"].default == "default"  # no minutes of autotuning
+    assert registry.get("torch-fast-fp16").context == ("cache_dir",)
+
+
+@pytest.mark.parametrize("mode, cuda_graph, problem", [
+    ("fastest", True, "unknown torch.compile mode"),
+    ("reduce-overhead", True, "Inductor's CUDA graphs inside the runner's own capture"),
+    ("max-autotune", True, "Inductor's CUDA graphs inside the runner's own capture"),
+])
+def test_a_compile_mode_it_cannot_use_is_an_invalid_argument(model, mode, cuda_graph, problem):
+    from harness.backends.torch_runner import TorchFastRunner
+
+    with pytest.raises(InvalidArgument, match=problem) as caught:
+        TorchFastRunner(model, "cuda", compile_mode=mode, cuda_graph=cuda_graph)
+    assert caught.value.observed == mode and caught.value.fix
+
+
+@needs_no_cuda
+@pytest.mark.parametrize("mode", ["default", "max-autotune-no-cudagraphs", None])
+def test_a_usable_compile_mode_gets_past_the_check_to_the_cuda_refusal(model, mode):
+    from harness.backends.torch_runner import TorchFastRunner
+
+    with pytest.raises(BackendUnavailable, match="no CUDA device"):
+        TorchFastRunner(model, "cuda", compile_mode=mode)
+    with pytest.raises(BackendUnavailable, match="no CUDA device"):  # Inductor's graphs without the runner's
+        TorchFastRunner(model, "cuda", compile_mode="reduce-overhead", cuda_graph=False)

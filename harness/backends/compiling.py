@@ -8,9 +8,23 @@ of the harness, so either can use it without an import cycle.
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
-from collections.abc import Iterator
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+#: The loggers torch compiles through (torch gives several handlers of their own, not propagating).
+QUIET_LOGGERS = ("torch._inductor", "torch._export", "torch.export", "torch._dynamo", "torch.fx",
+                 "torch._functorch", "torch._subclasses", "triton")
+#: How many lines of what a compile said a runner's record keeps (the rest is counted).
+MAX_LOG_LINES = 20
 
 #: Inductor's own setting for its on-disk caches (FX graphs, kernels, autotuning; Triton's cache
 #: lies under it unless $TRITON_CACHE_DIR says otherwise).
@@ -55,3 +69,95 @@ def inductor_cache(folder: Path | None) -> Iterator[None]:
             os.environ.pop(INDUCTOR_CACHE_ENV, None)
         else:
             os.environ[INDUCTOR_CACHE_ENV] = saved
+
+
+def _keep(lines: list[str], text: str) -> None:
+    text = text.rstrip()
+    if text.strip() and text not in lines:
+        lines.append(text)
+
+
+@contextlib.contextmanager
+def compile_log(lines: list[str]) -> Iterator[None]:
+    """Keep torch's compile loggers (``QUIET_LOGGERS``, WARNING and up) and Python warnings off
+    the console and in ``lines`` (each once): the record keeps them (``compile_log``), the main
+    job's screen stays the parity table."""
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            _keep(lines, record.getMessage())
+
+    handler = Keep(logging.WARNING)
+    # torch gives these loggers handlers of its own (and no propagation): they are swapped out
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    saved = [(logger.handlers[:], logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                for warning in caught:
+                    _keep(lines, f"{warning.category.__name__}: {warning.message}")
+    finally:
+        for logger, (handlers, propagate) in zip(loggers, saved, strict=True):
+            logger.handlers[:] = handlers
+            logger.propagate = propagate
+
+
+@contextlib.contextmanager
+def captured_output(lines: list[str]) -> Iterator[None]:
+    """Everything written to stdout and stderr in the block, by Python (``print``,
+    ``sys.stderr.write``: autotuning's tables) or below it (``os.write``, C code, compiler
+    subprocesses: Triton's and the C++ compiler's messages), goes into ``lines`` instead of the
+    console: file descriptors 1 and 2 and ``sys.stdout``/``sys.stderr`` point at one temporary
+    file for the block and are put back in ``finally``."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()  # what was written before the block goes where it was going
+    with tempfile.TemporaryFile(mode="a+b", prefix="harness-compile-") as sink:  # append: the two fds share it
+        saved_fds = [os.dup(1), os.dup(2)]
+        text = io.TextIOWrapper(os.fdopen(os.dup(sink.fileno()), "ab"), encoding="utf-8", errors="replace",
+                                write_through=True)
+        saved_streams = (sys.stdout, sys.stderr)
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            sys.stdout = sys.stderr = text
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                text.flush()
+            sys.stdout, sys.stderr = saved_streams
+            os.dup2(saved_fds[0], 1)
+            os.dup2(saved_fds[1], 2)
+            for fd in saved_fds:
+                os.close(fd)
+            text.close()
+            sink.seek(0)
+            for line in sink.read().decode("utf-8", errors="replace").splitlines():
+                _keep(lines, line)
+
+
+@contextlib.contextmanager
+def quiet(lines: list[str]) -> Iterator[None]:
+    """``compile_log`` and ``captured_output`` together: nothing a compile says reaches the
+    console; all of it is in ``lines``."""
+    with captured_output(lines), compile_log(lines):
+        yield
+
+
+def quiet_compile(work: Callable[[], T], lines: list[str], cache: Path | None = None) -> T:
+    """``work()`` (a compile, or the first calls of a compiled function, which compile) with
+    Inductor caching into ``cache`` (``inductor_cache``) and everything it says in ``lines``."""
+    with inductor_cache(cache), quiet(lines):
+        return work()
+
+
+def log_excerpt(lines: list[str], limit: int = MAX_LOG_LINES) -> list[str]:
+    """The first ``limit`` lines of a compile's log for a record, and how many more there were."""
+    if len(lines) <= limit:
+        return list(lines)
+    return [*lines[:limit], f"... {len(lines) - limit} more lines"]

@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 
 from harness.backends.base import BackendSpec, Runner
-from harness.backends.compiling import inductor_cache, inductor_cache_dir
+from harness.backends.compiling import inductor_cache_dir, log_excerpt, quiet_compile
 from harness.convert.workarounds import INPUTS_WITH_INVERSE, INPUTS_WITHOUT_INVERSE
 from harness.errors import BackendUnavailable, InvalidArgument
 from harness.model.mvsnet import MVSNet
 
 Precision = Literal["fp32", "tf32", "fp16"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "tf32", "fp16")
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -112,6 +114,9 @@ class TorchFastRunner(Runner):
 
     The graph is captured on static input buffers at the first call (and again when shapes
     change); each ``infer`` copies the feed into them, replays, and returns copies of the outputs.
+    The compile and the first calls for a shape (which compile) say nothing on the console:
+    Inductor's, Triton's and autotuning's warnings, logs and output are kept in the record
+    (``describe()["compile_log"]``).
 
     Args:
         compile_mode: one of ``COMPILE_MODES`` (see there), or None for no ``torch.compile``.
@@ -147,12 +152,24 @@ class TorchFastRunner(Runner):
         self._graph: torch.cuda.CUDAGraph | None = None
         self._static_in: dict[str, torch.Tensor] = {}
         self._static_out: dict[str, torch.Tensor] = {}
+        self._warm: set[tuple[tuple[int, ...], ...]] = set()  # feed shapes compiled for (no CUDA graph)
+        self._log: list[str] = []
+        self._compile_s = 0.0
+
+    def _quietly(self, work: Callable[[], T]) -> T:
+        """``work`` with Inductor's cache in the harness's and what it says in the record."""
+        started = time.perf_counter()
+        try:
+            return quiet_compile(work, self._log, self.inductor_cache)
+        finally:
+            self._compile_s += time.perf_counter() - started
 
     def _prepare(self) -> None:
         from harness.model.fast import fast_model
 
         self.model = fast_model(self.source, self.device, half=self.half)
-        self.fn = torch.compile(self.model, mode=self.compile_mode, dynamic=False) if self.compile_mode else self.model
+        mode = self.compile_mode
+        self.fn = self._quietly(lambda: torch.compile(self.model, mode=mode, dynamic=False)) if mode else self.model
 
     def _call(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         with torch.inference_mode(), tf32_state(False):
@@ -162,7 +179,7 @@ class TorchFastRunner(Runner):
         self._static_in = {k: v.clone() for k, v in feed.items()}
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
-        with inductor_cache(self.inductor_cache), torch.cuda.stream(side):
+        with torch.cuda.stream(side):
             for _ in range(3):  # compile, autotune and warm up outside the capture
                 self._call(self._static_in)
         torch.cuda.current_stream(self.device).wait_stream(side)
@@ -173,10 +190,14 @@ class TorchFastRunner(Runner):
 
     def _infer(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not self.cuda_graph:
-            with inductor_cache(self.inductor_cache):  # a new shape compiles again
+            shapes = tuple(tuple(v.shape) for v in feed.values())
+            if shapes in self._warm:
                 return {k: v.float() for k, v in self._call(feed).items()}
+            out = self._quietly(lambda: self._call(feed))  # a new shape compiles (again)
+            self._warm.add(shapes)
+            return {k: v.float() for k, v in out.items()}
         if self._graph is None or any(self._static_in[k].shape != v.shape for k, v in feed.items()):
-            self._capture(feed)
+            self._quietly(lambda: self._capture(feed))
         for name, tensor in feed.items():
             self._static_in[name].copy_(tensor)
         assert self._graph is not None
@@ -186,11 +207,13 @@ class TorchFastRunner(Runner):
     def _close(self) -> None:
         self._graph = None
         self._static_in, self._static_out = {}, {}
+        self._warm.clear()
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "runtime": "torch", "torch": torch.__version__, "precision": self.precision,
                 "compile_mode": self.compile_mode, "cuda_graph": self.cuda_graph, "batch_norm": "folded",
                 "inductor_cache": str(self.inductor_cache) if self.inductor_cache else None,
+                "compile_seconds": round(self._compile_s, 3), "compile_log": log_excerpt(self._log),
                 "memory_format": "channels_last(_3d)"}
 
 

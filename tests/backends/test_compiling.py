@@ -37,3 +37,62 @@ def test_the_cache_folder_holds_for_the_block_and_is_put_back(tmp_path, monkeypa
     assert os.environ.get(INDUCTOR_CACHE_ENV) == before
     with inductor_cache(None):  # no folder: nothing changes
         assert os.environ.get(INDUCTOR_CACHE_ENV) == before
+
+
+def fake_compile() -> str:
+    """What Inductor, Triton and autotuning do to the console while they compile."""
+    import logging
+    import sys
+    import warnings
+
+    warnings.warn("TensorFloat32 tensor cores are available but not enabled", UserWarning, stacklevel=1)
+    logging.getLogger("torch._inductor.select_algorithm").warning("autotuning convolution: 12 choices")
+    logging.getLogger("torch._dynamo.convert_frame").error("recompiling forward")
+    print("AUTOTUNE convolution(1x32x128x160, 32x32x3x3)")
+    sys.stderr.write("  triton_conv_1 0.0410 ms 100.0%\n")
+    os.write(1, b"ptxas info: 0 bytes stack frame\n")
+    os.write(2, b"ptxas warning: Registers are spilled\n")
+    return "compiled"
+
+
+def test_a_quiet_compile_says_nothing_on_the_console_and_everything_in_its_log(capfd, caplog):
+    from harness.backends.compiling import quiet_compile
+
+    lines: list[str] = []
+    assert quiet_compile(fake_compile, lines) == "compiled"
+    assert capfd.readouterr() == ("", "")
+    assert "autotuning" not in caplog.text
+    assert sorted(lines) == sorted([
+        "UserWarning: TensorFloat32 tensor cores are available but not enabled", "autotuning convolution: 12 choices",
+        "recompiling forward", "AUTOTUNE convolution(1x32x128x160, 32x32x3x3)", "  triton_conv_1 0.0410 ms 100.0%",
+        "ptxas info: 0 bytes stack frame", "ptxas warning: Registers are spilled"])
+    print("after")  # the console is back, at both levels
+    os.write(2, b"after on fd 2\n")
+    assert capfd.readouterr() == ("after\n", "after on fd 2\n")
+
+
+def test_the_console_is_back_after_a_compile_that_fails(capfd):
+    import sys
+
+    from harness.backends.compiling import quiet_compile
+
+    lines: list[str] = []
+
+    def failing() -> None:
+        print("lowering convolution")
+        raise RuntimeError("InductorError: LoweringException")
+
+    streams = (sys.stdout, sys.stderr)
+    with pytest.raises(RuntimeError, match="LoweringException"):
+        quiet_compile(failing, lines)
+    assert lines == ["lowering convolution"] and (sys.stdout, sys.stderr) == streams
+    os.write(1, b"back\n")
+    assert capfd.readouterr().out == "back\n"
+
+
+def test_a_long_compile_log_is_cut_for_the_record_and_counted():
+    from harness.backends.compiling import log_excerpt
+
+    lines = [f"AUTOTUNE block {i}" for i in range(25)]
+    assert log_excerpt(lines, limit=20) == [*lines[:20], "... 5 more lines"]
+    assert log_excerpt(lines[:3], limit=20) == lines[:3]

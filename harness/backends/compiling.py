@@ -149,11 +149,42 @@ def quiet(lines: list[str]) -> Iterator[None]:
         yield
 
 
+def interrupt_in(exc: BaseException) -> KeyboardInterrupt | None:
+    """The interrupt (SIGINT, SIGTERM: the harness's ``Interrupted`` is a ``KeyboardInterrupt``)
+    that ``exc`` is, or wraps: through ``__cause__``, ``__context__`` and the ``inner_exception``
+    of Dynamo's and Inductor's wrappers (``InductorError``, ``BackendCompilerFailed``, raised
+    ``from None``). None when there is none."""
+    todo: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        todo += [linked for linked in (current.__cause__, current.__context__, getattr(current, "inner_exception", None))
+                 if isinstance(linked, BaseException)]
+    return None
+
+
 def quiet_compile(work: Callable[[], T], lines: list[str], cache: Path | None = None) -> T:
     """``work()`` (a compile, or the first calls of a compiled function, which compile) with
-    Inductor caching into ``cache`` (``inductor_cache``) and everything it says in ``lines``."""
-    with inductor_cache(cache), quiet(lines):
-        return work()
+    Inductor caching into ``cache`` (``inductor_cache``) and everything it says in ``lines``.
+
+    A signal during the compile ends it as the harness's interrupt: torch.compile reports an
+    exception inside its backend wrapped (``InductorError: Interrupted``); the interrupt it wraps
+    is raised instead, so the run ends with its one line and exit 130/143, not a traceback."""
+    try:
+        with inductor_cache(cache), quiet(lines):
+            return work()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        interrupt = interrupt_in(exc)
+        if interrupt is None:
+            raise
+        raise interrupt from None
 
 
 def log_excerpt(lines: list[str], limit: int = MAX_LOG_LINES) -> list[str]:

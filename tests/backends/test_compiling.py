@@ -96,3 +96,67 @@ def test_a_long_compile_log_is_cut_for_the_record_and_counted():
     lines = [f"AUTOTUNE block {i}" for i in range(25)]
     assert log_excerpt(lines, limit=20) == [*lines[:20], "... 5 more lines"]
     assert log_excerpt(lines[:3], limit=20) == lines[:3]
+
+
+class InductorLikeError(Exception):
+    """Like torch._inductor.exc.InductorError: the inner exception kept, raised ``from None``."""
+
+    def __init__(self, inner: BaseException) -> None:
+        self.inner_exception = inner
+        super().__init__(f"{type(inner).__name__}: {inner}")
+
+
+def interrupted_compile(how: str):
+    import signal
+
+    from harness.errors import Interrupted
+
+    def compile_() -> None:
+        print("AUTOTUNE convolution(...)")
+        try:
+            raise Interrupted(signal.SIGTERM)  # the harness's handler, mid-compile
+        except Interrupted as interrupt:
+            if how == "cause":
+                raise RuntimeError("InductorError") from interrupt
+            if how == "context":
+                raise RuntimeError("InductorError")  # noqa: B904 - a wrapper that forgets "from"
+            try:
+                raise InductorLikeError(interrupt) from None
+            except InductorLikeError as inner:
+                raise RuntimeError("backend='inductor' raised") from inner
+    return compile_
+
+
+@pytest.mark.parametrize("how", ["cause", "context", "inner_exception"])
+def test_an_interrupt_during_a_compile_is_the_harness_interrupt_not_the_wrapper(capfd, how):
+    import sys
+
+    from harness.backends.compiling import quiet_compile
+    from harness.errors import Interrupted
+
+    lines: list[str] = []
+    streams = (sys.stdout, sys.stderr)
+    with pytest.raises(Interrupted) as caught:
+        quiet_compile(interrupted_compile(how), lines)
+    assert caught.value.signum == 15 and str(caught.value) == "run | interrupted by SIGTERM."
+    assert caught.value.__suppress_context__  # no "During handling ..." traceback of the wrapper
+    assert (sys.stdout, sys.stderr) == streams and lines == ["AUTOTUNE convolution(...)"]
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_compile_failure_without_an_interrupt_stays_what_it_is():
+    from harness.backends.compiling import interrupt_in, quiet_compile
+
+    def failing() -> None:
+        try:
+            raise ValueError("no lowering for aten.foo")
+        except ValueError as inner:
+            raise InductorLikeError(inner) from None
+
+    with pytest.raises(InductorLikeError, match="no lowering"):
+        quiet_compile(failing, [])
+    assert interrupt_in(RuntimeError("plain")) is None
+    loop = RuntimeError("a")
+    loop.__context__ = RuntimeError("b")
+    loop.__context__.__context__ = loop  # a cycle ends the walk
+    assert interrupt_in(loop) is None

@@ -17,7 +17,7 @@ LOW_LAYERS = ("harness.errors", "harness.model", "harness.data", "harness.compar
 #: MVSNet's modules, not even through the modules they import.
 NEUTRAL = ("harness.modelspec", "harness.options", "harness.errors", "harness.fileio", "harness.backends.base",
            "harness.backends.onnxruntime_runner", "harness.backends.tensorrt_runner", "harness.backends.trt_api",
-           "harness.backends.renamed", "harness.compare", "harness.timing", "harness.convert.cache",
+           "harness.backends.renamed", "harness.backends.compiling", "harness.compare", "harness.timing", "harness.convert.cache",
            "harness.gates.limits", "harness.report")
 #: What is MVSNet's: the model package, the data package and the export workarounds.
 MVSNET = ("harness.model", "harness.data", "harness.convert.workarounds")

@@ -18,9 +18,7 @@ session hits the recorded verdict without compiling again.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import logging
 import os
 import shutil
 import signal
@@ -28,14 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from harness.backends.base import BackendSpec, Runner
+from harness.backends.compiling import MAX_LOG_LINES, inductor_cache_dir, quiet_compile
 from harness.convert.cache import ArtifactCache
 from harness.convert.workarounds import INPUTS_WITHOUT_INVERSE
 from harness.errors import BackendUnavailable
@@ -60,44 +57,8 @@ CHECK_TIMEOUT_S = 600.0
 
 #: How Inductor says an operator runs through the proxy executor (no C shim) in the package.
 FALLBACK = "is missing a c-shim implementation"
-MAX_LOG_LINES = 20
 #: What ``_build`` records beside the package (in its cache entry's meta.json, read back on a hit).
 BUILD_FACTS = ("export_seconds", "compile_seconds", "package_mib", "proxy_fallbacks", "compile_log", "load_check")
-QUIET_LOGGERS = ("torch._inductor", "torch._export", "torch.export", "torch._dynamo")
-
-
-@contextlib.contextmanager
-def compile_log(lines: list[str]) -> Iterator[None]:
-    """Keep torch.export's and Inductor's warnings off the console and in ``lines`` (each once):
-    the record keeps them (``compile_log``, ``proxy_fallbacks``), the main job's screen stays the
-    parity table."""
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            text = record.getMessage()
-            if text not in lines:
-                lines.append(text)
-
-    handler = Keep(logging.WARNING)
-    # torch gives these loggers handlers of its own (and no propagation): they are swapped out
-    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
-    saved = [(logger.handlers[:], logger.propagate) for logger in loggers]
-    for logger in loggers:
-        logger.handlers[:] = [handler]
-        logger.propagate = False
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            yield
-        for warning in caught:
-            text = f"{warning.category.__name__}: {warning.message}"
-            if text not in lines:
-                lines.append(text)
-    finally:
-        for logger, (handlers, propagate) in zip(loggers, saved, strict=True):
-            logger.handlers[:] = handlers
-            logger.propagate = propagate
-
-
 def _compiler() -> str | None:
     """The C++ compiler AOTInductor would call ($CXX, else the first of g++, c++, clang++)."""
     wanted = os.environ.get("CXX")
@@ -190,17 +151,21 @@ class AotiRunner(Runner):
                 "grid_sampler": "grid_sampler_2d", "format": 1}
 
     def _build(self, args: tuple[torch.Tensor, ...], path: Path) -> dict[str, Any]:
-        log: list[str] = []
-        with compile_log(log):
-            started = time.perf_counter()
+        log: list[str] = []  # torch.export's and Inductor's warnings and output: the record's, not the console's
+        started = time.perf_counter()
+
+        def export() -> torch.export.ExportedProgram:
             with torch.no_grad():
                 exported = torch.export.export(self.model, args)
             table = torch.export.default_decompositions()
             table[torch.ops.aten.grid_sampler.default] = _grid_sampler_2d
-            exported = exported.run_decompositions(table)
-            export_s = time.perf_counter() - started
-            started = time.perf_counter()
-            torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
+            return exported.run_decompositions(table)
+
+        cache = inductor_cache_dir(self.cache.root) if self.cache is not None else None
+        exported = quiet_compile(export, log)
+        export_s = time.perf_counter() - started
+        started = time.perf_counter()
+        quiet_compile(lambda: torch._inductor.aoti_compile_and_package(exported, package_path=str(path)), log, cache)
         facts: dict[str, Any] = {"export_seconds": round(export_s, 3), "compile_seconds": round(time.perf_counter() - started, 3),
                                  "package_mib": round(path.stat().st_size / 2**20, 3),
                                  "proxy_fallbacks": sorted({m.split(" ", 1)[0] for m in log if FALLBACK in m}),

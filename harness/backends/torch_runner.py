@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
-from typing import Any, Literal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 import torch
 
 from harness.backends.base import BackendSpec, Runner
+from harness.backends.compiling import inductor_cache_dir, log_excerpt, quiet_compile
 from harness.convert.workarounds import INPUTS_WITH_INVERSE, INPUTS_WITHOUT_INVERSE
 from harness.errors import BackendUnavailable, InvalidArgument
 from harness.model.mvsnet import MVSNet
 
 Precision = Literal["fp32", "tf32", "fp16"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "tf32", "fp16")
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -95,21 +99,49 @@ class TorchRunner(Runner):
         }
 
 
+#: ``torch.compile``'s modes. ``default``: Inductor's fusions with cuDNN convolutions, compiled in
+#: seconds to a minute, and cached on disk. ``max-autotune-no-cudagraphs`` benchmarks Triton and
+#: cuDNN candidates for every convolution and matmul: on a fresh H200 that took minutes (60
+#: ``AUTOTUNE`` blocks; ``run --cases small,seed`` unfinished after 200 s), for a benchmark of
+#: 3.74 ms at the seed case (torch strict FP32 26.91 ms). ``default``'s speed there is still to
+#: be measured on the H200. The modes with Inductor's own CUDA graphs need ``cuda_graph=False``:
+#: the runner captures one graph of the whole forward itself.
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
+INDUCTOR_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
 class TorchFastRunner(Runner):
     """The fastest torch path the harness builds, on CUDA: batch norm folded, mixed FP16 (or
     FP32), channels-last, ``torch.compile``, and CUDA-graph replay of the whole forward.
 
     The graph is captured on static input buffers at the first call (and again when shapes
     change); each ``infer`` copies the feed into them, replays, and returns copies of the outputs.
+    The compile and the first calls for a shape (which compile) say nothing on the console:
+    Inductor's, Triton's and autotuning's warnings, logs and output are kept in the record
+    (``describe()["compile_log"]``).
+
+    Args:
+        compile_mode: one of ``COMPILE_MODES`` (see there), or None for no ``torch.compile``.
+        cache_dir: the harness's artifact cache; Inductor caches its compile under
+            ``<cache_dir>/inductor`` so a later session reuses it (None: Inductor's default
+            folder; a ``$TORCHINDUCTOR_CACHE_DIR`` the user set wins).
     """
 
     def __init__(self, model: MVSNet, device: str | torch.device = "cuda", half: bool = True,
-                 compile_mode: str | None = "max-autotune-no-cudagraphs", cuda_graph: bool = True,
-                 validate_values: bool = True) -> None:
+                 compile_mode: str | None = "default", cuda_graph: bool = True,
+                 cache_dir: str | Path | None = None, validate_values: bool = True) -> None:
         super().__init__(validate_values)
         self.device = torch.device(device)
         self.precision = "fp16" if half else "fp32"
         self.name = f"torch-fast-{self.precision}"
+        if compile_mode is not None and compile_mode not in COMPILE_MODES:
+            raise InvalidArgument(f"{self.name}: compile_mode", "unknown torch.compile mode", observed=compile_mode,
+                                  expected=" / ".join(COMPILE_MODES) + " or None (no torch.compile)",
+                                  fix="pass one of torch.compile's modes")
+        if cuda_graph and compile_mode in INDUCTOR_GRAPH_MODES:
+            raise InvalidArgument(f"{self.name}: compile_mode", "Inductor's CUDA graphs inside the runner's own capture",
+                                  observed=compile_mode, expected="a mode without CUDA graphs while cuda_graph=True",
+                                  fix="use max-autotune-no-cudagraphs or default, or pass cuda_graph=False")
         if self.device.type != "cuda" or not torch.cuda.is_available():
             raise BackendUnavailable(self.name, "no CUDA device (torch.compile + CUDA graphs path)",
                                      fix="run on a GPU machine; on CPU use torch-fp32")
@@ -117,16 +149,29 @@ class TorchFastRunner(Runner):
         self.half = half
         self.compile_mode = compile_mode
         self.cuda_graph = cuda_graph
+        self.inductor_cache = inductor_cache_dir(cache_dir) if compile_mode else None
         self.input_names = INPUTS_WITHOUT_INVERSE
         self._graph: torch.cuda.CUDAGraph | None = None
         self._static_in: dict[str, torch.Tensor] = {}
         self._static_out: dict[str, torch.Tensor] = {}
+        self._warm: set[tuple[tuple[int, ...], ...]] = set()  # feed shapes compiled for (no CUDA graph)
+        self._log: list[str] = []
+        self._compile_s = 0.0
+
+    def _quietly(self, work: Callable[[], T]) -> T:
+        """``work`` with Inductor's cache in the harness's and what it says in the record."""
+        started = time.perf_counter()
+        try:
+            return quiet_compile(work, self._log, self.inductor_cache)
+        finally:
+            self._compile_s += time.perf_counter() - started
 
     def _prepare(self) -> None:
         from harness.model.fast import fast_model
 
         self.model = fast_model(self.source, self.device, half=self.half)
-        self.fn = torch.compile(self.model, mode=self.compile_mode, dynamic=False) if self.compile_mode else self.model
+        mode = self.compile_mode
+        self.fn = self._quietly(lambda: torch.compile(self.model, mode=mode, dynamic=False)) if mode else self.model
 
     def _call(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         with torch.inference_mode(), tf32_state(False):
@@ -147,9 +192,14 @@ class TorchFastRunner(Runner):
 
     def _infer(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not self.cuda_graph:
-            return {k: v.float() for k, v in self._call(feed).items()}
+            shapes = tuple(tuple(v.shape) for v in feed.values())
+            if shapes in self._warm:
+                return {k: v.float() for k, v in self._call(feed).items()}
+            out = self._quietly(lambda: self._call(feed))  # a new shape compiles (again)
+            self._warm.add(shapes)
+            return {k: v.float() for k, v in out.items()}
         if self._graph is None or any(self._static_in[k].shape != v.shape for k, v in feed.items()):
-            self._capture(feed)
+            self._quietly(lambda: self._capture(feed))
         for name, tensor in feed.items():
             self._static_in[name].copy_(tensor)
         assert self._graph is not None
@@ -159,10 +209,13 @@ class TorchFastRunner(Runner):
     def _close(self) -> None:
         self._graph = None
         self._static_in, self._static_out = {}, {}
+        self._warm.clear()
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "runtime": "torch", "torch": torch.__version__, "precision": self.precision,
                 "compile_mode": self.compile_mode, "cuda_graph": self.cuda_graph, "batch_norm": "folded",
+                "inductor_cache": str(self.inductor_cache) if self.inductor_cache else None,
+                "compile_seconds": round(self._compile_s, 3), "compile_log": log_excerpt(self._log),
                 "memory_format": "channels_last(_3d)"}
 
 
@@ -191,5 +244,5 @@ BACKENDS = (
     BackendSpec("torch-tf32", "model", "tf32", "cuda", _eager("tf32"), _cuda_missing, candidate=False),
     BackendSpec("torch-fp16", "model", "fp16", "cuda", _eager("fp16"), _cuda_missing, candidate=False),
     # the fast deployment path (folded batch norm, FP16 convolutions, torch.compile, CUDA graph)
-    BackendSpec("torch-fast-fp16", "model", "fp16", "cuda", _fast, _cuda_missing),
+    BackendSpec("torch-fast-fp16", "model", "fp16", "cuda", _fast, _cuda_missing, context=("cache_dir",)),
 )

@@ -131,3 +131,78 @@ def test_tf32_state_restores_the_flags_after_an_exception():
     with pytest.raises(RuntimeError, match="boom"), tf32_state(not saved[0]):
         raise RuntimeError("boom")
     assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == saved
+
+
+# -- torch-fast-fp16: its compile settings (the compile itself needs CUDA) ---------------------
+
+def test_the_fast_path_compiles_in_inductors_default_mode_and_caches_in_the_harness_cache():
+    import inspect
+
+    from harness.backends import registry
+    from harness.backends.torch_runner import TorchFastRunner
+
+    assert inspect.signature(TorchFastRunner).parameters["compile_mode"].default == "default"  # no minutes of autotuning
+    assert registry.get("torch-fast-fp16").context == ("cache_dir",)
+
+
+@pytest.mark.parametrize("mode, cuda_graph, problem", [
+    ("fastest", True, "unknown torch.compile mode"),
+    ("reduce-overhead", True, "Inductor's CUDA graphs inside the runner's own capture"),
+    ("max-autotune", True, "Inductor's CUDA graphs inside the runner's own capture"),
+])
+def test_a_compile_mode_it_cannot_use_is_an_invalid_argument(model, mode, cuda_graph, problem):
+    from harness.backends.torch_runner import TorchFastRunner
+
+    with pytest.raises(InvalidArgument, match=problem) as caught:
+        TorchFastRunner(model, "cuda", compile_mode=mode, cuda_graph=cuda_graph)
+    assert caught.value.observed == mode and caught.value.fix
+
+
+@needs_no_cuda
+@pytest.mark.parametrize("mode", ["default", "max-autotune-no-cudagraphs", None])
+def test_a_usable_compile_mode_gets_past_the_check_to_the_cuda_refusal(model, mode):
+    from harness.backends.torch_runner import TorchFastRunner
+
+    with pytest.raises(BackendUnavailable, match="no CUDA device"):
+        TorchFastRunner(model, "cuda", compile_mode=mode)
+    with pytest.raises(BackendUnavailable, match="no CUDA device"):  # Inductor's graphs without the runner's
+        TorchFastRunner(model, "cuda", compile_mode="reduce-overhead", cuda_graph=False)
+
+
+def test_the_fast_runner_compiles_each_shape_quietly_into_its_record(capfd, tmp_path, monkeypatch):
+    """The runner's own wiring, on CPU: its constructor needs CUDA, so it is bypassed and its
+    compiled function is a fake that prints and warns on the first call for a shape only."""
+    import os
+    import warnings
+
+    from harness.backends.base import Runner
+    from harness.backends.compiling import INDUCTOR_CACHE_ENV
+    from harness.backends.torch_runner import TorchFastRunner
+
+    monkeypatch.delenv(INDUCTOR_CACHE_ENV, raising=False)
+    runner = TorchFastRunner.__new__(TorchFastRunner)
+    Runner.__init__(runner)  # the base's state; the fast runner's below
+    runner.name, runner.precision, runner.compile_mode, runner.cuda_graph = "torch-fast-fp16", "fp16", "default", False
+    runner.inductor_cache = tmp_path / "inductor"
+    runner._warm, runner._log, runner._compile_s = set(), [], 0.0
+    compiled: set[tuple[int, ...]] = set()
+    seen_cache: list[str | None] = []
+
+    def fake_compiled(imgs, proj, depth_values):
+        if tuple(imgs.shape) not in compiled:  # what Inductor does at a shape's first call
+            compiled.add(tuple(imgs.shape))
+            seen_cache.append(os.environ.get(INDUCTOR_CACHE_ENV))
+            print(f"AUTOTUNE convolution {tuple(imgs.shape)}")
+            warnings.warn("TensorFloat32 tensor cores are available but not enabled", UserWarning, stacklevel=1)
+        return {"depth": imgs.mean((1, 2)), "photometric_confidence": imgs.mean((1, 2))}
+
+    runner.fn = fake_compiled
+    for shape in [(1, 3, 3, 8, 8), (1, 3, 3, 8, 8), (1, 3, 3, 16, 8)]:
+        runner._infer({"imgs": torch.rand(shape), "proj_matrices": torch.rand(1, 3, 4, 4), "depth_values": torch.rand(1, 4)})
+    assert capfd.readouterr() == ("", "")
+    assert len(runner._warm) == 2 and seen_cache == [str((tmp_path / "inductor").resolve())] * 2
+    record = runner.describe()
+    assert record["compile_log"] == ["UserWarning: TensorFloat32 tensor cores are available but not enabled",  # once
+                                     "AUTOTUNE convolution (1, 3, 3, 8, 8)", "AUTOTUNE convolution (1, 3, 3, 16, 8)"]
+    assert record["compile_mode"] == "default" and record["compile_seconds"] >= 0
+    assert os.environ.get(INDUCTOR_CACHE_ENV) is None  # put back after each compile

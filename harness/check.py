@@ -369,8 +369,10 @@ def save_user_replay(chain: Chain, result: UserResult, root: Path, one_folder_pe
 # -- the command -----------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
+    from harness.report.markdown import record_verdict
     from harness.report.record import RunRecord
     from harness.report.write import write_run
+    from harness.verdict import LegTable
 
     if not args.onnx and not args.engine:
         raise InvalidArgument("check", "nothing to check", observed="no --onnx and no --engine", expected="one or both",
@@ -394,7 +396,8 @@ def run(args: argparse.Namespace) -> int:
     reference = f"--model {args.model}" if args.model else f"harness MVSNet, align_corners={args.align_corners}"
     record = RunRecord(kind="check", profile="check", config={
         "onnx": [str(p) for p in args.onnx or []], "engine": [str(p) for p in args.engine or []],
-        "weights": str(chain.weights_path), "model": args.model, "scene": str(args.scene or "bundled"),
+        "weights": str(chain.weights_path), "model": args.model or f"the harness's MVSNet (harness.model.mvsnet) "
+        f"with {chain.weights_path}", "scene": str(args.scene or "bundled"),
         "case": args.case, "io_map": args.io_map, "align_corners": args.align_corners, "device": str(chain.device)})
     print(f"weights {chain.weights_path.name}  scene {args.scene or 'bundled synthetic-000'}  device {chain.device}  "
           f"reference torch-fp32 ({reference})")
@@ -415,26 +418,27 @@ def run(args: argparse.Namespace) -> int:
             record.notes.append(f"{target.path.name}: precision audit: {verdict}")
             if findings:
                 failed += 1
+                record.failures.append(f"precision audit of {target.path.name}")
                 failures.append("\n".join([f"FAIL precision audit of {target.path.name}: FP32-only operations run in "
                                            "or are rounded through FP16 (keep them FP32: explicit Casts around them, "
                                            "or exclude them from AutoCast)", *("  -> " + f for f in findings[:8])]))
-    print(f"{'leg':<72} {'depth mm^2':>10} {'conf':>10} {'result':>7}")
+    table = LegTable()
     replayed: dict[Path, Path] = {}  # ONNX target -> its replay's commands.sh
     for leg in plan_user_legs(targets, backends):
         try:
             result = run_user_leg(chain, leg, tolerances, args.model, args.io_map)
         except BackendUnavailable as exc:
-            print(f"skipped {leg.id}: {exc.missing}")
+            record.skipped[leg.backend] = exc.missing
             record.notes.append(f"skipped {leg.id}: {exc.missing}")
             continue
         except (UnsupportedOperator, ParityError, GraphRuntimeError) as exc:  # the graph itself is at fault
             failed += 1
-            print(f"{leg.id:<72} {'-':>10} {'-':>10} {'FAIL':>7}")
             failures.append(f"FAIL {leg.id}:\n  -> {exc}")
             record.parity.append({"id": leg.id, "case": leg.target.case.name, "candidate": leg.backend,
                                   "reference": leg.reference, "variant": f"user-{leg.target.kind}", "passed": False,
                                   "metrics": {}, "tolerance": {}, "artifact": leg.target.artifact(),
                                   "diagnosis": [str(exc)]})
+            print("\n".join(table.lines(record.parity[-1], {})))
             continue
         row = result.row()
         if args.save_polygraphy and leg.target.kind == "onnx" and leg.target.path not in replayed:
@@ -445,18 +449,18 @@ def run(args: argparse.Namespace) -> int:
             row["replay"] = str(replayed[leg.target.path])
         record.parity.append(row)
         failed += not result.passed
-        print(f"{leg.id:<72} {result.diffs['depth'].metrics['max_sq_err']:>10.3g} "
-              f"{result.diffs['photometric_confidence'].metrics['max_sq_err']:>10.3g} "
-              f"{'ok' if result.passed else 'FAIL':>7}")
-        if not result.passed:
-            failures.append("\n".join([f"FAIL {leg.id}:", *("  " + d.row() for d in result.diffs.values()),
-                                       *("  -> " + n for n in result.diagnosis)]))
+        print("\n".join(table.lines(row, result.diffs)))
+        if not result.passed:  # the gates in full on the console; report.md's parity table has them already
+            print("\n".join([f"FAIL {leg.id}:", *("  " + d.row() for d in result.diffs.values())]))
+            if result.diagnosis:
+                failures.append("\n".join([f"FAIL {leg.id}:", *("  -> " + n for n in result.diagnosis)]))
     for text in failures:
         print(text)
         record.localisation.append(text)
     folder = write_run(record, args.report_dir)
     print(f"report: {folder / 'report.md'}")
     chain.close()
+    print(record_verdict(record))  # the last line: the verdict at a glance
     return 1 if failed else 0
 
 

@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -58,6 +58,9 @@ from harness.model.io import (
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.options import namespace_values
 from harness.vocabulary import CHECK_BACKENDS
+
+if TYPE_CHECKING:
+    from harness.verdict import LegTable
 
 ONNX_BACKENDS = CHECK_BACKENDS
 ENGINE_BACKEND = "trt"
@@ -381,8 +384,10 @@ def _csv_first(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.report.markdown import record_verdict
     from harness.report.record import RunRecord
     from harness.report.write import write_run
+    from harness.verdict import LegTable
 
     if not args.onnx and not args.engine:
         raise InvalidArgument("check", "nothing to check", observed="no --onnx and no --engine", expected="one or both",
@@ -412,7 +417,8 @@ def run(args: argparse.Namespace) -> int:
     reference = f"--model {args.model}" if args.model else f"harness MVSNet, align_corners={args.align_corners}"
     record = RunRecord(kind="check", profile="check", config={
         "onnx": [str(p) for p in args.onnx or []], "engine": [str(p) for p in args.engine or []],
-        "weights": str(chain.weights_path), "model": args.model, "scene": str(args.scene or "bundled"),
+        "weights": str(chain.weights_path), "model": args.model or f"the harness's MVSNet (harness.model.mvsnet) "
+        f"with {chain.weights_path}", "scene": str(args.scene or "bundled"),
         "case": args.case, "io_map": args.io_map, "align_corners": args.align_corners, "device": str(chain.device)})
     print(f"weights {chain.weights_path.name}  scene {args.scene or 'bundled synthetic-000'}  device {chain.device}  "
           f"reference torch-fp32 ({reference})")
@@ -434,6 +440,7 @@ def run(args: argparse.Namespace) -> int:
             record.notes.append(f"{target.path.name}: precision audit: {verdict}")
             if findings:
                 failed += 1
+                record.failures.append(f"precision audit of {target.path.name}")
                 failures.append("\n".join([f"FAIL precision audit of {target.path.name}: FP32-only operations run in "
                                            "or are rounded through FP16 (keep them FP32: explicit Casts around them, "
                                            "or exclude them from AutoCast)", *("  -> " + f for f in findings[:8])]))
@@ -444,11 +451,11 @@ def run(args: argparse.Namespace) -> int:
             if exposure.exposed:
                 record.notes.append(f"{target.path.name}: TF32: {exposure.drift_line()}")
                 warnings.append(exposure.section())
-    print(f"{'leg':<72} {'depth mm^2':>10} {'conf':>10} {'result':>7}")
+    table = LegTable()
     replayed: dict[Path, Path] = {}  # ONNX target -> its replay's commands.sh
     legs = plan_user_legs(targets, backends)
     try:
-        failed += _run_legs(chain, args, legs, tolerances, record, failures, replayed, len(targets))
+        failed += _run_legs(chain, args, legs, tolerances, record, failures, replayed, len(targets), table)
     except Interrupted as exc:  # keep the finished legs, marked incomplete
         record.config["incomplete"] = True
         record.notes.append(f"incomplete: {exc.problem} after {len(record.parity)} of {len(legs)} legs")
@@ -463,28 +470,29 @@ def run(args: argparse.Namespace) -> int:
     folder = write_run(record, args.report_dir)
     print(f"report: {folder / 'report.md'}")
     chain.close()
+    print(record_verdict(record))  # the last line: the verdict at a glance
     return 1 if failed else 0
 
 
 def _run_legs(chain: Chain, args: argparse.Namespace, legs: list[UserLeg], tolerances: Tolerances, record: Any,
-              failures: list[str], replayed: dict[Path, Path], target_count: int) -> int:
+              failures: list[str], replayed: dict[Path, Path], target_count: int, table: LegTable) -> int:
     """Run ``legs`` in order, appending each finished one to ``record.parity``; the failure count."""
     failed = 0
     for leg in legs:
         try:
             result = run_user_leg(chain, leg, tolerances, args.model, args.io_map)
         except BackendUnavailable as exc:
-            print(f"skipped {leg.id}: {exc.missing}")
+            record.skipped[leg.backend] = exc.missing
             record.notes.append(f"skipped {leg.id}: {exc.missing}")
             continue
         except (UnsupportedOperator, ParityError, GraphRuntimeError) as exc:  # the graph itself is at fault
             failed += 1
-            print(f"{leg.id:<72} {'-':>10} {'-':>10} {'FAIL':>7}")
             failures.append(f"FAIL {leg.id}:\n  -> {exc}")
             record.parity.append({"id": leg.id, "case": leg.target.case.name, "candidate": leg.backend,
                                   "reference": leg.reference, "variant": f"user-{leg.target.kind}", "passed": False,
                                   "metrics": {}, "tolerance": {}, "artifact": leg.target.artifact(),
                                   "diagnosis": [str(exc)]})
+            print("\n".join(table.lines(record.parity[-1], {})))
             continue
         row = result.row()
         if args.save_polygraphy and leg.target.kind == "onnx" and leg.target.path not in replayed:
@@ -495,12 +503,11 @@ def _run_legs(chain: Chain, args: argparse.Namespace, legs: list[UserLeg], toler
             row["replay"] = str(replayed[leg.target.path])
         record.parity.append(row)
         failed += not result.passed
-        print(f"{leg.id:<72} {result.diffs['depth'].metrics['max_sq_err']:>10.3g} "
-              f"{result.diffs['photometric_confidence'].metrics['max_sq_err']:>10.3g} "
-              f"{'ok' if result.passed else 'FAIL':>7}")
-        if not result.passed:
-            failures.append("\n".join([f"FAIL {leg.id}:", *("  " + d.row() for d in result.diffs.values()),
-                                       *("  -> " + n for n in result.diagnosis)]))
+        print("\n".join(table.lines(row, result.diffs)))
+        if not result.passed:  # the gates in full on the console; report.md's parity table has them already
+            print("\n".join([f"FAIL {leg.id}:", *("  " + d.row() for d in result.diffs.values())]))
+            if result.diagnosis:
+                failures.append("\n".join([f"FAIL {leg.id}:", *("  -> " + n for n in result.diagnosis)]))
     return failed
 
 

@@ -81,13 +81,14 @@ def _signals_interrupt() -> Iterator[None]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.chain import ChainConfig, plan_legs, run_leg
-    from harness.compare import LEG_HEADER, leg_line
     from harness.gates.limits import Tolerances
     from harness.model.sanity import degenerate_reasons
     from harness.preflight import CLI_FLAGS, preflight
+    from harness.report.markdown import record_verdict
     from harness.report.plots import depth_difference_maps
     from harness.report.record import RunRecord
     from harness.report.write import write_run
+    from harness.verdict import LegTable, panel_caption
 
     cases, workarounds, exporters, variants, backends = (
         _listed(args, "run", name) for name in ("cases", "workarounds", "exporters", "variants", "backends"))
@@ -116,8 +117,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for reason in reasons:
                     print(f"FAIL reference torch-fp32 on {case}: {reason}")
                     record.notes.append(f"FAIL reference torch-fp32 on {case}: {reason}")
+                    record.failures.append(f"reference torch-fp32 on {case} degenerate")
                 failed += bool(reasons)
-            print(LEG_HEADER)
+            table = LegTable()
             for leg in legs:
                 if leg.candidate in skipped:
                     continue
@@ -133,13 +135,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 row["seconds"] = round(time.perf_counter() - started, 2)
                 record.parity.append(row)
                 failed += not result.passed
-                print(leg_line(leg.id, result.diffs, result.passed))
+                print("\n".join(table.lines(row, result.diffs)))
     except Interrupted as exc:
         interrupted = exc
         record.config["incomplete"] = True
-        record.notes.append(f"incomplete: {exc.problem} after {len(record.parity)} of {len(legs)} legs")
+        record.incomplete = f"{exc.problem} after {len(record.parity)} of {len(legs)} legs"
+        record.notes.append(f"incomplete: {record.incomplete}")
+    record.skipped = dict(skipped)
     for backend, reason in skipped.items():
-        print(f"skipped {backend}: {reason}")
         record.notes.append(f"skipped {backend}: {reason}")
     if interrupted is None:
         if not record.parity:
@@ -148,18 +151,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                     f"({', '.join(sorted(skipped))}); pass --backends with one that runs (python -m harness doctor)")
             print(note)
             record.notes.append(note)
+            record.failures.append("no parity leg ran")
         for case in cases:
             record.accuracy.extend(_accuracy_rows(chain, case, results))
 
     def figures(folder: Path) -> list[Path]:
         drawn = []
         for case in cases:
-            others = {f"{r.leg.candidate} {r.leg.variant}\n{r.leg.workaround}, {r.leg.exporter}": r.outputs["depth"]
-                      for r in results if r.leg.case == case and "depth" in r.outputs}
-            if others:
-                drawn.append(depth_difference_maps(chain.reference_outputs(case)["depth"], others,
-                                                   folder / f"depth-diff-{case}.png",
-                                                   f"|depth - torch strict FP32| (mm), case {case}"))
+            shown = {f"{r.leg.candidate} {r.leg.variant}\n{r.leg.workaround}, {r.leg.exporter}": r
+                     for r in results if r.leg.case == case and "depth" in r.outputs}
+            if shown:
+                drawn.append(depth_difference_maps(
+                    chain.reference_outputs(case)["depth"], {name: r.outputs["depth"] for name, r in shown.items()},
+                    folder / f"depth-diff-{case}.png", f"|depth - torch strict FP32| (mm), case {case}",
+                    captions={name: panel_caption(r.diffs, "depth", r.passed) for name, r in shown.items()},
+                    failed={name for name, r in shown.items() if not r.passed}))
         return [p for p in drawn if p is not None]
 
     folder = write_run(record, args.report_dir, figures=figures)
@@ -167,8 +173,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if interrupted is not None:
         print(f"{interrupted.problem}: kept {len(record.parity)} of {len(legs)} "
               f"legs, marked incomplete: {folder / 'report.md'}", file=sys.stderr)
+        print(record_verdict(record))
         return 128 + interrupted.signum
     print(f"report: {folder / 'report.md'}")
+    print(record_verdict(record))  # the last line: the verdict at a glance
     return 1 if failed else 0
 
 

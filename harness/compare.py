@@ -102,21 +102,8 @@ class OutputDiff:
         return ", ".join(parts) or "(no gate)"
 
     def row(self) -> str:
-        gated = ", ".join(
-            f"{m}={self.metrics[m]:.3g} (limit {self.tolerance[m]:.3g})" for m in self.tolerance if m in self.metrics
-        )
-        verdict = "ok" if self else "FAIL " + ", ".join(f"{m} {o:.3g} vs {lim:.3g}" for m, (o, lim) in self.failures.items())
-        return f"{self.name:<24} {verdict:<8} {gated}"
-
-
-#: The console's parity table (the main job and the pytest summary print the same lines).
-LEG_HEADER = f"{'leg':<72} gated metric and its limit, per output   result"
-
-
-def leg_line(leg_id: str, diffs: Mapping[str, OutputDiff], passed: bool) -> str:
-    """One leg of the parity table: each output's gated metrics with their limits, then the verdict."""
-    gates = "   ".join(f"{name}: {diff.gate_text()}" for name, diff in diffs.items())
-    return f"{leg_id:<72} {gates}   {'ok' if passed else 'FAIL'}"
+        """``<name>  ok|FAIL  <gate_text>``: each gated metric once, with its limit."""
+        return f"{self.name:<24} {'ok' if self else 'FAIL':<4} {self.gate_text()}"
 
 
 def _p99(values: torch.Tensor) -> float:

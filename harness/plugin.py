@@ -82,6 +82,8 @@ class SessionResults:
     accuracy: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     user_artifacts: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # backend -> the missing piece
+    failures: list[str] = field(default_factory=list)  # failed tests that are not parity legs
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
@@ -352,6 +354,7 @@ def parity(chain: Chain, tolerances: Tolerances, harness_options: HarnessOptions
         try:
             result = run_leg(chain, leg, tolerances)
         except BackendUnavailable as exc:
+            record_property("harness_skipped", json.dumps({leg.candidate: exc.missing}))
             pytest.skip(f"{exc.backend}: {exc.missing}")
         if harness_options.localize or not result.passed:
             from dataclasses import replace
@@ -413,6 +416,7 @@ def user_parity(chain: Chain, tolerances: Tolerances, harness_options: HarnessOp
         try:
             result = run_user_leg(chain, leg, tolerances, harness_options.user.model, harness_options.user.io_map)
         except BackendUnavailable as exc:
+            record_property("harness_skipped", json.dumps({leg.backend: exc.missing}))
             pytest.skip(f"{exc.backend}: {exc.missing}")
         record_property("harness_parity", json.dumps(result.row(), default=float))
         return result
@@ -459,10 +463,15 @@ class SessionReporter:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self._count(report)
+        keys = {key for key, _ in report.user_properties}
+        if report.failed and "harness_parity" not in keys:  # a parity leg's failure is its row's
+            self.results.failures.append(report.nodeid if report.when == "call" else f"{report.nodeid} ({report.when})")
         if report.when != "call":
             return
         for key, value in report.user_properties:
-            if key == "harness_parity":
+            if key == "harness_skipped":
+                self.results.skipped.update(json.loads(str(value)))
+            elif key == "harness_parity":
                 self.results.parity.append(json.loads(str(value)))
             elif key == "harness_engine":
                 self.results.engines.append(json.loads(str(value)))
@@ -501,6 +510,7 @@ class SessionReporter:
             artifacts=self.results.engines, timing=self.results.timing, attribution=self.results.attribution,
             accuracy=self.results.accuracy,
             localisation=self.results.localisation, session=self.session_block(),
+            skipped=dict(self.results.skipped), failures=list(self.results.failures),
             config={"cases": opts.cases, "exporters": opts.exporters, "workarounds": opts.workarounds,
                     "variants": opts.variants, "backends": opts.candidates, "device": opts.chain.device,
                     "opset": opts.chain.opset, "weights": str(opts.chain.weights or "bundled"),
@@ -510,8 +520,9 @@ class SessionReporter:
         record.artifacts = record.artifacts + self.results.user_artifacts  # --harness-onnx/-engine facts
         if int(exitstatus) == int(pytest.ExitCode.INTERRUPTED):
             record.config["incomplete"] = True
-            record.notes.append(f"incomplete: the session was interrupted after {sum(self.outcomes.values())} "
-                                "test outcomes; the rows above are the legs that finished")
+            record.incomplete = f"interrupted after {sum(self.outcomes.values())} test outcomes"
+            record.notes.append(f"incomplete: the session was {record.incomplete}; the rows above are the legs "
+                                "that finished")
         try:
             self.results.notes.append(f"report: {write_run(record, opts.report_dir)}")
         except HarnessError as exc:
@@ -520,14 +531,11 @@ class SessionReporter:
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int) -> None:
         tr = terminalreporter
         if self.results.parity:
-            from harness.compare import LEG_HEADER, OutputDiff, leg_line
+            from harness.verdict import leg_table
 
-            tr.section("harness parity (vs torch strict FP32: each output's gated metric and its limit)")
-            tr.write_line(LEG_HEADER)
-            for row in sorted(self.results.parity, key=lambda r: str(r["id"])):
-                diffs = {name: OutputDiff(name, m, row.get("tolerance", {}).get(name, {}))
-                         for name, m in row["metrics"].items()}
-                tr.write_line(leg_line(row["id"], diffs, row["passed"]))
+            tr.section("harness parity (vs torch strict FP32: each output's gated metrics, ! over the limit)")
+            for line in leg_table(self.results.parity):
+                tr.write_line(line)
         for row in self.results.parity:
             if not row["passed"] and (row.get("replay") or row.get("replay_error")):
                 tr.write_line(f"replay of {row['id']}: {row.get('replay') or row.get('replay_error')}")
@@ -552,6 +560,12 @@ class SessionReporter:
                               f"{row['mib']} MiB, built in {row['build_seconds']} s ({row['cache']})")
         for note in self.results.notes:
             tr.write_line(note)
+        if self.results.parity or self.results.skipped:  # the verdict at a glance, last
+            from harness.verdict import verdict_line
+
+            incomplete = (f"interrupted after {sum(self.outcomes.values())} test outcomes"
+                          if int(exitstatus) == int(pytest.ExitCode.INTERRUPTED) else "")
+            tr.write_line(verdict_line(self.results.parity, self.results.skipped, self.results.failures, incomplete))
 
 
 def _gpu_name(device: Any) -> str | None:

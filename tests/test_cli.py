@@ -90,15 +90,19 @@ def test_run_prints_a_table_and_writes_a_report(run_argv, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert any(line.startswith("leg") and "result" in line for line in lines)
-    leg_lines = [line for line in lines if line.split(" ")[0].endswith("-small")]
-    assert leg_lines
-    assert all(line.rstrip().endswith("ok") for line in leg_lines)
-    legs = {line.split()[0] for line in leg_lines}
+    assert all(len(line) <= 120 for line in lines), [line for line in lines if len(line) > 120]
+    assert any(line.startswith("gates: ") for line in lines)  # each gated metric with its limit
+    leg_lines = [line for line in lines if line.startswith(("ok ", "FAIL "))]
+    assert leg_lines and all(line.startswith("ok   ") for line in leg_lines)  # the verdict first
     for variant in ("raw", "simplified"):  # ort-cpu legs run everywhere: 2 workarounds x 2 variants
         for workaround in ("precomputed", "closed_form"):
-            assert f"ort-cpu-{variant}-vs-torch-fp32-{workaround}-torchscript-small" in legs
+            assert any(line[5:].startswith(f"ort-cpu {variant} {workaround}/torchscript small ") for line in leg_lines)
     (folder,) = list(reports.iterdir())
+    verdict = lines[-1]  # the verdict at a glance closes the console and opens report.md
+    assert verdict.startswith(f"PASS {len(leg_lines)} legs within their gates"), verdict
+    assert f"**{verdict}**" in (folder / "report.md").read_text().splitlines()[:4]
+    legs = {row["id"] for row in load_record(folder).parity}
+    assert "ort-cpu-raw-vs-torch-fp32-precomputed-torchscript-small" in legs
     assert f"report: {folder / 'report.md'}" in out
     assert (folder / "report.md").is_file()
     assert (folder / "run.json").is_file()

@@ -170,10 +170,14 @@ def test_parity_run_passes_prints_the_summary_and_writes_a_report(pytester, cach
         result.stdout.fnmatch_lines(["SKIPPED*ort-cuda: no CUDA device*"])
     out = result.stdout.str()
     assert "harness parity" in out
-    summary = [line for line in result.outlines if line.startswith(leg)]
-    assert len(summary) == 1 and summary[0].rstrip().endswith("ok")
+    summary = [line for line in result.outlines if line.startswith(("ok ", "FAIL "))]
+    assert summary == [line for line in summary if line.startswith("ok   ort-cpu raw precomputed/torchscript small ")]
+    assert len(summary) == 1 and len(summary[0]) <= 120
+    verdict = [line for line in result.outlines if line.startswith(("PASS ", "FAIL ", "INCOMPLETE", "NO LEG"))]
+    skipped = "" if torch.cuda.is_available() else "; 1 backend skipped (no CUDA device: ort-cuda)"
+    assert verdict == [f"PASS 1 leg within its gates{skipped}"]
     (folder,) = list(reports.iterdir())
-    assert (folder / "report.md").is_file()
+    assert f"**{verdict[0]}**" in (folder / "report.md").read_text()  # the same line opens report.md
     record = load_record(folder)
     assert record.kind == "pytest"
     assert record.profile == "quick"
@@ -242,6 +246,10 @@ def test_run_record_holds_the_session_counts_wall_time_and_slowest_tests(pyteste
     assert [s for _, s in slowest] == sorted((s for _, s in slowest), reverse=True)
     assert slowest[0][0].endswith("test_parity[ort-cpu-raw-vs-torch-fp32-precomputed-torchscript-small]")
     assert "1 passed, 1 failed, 1 skipped, 1 xfailed, 1 errors" in (folder / "report.md").read_text()
+    # the verdict counts the failed test and the setup error, not only the parity legs
+    line = "FAIL 1 leg within its gates; 2 other failures: test_mixed.py::test_fails, test_mixed.py::test_errors (setup)"
+    assert line in result.outlines
+    assert f"**{line}**" in (folder / "report.md").read_text()
 
 
 # -- replays for Polygraphy and trtexec (harness/report/replay.py) -----------------------------

@@ -31,7 +31,9 @@ MARGIN = 3.0
 #: Resolution of each statistic: the smallest worst value the rule takes (see the module doc).
 FLOORS: dict[str, float] = {
     "max_intervals_confident": 1e-4, "p99_intervals_confident": 1e-4, "max_intervals": 1e-4,
-    "max_sq_err_stable": 1e-10, "p99_abs_stable": 1e-5, "agreement": 1e-4,
+    # agreement: one pixel of the smallest depth map the gate runs (32x40 at the small case) is
+    # 7.8e-4 of it, so a resolution finer than 1e-3 would fail a single benign flip at 0.8
+    "max_sq_err_stable": 1e-10, "p99_abs_stable": 1e-5, "agreement": 1e-3,
     "thres2mm_pp": 0.1, "thres4mm_pp": 0.1, "stage": 1e-6, "stage_depth": 1e-4,
 }
 #: The statistics that gate each (output kind, precision group); see harness.compare. Depth is

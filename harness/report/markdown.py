@@ -18,6 +18,11 @@ from harness.default_model import resolve
 from harness.modelspec import ModelSpec, OutputSpec
 from harness.report.machine import one_line
 from harness.report.record import RunRecord
+from harness.verdict import verdict_line
+
+#: How report.md shows a leg's verdict (never a bare True / False).
+RESULT = {True: "pass", False: "FAIL"}
+NOT_GATED = " (not gated)"
 
 
 def to_markdown(frame: pd.DataFrame, float_format: str = "{:.3g}", percent: Collection[str] = ()) -> str:
@@ -45,6 +50,24 @@ def gate_cell(metrics: dict, tolerance: dict) -> str:  # type: ignore[type-arg]
     return OutputDiff("output", metrics, tolerance).gate_text() if tolerance else "(no gate)"
 
 
+def record_verdict(record: RunRecord) -> str:
+    """The run's verdict line (``harness.verdict.verdict_line``) from its record: the line the
+    console printed, and the first line of report.md."""
+    incomplete = record.incomplete or ("interrupted" if record.config.get("incomplete") else "")
+    return verdict_line(record.parity, record.skipped, record.failures, incomplete)
+
+
+def has_verdict(record: RunRecord) -> bool:
+    """Whether the record judges anything (parity legs, skipped backends, failures, an interrupt):
+    a benchmark-only record has no verdict line."""
+    return bool(record.parity or record.skipped or record.failures or record.incomplete
+                or record.config.get("incomplete"))
+
+
+def _gated_anywhere(record: RunRecord, output: str, metric: str) -> bool:
+    return any(metric in (row.get("tolerance") or {}).get(output, {}) for row in record.parity)
+
+
 def parity_outputs(record: RunRecord, model_spec: ModelSpec | None = None) -> tuple[OutputSpec, ...]:
     """The outputs the parity table shows: the spec's, then any other output the rows hold
     (with default columns), so a row's metrics never vanish from the table."""
@@ -57,7 +80,8 @@ def parity_outputs(record: RunRecord, model_spec: ModelSpec | None = None) -> tu
 def percent_columns(outputs: tuple[OutputSpec, ...]) -> frozenset[str]:
     """Parity-table columns holding fractions of the pixels (rendered as percentages; the CSV
     keeps the numbers)."""
-    return frozenset(title for out in outputs for metric, title in out.table_columns if metric in FRACTIONS)
+    return frozenset(t for out in outputs for metric, title in out.table_columns if metric in FRACTIONS
+                     for t in (title, title + NOT_GATED))
 
 
 def parity_frame(record: RunRecord, model_spec: ModelSpec | None = None) -> pd.DataFrame:
@@ -66,17 +90,19 @@ def parity_frame(record: RunRecord, model_spec: ModelSpec | None = None) -> pd.D
     max squared errors and the depth metrics); fractions of pixels as percentages."""
     spec = resolve(model_spec)
     outputs = parity_outputs(record, spec)
+    titles = {(output.name, metric): title if _gated_anywhere(record, output.name, metric) else title + NOT_GATED
+              for output in outputs for metric, title in output.table_columns}
     rows = []
     for row in record.parity:
         metrics, tolerance = row.get("metrics", {}), row.get("tolerance", {})
-        out: dict[str, Any] = {"case": row.get("case"), "candidate": row.get("candidate"), "reference": row.get("reference")}
+        out: dict[str, Any] = {"result": RESULT[bool(row.get("passed"))], "case": row.get("case"), "candidate": row.get("candidate"), "reference": row.get("reference")}
         out.update({name: row.get(name) for name in spec.leg_fields})  # the model's own leg settings
-        out.update({"exporter": row.get("exporter"), "graph": row.get("variant"), "passed": row.get("passed")})
+        out.update({"exporter": row.get("exporter"), "graph": row.get("variant")})
         for output in outputs:
             out[output.gate_title] = gate_cell(metrics.get(output.name, {}), tolerance.get(output.name, {}))
         for output in outputs:
-            for metric, title in output.table_columns:
-                out[title] = metrics.get(output.name, {}).get(metric)
+            for metric, _ in output.table_columns:
+                out[titles[output.name, metric]] = metrics.get(output.name, {}).get(metric)
         rows.append(out)
     return pd.DataFrame(rows)
 
@@ -100,6 +126,8 @@ def timing_frame(record: RunRecord) -> pd.DataFrame:
     rows = []
     for row in record.timing:
         out = {label: row.get(key) for key, label in TIMING_COLUMNS.items()}
+        if row.get("parity_passed") is not None:
+            out["parity"] = RESULT[bool(row["parity_passed"])]
         trtexec = row.get("trtexec_gpu_compute") or {}
         out["trtexec GPU median ms"] = trtexec.get("median_ms")  # same engine, timed by trtexec
         out["trtexec GPU p99 ms"] = trtexec.get("p99_ms")
@@ -129,6 +157,7 @@ def render_report(record: RunRecord, frames: dict[str, pd.DataFrame] | None = No
     machine = record.machine
     parts = [
         f"# {spec.title} conversion report ({record.kind}, {record.created_utc})\n",
+        *([f"**{record_verdict(record)}**\n"] if has_verdict(record) else []),
         one_line(machine, record.profile) + "\n",
         f"commit `{machine.get('commit')}`{' (dirty)' if machine.get('dirty') else ''}\n",
     ]
@@ -174,7 +203,8 @@ def render_report(record: RunRecord, frames: dict[str, pd.DataFrame] | None = No
             parts += ["Slowest tests (setup, call and teardown):\n", to_markdown(slow, "{:.2f}")]
     if record.notes:
         parts += ["## Notes\n", *[f"- {n}\n" for n in record.notes]]
-    parts += ["## Configuration\n", "```\n" + "\n".join(f"{k}: {v}" for k, v in record.config.items()) + "\n```\n"]
+    parts += ["## Configuration\n", "```\n" + "\n".join(f"{k}: {'(not given)' if v is None else v}"
+                                                       for k, v in record.config.items()) + "\n```\n"]
     return "\n".join(parts)
 
 

@@ -4,6 +4,7 @@ depth-difference heat maps of each backend against torch strict FP32."""
 from __future__ import annotations
 
 import io
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,13 @@ def latency_plot(rows: list[dict[str, Any]], case: str, path: Path, title: str =
 
 
 def depth_difference_maps(reference: torch.Tensor, candidates: dict[str, torch.Tensor], path: Path,
-                          title: str = "") -> Path | None:
+                          title: str = "", captions: Mapping[str, str] | None = None,
+                          failed: Collection[str] = ()) -> Path | None:
     """|candidate depth - reference depth| in mm, one panel per backend, one logarithmic colour
-    scale from 0.001 mm (so FP32-level and FP16-level differences are both visible)."""
+    scale from 0.001 mm (so FP32-level and FP16-level differences are both visible).
+
+    ``captions``: per panel, what its title adds under the name and max (the leg's gate and
+    verdict, ``harness.verdict.panel_caption``); the panels named in ``failed`` are titled in red."""
     from matplotlib.colors import LogNorm
 
     if not candidates:
@@ -64,7 +69,9 @@ def depth_difference_maps(reference: torch.Tensor, candidates: dict[str, torch.T
     image = None
     for ax, (name, diff) in zip(axes.flat, diffs.items()):
         image = ax.imshow(diff.clamp(min=1e-3).numpy(), cmap="magma", norm=norm)
-        ax.set_title(f"{name}\nmax {float(diff.max()):.3g} mm", fontsize=9)
+        caption = (captions or {}).get(name)
+        ax.set_title(f"{name}\nmax {float(diff.max()):.3g} mm" + (f"\n{caption}" if caption else ""), fontsize=9,
+                     color="C3" if name in failed else "black")
         ax.axis("off")
     for ax in list(axes.flat)[len(diffs):]:
         ax.axis("off")

@@ -33,6 +33,12 @@ class RunRecord:
     attribution: list[dict[str, Any]] = field(default_factory=list)
     localisation: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: backends that could not run here: {backend: the missing piece}
+    skipped: dict[str, str] = field(default_factory=dict)
+    #: what failed besides the parity legs (a degenerate reference, a precision audit, a test)
+    failures: list[str] = field(default_factory=list)
+    #: why the run stopped before its end (``interrupted by SIGINT after 5 of 13 legs``); "" when it finished
+    incomplete: str = ""
     #: pytest runs: {passed, failed, skipped, xfailed, errors, wall_s, slowest: [[nodeid, s], ...]}
     session: dict[str, Any] = field(default_factory=dict)
     created_utc: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))

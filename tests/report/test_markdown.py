@@ -22,7 +22,8 @@ def _row(candidate: str = "ort-cpu", passed: bool = True) -> dict:
 
 
 def _record(**kwargs) -> RunRecord:
-    return RunRecord(kind="pytest", profile="quick", machine=dict(MACHINE), config={"cases": ("small",)}, **kwargs)
+    kwargs.setdefault("config", {"cases": ("small",)})
+    return RunRecord(kind="pytest", profile="quick", machine=dict(MACHINE), **kwargs)
 
 
 def test_to_markdown_renders_header_rule_and_rows():
@@ -60,10 +61,11 @@ def test_to_markdown_of_an_empty_frame_says_none():
 def test_parity_frame_has_one_row_per_leg_with_the_metrics():
     frame = parity_frame(_record(parity=[_row("ort-cpu"), _row("ort-cuda", passed=False)]))
     assert list(frame["candidate"]) == ["ort-cpu", "ort-cuda"]
-    assert list(frame["passed"]) == [True, False]
-    assert frame.loc[0, "depth max sq err (mm²)"] == 2.04e-5
-    assert frame.loc[0, "index flips"] == 3.0
-    assert frame.loc[0, "conf agreement"] == 0.9995
+    assert list(frame["result"]) == ["pass", "FAIL"]  # never a bare True / False
+    assert "passed" not in frame.columns
+    assert frame.loc[0, "depth max sq err (mm²) (not gated)"] == 2.04e-5
+    assert frame.loc[0, "index flips (not gated)"] == 3.0
+    assert frame.loc[0, "conf agreement (not gated)"] == 0.9995
     assert frame.loc[0, "graph"] == "raw"
 
 
@@ -137,7 +139,8 @@ def test_parity_frame_takes_its_columns_from_the_model_spec():
     frame = parity_frame(_record(parity=[_two_head_row()]), _two_head_spec())
     assert "mask gate (limit)" in frame.columns and "features gate (limit)" in frame.columns
     assert frame.loc[0, "mask gate (limit)"] == "max_abs 2.5e-07 <= 0.0001"
-    assert frame.loc[0, "features max abs"] == 1e-6 and frame.loc[0, "mask agreement"] == 0.99995
+    assert frame.loc[0, "features max abs (not gated)"] == 1e-6
+    assert frame.loc[0, "mask agreement (not gated)"] == 0.99995 and frame.loc[0, "mask max abs"] == 2.5e-7
     assert not [c for c in frame.columns if "depth" in c or "conf" in c]
     assert "workaround" not in frame.columns  # MVSNet's leg setting, a column of its spec only
 
@@ -153,4 +156,35 @@ def test_outputs_a_row_holds_beyond_the_spec_get_default_columns():
     row = _row()
     row["metrics"]["extra"] = {"max_abs": 0.5, "max_sq_err": 0.25}
     frame = parity_frame(_record(parity=[row]))
-    assert frame.loc[0, "extra max abs"] == 0.5 and frame.loc[0, "extra gate (limit)"] == "(no gate)"
+    assert frame.loc[0, "extra max abs (not gated)"] == 0.5 and frame.loc[0, "extra gate (limit)"] == "(no gate)"
+
+
+# -- the verdict at a glance ----------------------------------------------------------------------
+
+def test_report_opens_with_the_verdict_line_of_the_record():
+    record = _record(parity=[_row("ort-cpu"), _row("ort-cuda", passed=False)], skipped={"trt-fp32": "tensorrt not importable"})
+    lines = render_report(record).splitlines()
+    assert lines[2] == ("**FAIL 1 of 2 legs over their gates: ort-cuda raw precomputed/torchscript small; "
+                        "1 backend skipped (tensorrt not importable: trt-fp32)**")
+    table = [line for line in lines if line.startswith("| ")]
+    assert "True" not in "\n".join(table) and "False" not in "\n".join(table)
+    assert table[0].startswith("| result |") and table[1].startswith("| pass |") and table[2].startswith("| FAIL |")
+
+
+def test_an_interrupted_record_says_incomplete_in_its_verdict_line():
+    record = _record(parity=[_row()], incomplete="interrupted by SIGINT after 1 of 12 legs")
+    assert "**INCOMPLETE (interrupted by SIGINT after 1 of 12 legs): 1 leg within its gates**" in render_report(record)
+    older = _record(parity=[_row()], config={"incomplete": True})  # a record from before the field
+    assert "**INCOMPLETE (interrupted): 1 leg within its gates**" in render_report(older)
+
+
+def test_a_benchmark_only_record_has_no_verdict_line_and_its_parity_column_says_pass_or_fail():
+    text = render_report(_record(timing=[{"case": "small", "backend": "ort-cpu", "median_ms": 5.0, "device": "cpu",
+                                          "parity_passed": False}]))
+    assert not any(line.startswith(("**PASS", "**FAIL")) for line in text.splitlines())
+    assert "| FAIL |" in text and "False" not in text
+
+
+def test_the_configuration_never_prints_none():
+    text = render_report(_record(config={"model": None, "case": "small"}))
+    assert "model: (not given)" in text and "None" not in text

@@ -112,3 +112,24 @@ def test_cross_gpu_plot_takes_a_gpu_without_a_backend(tmp_path):
 def test_cross_gpu_plot_returns_none_for_a_case_without_rows(tmp_path, case_name):
     assert cross_gpu_plot(FLAT, ["NVIDIA H200"], case_name, tmp_path / "x.png") is None
     assert not (tmp_path / "x.png").exists()
+
+
+def test_depth_difference_panels_carry_the_legs_gate_and_verdict(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    titles: list[tuple[str, object]] = []
+    original = Axes.set_title
+
+    def spy(self, label, *args, **kwargs):
+        titles.append((label, kwargs.get("color")))
+        return original(self, label, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "set_title", spy)
+    reference = torch.full((1, 16, 24), 600.0)
+    candidates = {"ort-cpu raw": reference + 0.01, "trt-fp16 raw": reference + 3.0}
+    captions = {"ort-cpu raw": "max_intervals 0.0079 <= 0.1\nleg: pass", "trt-fp16 raw": "p99_intervals 2 <= 0.35 FAIL\nleg: FAIL"}
+    path = depth_difference_maps(reference, candidates, tmp_path / "d.png", captions=captions, failed={"trt-fp16 raw"})
+    assert path is not None and _is_png(path)
+    assert titles[0][0].startswith("ort-cpu raw\nmax 0.01") and titles[0][0].endswith(captions["ort-cpu raw"])
+    assert titles[0][1] == "black"
+    assert titles[1][0].endswith("p99_intervals 2 <= 0.35 FAIL\nleg: FAIL") and titles[1][1] == "C3"  # red

@@ -73,7 +73,7 @@ def load_records(root: Path = RECORDS, family_name: str = "calibration") -> tupl
             continue
         samples += record["samples"]
         for machine in {s["machine"] for s in record["samples"]}:
-            sources[machine].append(path.relative_to(root.parents[1]).as_posix())
+            sources[machine].append(path.relative_to(root).as_posix())
     return samples, {k: ", ".join(v) for k, v in sources.items()}
 
 
@@ -139,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds) if args.seeds else list(DEFAULT_SEEDS[args.family])
     named = tuple(c for c in args.named_cases.split(",") if c)
     items = corpus(args.family, seeds, named)
+    git = git_state()  # the code that measures: read now, not when the record is written
     chain = Chain(ChainConfig.from_options(namespace_values(args, "calibrate")))
     machine = machine_class(str(chain.device))
     work = args.work or PROJECT_ROOT / "reports" / "calibration" / f"{machine}-{args.family}"
@@ -170,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
             print("  FALSE ALARM " + line)
         return 1 if alarms else 0
     info = {"seeds": seeds, "named_cases": list(named), "align_corners": chain.config.align_corners,
-            "machine": machine_info(), "git": git_state(),
+            "machine": machine_info(), "git": git,
             "legs": list(dict.fromkeys(s["leg"] for s in samples)), "skipped": calibrator.skipped}
     target = args.record or RECORDS / machine / f"calibration-{utc_stamp()}.json"
     if target.exists():

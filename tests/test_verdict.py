@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from harness.chain import CANDIDATES, plan_legs
 from harness.compare import LOWER_BOUNDS, OutputDiff
-from harness.gates.limits import Tolerances
+from harness.backends import registry
+from harness.gates.limits import Tolerances, machine_class
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.verdict import WIDTH, LegTable, leg_table, panel_caption, short_leg_id, verdict_line
 
@@ -66,7 +67,8 @@ def _realistic_rows() -> list[dict]:
                      ("raw", "simplified"), CANDIDATES)
     rows = []
     for i, leg in enumerate(legs):
-        tolerance = tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES, case=leg.case)
+        tolerance = tolerances.lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES, case=leg.case,
+                                      machine=machine_class(registry.get(leg.candidate).device))
         failing = i % 2 == 1
         metrics = {}
         for output, gates in tolerance.items():

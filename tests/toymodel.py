@@ -42,11 +42,11 @@ FEATURES = 4  # channels of the features output
 #: The toy's parity gates, in the harness's format (fixtures/tolerances.toml holds MVSNet's).
 #: Measured on CPU (torch 2.13 / onnxruntime 1.32), max |err|: mask 6e-8, features 3e-8; gate 1e-5.
 TOLERANCES = """
-["torch-vs-ort".fp32.mask]
+[cpu."torch-vs-ort".fp32.mask]
 max_abs = 1e-5
 agreement = 1.0
 
-["torch-vs-ort".fp32.features]
+[cpu."torch-vs-ort".fp32.features]
 max_abs = 1e-5
 """
 

@@ -77,7 +77,7 @@ import torch
 
 from harness.errors import BackendUnavailable, InvalidArgument, OutputExists
 from harness.fileio import atomic_write_bytes, atomic_write_text
-from harness.report.replay_gates import Check, Inexpressible, depth_step_of, translate_gates
+from harness.report.replay_gates import Check, Inexpressible, depth_step_of, reference_fractions, translate_gates
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,10 @@ def save_replay(
     _check_names("inputs", list(inputs), graph_inputs, onnx_path)
     _check_names("reference outputs", list(reference), graph_outputs, onnx_path)
     _check_names("gates", list(gates), list(reference), onnx_path)
-    checks, left = translate_gates(gates, depth_step)
+    from harness.default_model import resolve
+
+    fractions = reference_fractions(reference, inputs.get("depth_values"), resolve(None).kinds())
+    checks, left = translate_gates(gates, depth_step, fractions)
     RunResults, to_json = _polygraphy_json()
     if on_exists not in ("refuse", "suffix"):
         raise InvalidArgument("on_exists", "unknown policy", observed=on_exists, expected="refuse or suffix")

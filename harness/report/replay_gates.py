@@ -20,6 +20,15 @@ harness gate             Polygraphy                                  trtexec (11
 ``mean_abs <= a``        ``mean``, atol ``a``                        ``l1``, threshold ``a``
 =======================  ==========================================  ==========================
 
+The calibrated gates judge a subset of the pixels (depth where the reference is confident,
+confidence away from a truncated-index boundary), which neither tool can mask. With the
+reference's share ``c`` of such pixels (``reference_fractions``) the replay checks the matching
+quantile over every pixel instead, marked approximate: ``max_intervals_confident <= k`` becomes
+quantile ``c``, atol ``k * d`` (the ``1 - c`` largest errors are left out, as many pixels as the
+harness leaves out, though not necessarily the same ones); ``p99_intervals_confident`` quantile
+``0.99 c``; ``max_sq_err_stable <= s`` quantile ``c``, atol ``sqrt(s)``; ``p99_abs_stable``
+quantile ``0.99 c``.
+
 Several ``max`` gates of one output merge into the tightest. Polygraphy checks one statistic per
 output per command, so an output with gates on two statistics gets a second command (step
 ``onnxrt_2`` ...). Quantiles interpolate linearly in both tools (numpy / torch), so a p99 gate agrees
@@ -44,6 +53,9 @@ from harness.errors import InvalidArgument
 INEXPRESSIBLE = {
     "agreement": "share of pixels on the same side of a threshold: no tool compares thresholded outputs",
     "max_sq_err_stable": "max over the pixels away from a depth-index boundary: needs the harness's pixel mask",
+    "p99_abs_stable": "p99 over the pixels away from a depth-index boundary: needs the harness's pixel mask",
+    "max_intervals_confident": "max over the reference's confident pixels: needs the harness's pixel mask",
+    "p99_intervals_confident": "p99 over the reference's confident pixels: needs the harness's pixel mask",
     "nan": "checked by every Polygraphy statistic (a NaN error fails), by trtexec only through its metric",
 }
 _FRAC_OVER = re.compile(r"frac_over_(\d+(?:\.\d+)?)mm")
@@ -80,16 +92,42 @@ def depth_step_of(depth_values: torch.Tensor) -> float:
     return float((values[:, 1] - values[:, 0]).abs().min())
 
 
-def translate_gates(gates: Mapping[str, Mapping[str, float]], depth_step: float | None = None
+def reference_fractions(reference: Mapping[str, torch.Tensor], depth_values: torch.Tensor | None,
+                        kinds: Mapping[str, str]) -> dict[str, float]:
+    """The reference's share of the pixels the calibrated gates judge: ``confident`` (its
+    confidence-kind output >= CONFIDENT) and ``stable`` (its expected depth index away from an
+    integer), for the approximate quantile checks above."""
+    from harness.compare import CONFIDENT, near_index_boundary
+
+    shares: dict[str, float] = {}
+    depth = next((n for n, k in kinds.items() if k == "depth" and n in reference), None)
+    confidence = next((n for n, k in kinds.items() if k == "confidence" and n in reference), None)
+    if confidence is not None:
+        shares["confident"] = float((reference[confidence].detach().cpu() >= CONFIDENT).double().mean())
+    if depth is not None and depth_values is not None:
+        near = near_index_boundary(reference[depth].detach().cpu().double(), depth_values.detach().cpu())
+        shares["stable"] = float((~near).double().mean())
+    return shares
+
+
+#: The subset statistics and (the share that names their pixels, the quantile of that subset).
+SUBSET = {"max_intervals_confident": ("confident", 1.0, "max_intervals"),
+          "p99_intervals_confident": ("confident", 0.99, "p99_intervals"),
+          "max_sq_err_stable": ("stable", 1.0, "max_sq_err"), "p99_abs_stable": ("stable", 0.99, "p99_abs")}
+
+
+def translate_gates(gates: Mapping[str, Mapping[str, float]], depth_step: float | None = None,
+                    fractions: Mapping[str, float] | None = None
                     ) -> tuple[dict[str, list[Check]], list[Inexpressible]]:
-    """``{output: [Check, ...]}`` (one per statistic, tightest first merged) and the gates left out."""
+    """``{output: [Check, ...]}`` (one per statistic, tightest first merged) and the gates left out;
+    ``fractions`` (``reference_fractions``) lets the subset statistics through as approximations."""
     checks: dict[str, list[Check]] = {}
     left: list[Inexpressible] = []
     for output, table in gates.items():
         found: list[Check] = []
         for metric, raw in table.items():
             limit = float(raw)
-            check = _one_gate(output, metric, limit, depth_step)
+            check = _one_gate(output, metric, limit, depth_step, fractions or {})
             if isinstance(check, Inexpressible):
                 left.append(check)
             else:
@@ -108,7 +146,8 @@ def translate_gates(gates: Mapping[str, Mapping[str, float]], depth_step: float 
     return checks, left
 
 
-def _one_gate(output: str, metric: str, limit: float, step: float | None) -> Check | Inexpressible:
+def _one_gate(output: str, metric: str, limit: float, step: float | None,
+              fractions: Mapping[str, float]) -> Check | Inexpressible:
     def steps(k: float) -> float:
         if step is None or not step > 0:
             raise InvalidArgument(f"{output}.{metric}", "a gate in depth steps needs the depth step", observed=step,
@@ -128,6 +167,15 @@ def _one_gate(output: str, metric: str, limit: float, step: float | None) -> Che
         return Check(output, "quantile", steps(limit), 0.99, f"p99_intervals <= {limit:g} steps of {step:g}")
     if metric == "mean_abs":
         return Check(output, "mean", limit, None, f"mean_abs <= {limit:g}")
+    if metric in SUBSET and SUBSET[metric][0] in fractions:
+        share_name, within, whole = SUBSET[metric]
+        share = fractions[share_name]
+        inner = _one_gate(output, whole, limit, step, fractions)
+        assert isinstance(inner, Check)
+        quantile = max(0.0, min(1.0, within * share))
+        return Check(output, "quantile", inner.atol, quantile,
+                     f"{metric} <= {limit:g} over the {share:.1%} {share_name} pixels -> quantile {quantile:.4g} "
+                     f"of every pixel <= {inner.atol:.4g}", approximate=True)
     over = _FRAC_OVER.fullmatch(metric)
     if over:
         mm = float(over.group(1))
@@ -140,4 +188,4 @@ def _one_gate(output: str, metric: str, limit: float, step: float | None) -> Che
     return Inexpressible(output, metric, limit, INEXPRESSIBLE.get(metric, "no Polygraphy or trtexec equivalent"))
 
 
-__all__ = ["Check", "Inexpressible", "INEXPRESSIBLE", "depth_step_of", "translate_gates"]
+__all__ = ["Check", "Inexpressible", "INEXPRESSIBLE", "depth_step_of", "reference_fractions", "translate_gates"]

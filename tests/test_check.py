@@ -92,7 +92,10 @@ def test_walkthrough_exports_the_articles_graph_prints_trtexec_and_passes(walkth
         in text
     assert "opset 16, producer pytorch" in text and "TensorRT audit ok" in text
     assert "tensors bound (by article names)" in text and "case small (3x128x160xD48)" in text
-    assert "user-onnx-mvsnet-ort-cpu-vs-torch-fp32-small" in text and "FAIL" not in text
+    lines = text.splitlines()
+    assert any(line.startswith("ok   mvsnet.onnx ort-cpu small ") for line in lines) and "FAIL" not in text
+    assert any(line.startswith("gates: depth: ") for line in lines)  # the gated metrics with their limits, as run
+    assert lines[-1].startswith("PASS 1 leg within its gates")  # the verdict closes the console
     facts = inspect_onnx(work / "mvsnet.onnx")
     assert [i.name for i in facts.inputs] == ["in_imgs", "in_proj_matrices", "in_inverse_proj_matrices",
                                               "in_depth_values"]
@@ -192,7 +195,7 @@ def test_engine_header_facts_reach_the_report_when_no_tensorrt_runs_it(walkthrou
     assert "plan header: built with TensorRT 10.3.0.26 (serialization 0)" in text
     verdict = text.splitlines()[-1]  # the last line: every skipped backend with its reason
     assert verdict.startswith("PASS 1 leg within its gates; 1 backend skipped (tensorrt not importable (the engine's "
-                              "plan header: built with TensorRT 10.3.0.26")), verdict
+                              "plan header: built with TensorRT 10.3.0.26"), verdict
     record = load_record(next(reports.iterdir()))
     engine_facts = [a for a in record.artifacts if a["kind"] == "user-engine"]
     assert engine_facts and engine_facts[0]["built_with_tensorrt"] == "10.3.0.26"

@@ -115,7 +115,7 @@ class LegTable:
             widths = _widths(gates)
             out += legend(gates, self.width)
             titles = [name[:w] for (name, _), w in zip(gates, widths)]
-            out.append(_fit("", "leg (candidate graph workaround/exporter case)", titles, widths, self.width))
+            out.append(_fit("", "leg", titles, widths, self.width))
         widths = _widths(self.gates or gates)
         names = [name for name, _ in self.gates or gates] or list(diffs)
         cells = [_cell(diffs.get(name)) for name in names]

@@ -109,8 +109,7 @@ def test_the_legend_prints_each_gated_metric_with_its_limit_when_the_gates_chang
                        _row("ort-cpu-fp16", passed=False, metrics=metrics16, tolerance=fp16)])
     assert lines[0] == ("gates: depth: max_intervals <= 0.1 | photometric_confidence: max_sq_err_stable <= 1e-05, "
                         "agreement >= 99.900%")
-    assert lines[1].split() == ["leg", "(candidate", "graph", "workaround/exporter", "case)", "depth", "|",
-                                "photometric_confidence"]
+    assert lines[1].split() == ["leg", "depth", "|", "photometric_confidence"]
     assert lines[2].split() == ["ok", "ort-cpu", "raw", "precomputed/torchscript", "small", "0.0079", "|",
                                 "9.39e-09,", "99.995%"]
     assert lines[3].startswith("ok   ort-cpu simplified")

@@ -330,7 +330,7 @@ def localise_graph(chain: Chain, target: UserTarget, feed: dict[str, torch.Tenso
     source volumes / probability volume whose error exceeds its limit ([stages].fp32 unless given)."""
     from harness.localize import localisation_table
 
-    rows, nodes = graph_stages(chain, target, feed, Tolerances.load().stage_limit("fp32") if limit is None else limit)
+    rows, nodes = graph_stages(chain, target, feed, Tolerances.load().stage_limits("ort-cpu", "fp32") if limit is None else limit)
     if not rows:
         return ""
     return localisation_table(rows, f"stage errors of {target.path.name} ({nodes}; relative max |error|):")

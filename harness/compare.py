@@ -199,11 +199,12 @@ def compare(
                 if step > 0:
                     metrics["p99_intervals"] = metrics["p99_abs"] / step
                     metrics["max_intervals"] = metrics["max_abs"] / step
-                    if confident is not None:
-                        sure = diff[confident].abs()
-                        metrics["confident"] = float(confident.double().mean())
-                        metrics["max_intervals_confident"] = float(sure.max()) / step if sure.numel() else 0.0
-                        metrics["p99_intervals_confident"] = _p99(sure) / step
+                    # no confidence output to tell confident pixels by: every pixel counts
+                    mask = confident if confident is not None else torch.ones_like(diff, dtype=torch.bool)
+                    sure = diff[mask].abs()
+                    metrics["confident"] = float(mask.double().mean())
+                    metrics["max_intervals_confident"] = float(sure.max()) / step if sure.numel() else 0.0
+                    metrics["p99_intervals_confident"] = _p99(sure) / step
         elif kind == "confidence":
             metrics["agreement"] = float(((r > CONFIDENCE_THRESHOLD) == (c > CONFIDENCE_THRESHOLD)).double().mean())
             stable = diff if unstable is None else diff[~unstable]

@@ -230,8 +230,8 @@ def attribution(chain: Chain, case: str, tolerances: Tolerances | None = None) -
                 family, precision = HOP_GATES[hop]
                 gate = tolerances.lookup("torch-fp32", family, precision, ("depth",),
                                          machine=chain.machine_class(HOP_GATES[hop][0]))
-                judged = compare({"depth": reference["depth"]}, {"depth": outputs["depth"]}, gate,
-                                 depth_values=feed["depth_values"])["depth"]
+                # both outputs: the depth gate counts the pixels where the reference is confident
+                judged = compare(reference, outputs, gate, depth_values=feed["depth_values"])["depth"]
                 row.update({"gate": f"{precision} {dict(judged.tolerance)}", "within_gate": bool(judged),
                             "exceeded": {m: [o, lim] for m, (o, lim) in judged.failures.items()}})
         rows.append(row)

@@ -260,7 +260,7 @@ def test_candidate_stages_of_an_ort_probe_build_match_the_reference_names_and_sh
 def test_localise_on_the_small_case_finds_every_stage_within_the_fp32_limit(chain, tolerances, reference_stages,
                                                                             workaround):
     leg = Leg("ort-cpu", "raw", workaround, "torchscript", "small")
-    limit = tolerances.stage_limit("fp32")
+    limit = tolerances.stage_limits("ort-cpu", "fp32")
     rows = stage_errors(reference_stages, candidate_stages(chain, leg), limit)
     assert [r.stage for r in rows] == list(ORDER)
     assert all(r.passed for r in rows), "\n".join(r.row() for r in rows)
@@ -273,7 +273,7 @@ def test_localise_names_cost_when_only_the_cost_regulariser_output_layer_differs
                                                                                  reference_stages, monkeypatch):
     assert perturbed_chain.weights_digest != chain.weights_digest
     perturbed = candidate_stages(perturbed_chain, LEG)
-    rows = stage_errors(reference_stages, perturbed, tolerances.stage_limit("fp32"))
+    rows = stage_errors(reference_stages, perturbed, tolerances.stage_limits("ort-cpu", "fp32"))
     failing = first_failing(rows)
     assert failing is not None and failing.stage == "cost", "\n".join(r.row() for r in rows)
     assert all(r.passed for r in rows[: ORDER.index("cost")])  # everything before it is identical
@@ -326,16 +326,15 @@ def test_parity(parity, parity_leg):
 
 
 def _impossible_tolerances(folder: Path) -> Path:
-    """The bundled tolerances with the fp32 ONNX Runtime depth gate at 0 and the fp32 stage limit
-    at 1e-12: the leg fails and localisation names a stage (the bundled 1e-4 stage limit passes
-    every stage, as the end-to-end test above shows)."""
-    text = DEFAULT_TOLERANCES.read_text()
-    tight = text.replace('["torch-vs-ort".fp32.depth]\nmax_intervals = 0.1', '["torch-vs-ort".fp32.depth]\nmax_sq_err = 0')
-    tight = tight.replace("[stages]\nfp32 = 1e-4", "[stages]\nfp32 = 1e-12")
-    tight = tight[:tight.index("\n[cases.")]  # per-case overrides may not be looser than the shared limits
-    assert tight.count("max_sq_err = 0\n") == 1 and "fp32 = 1e-12" in tight
+    """A tolerances file whose ONNX Runtime FP32 depth gate is 0 and whose FP32 stage limits are
+    1e-12: the leg fails and localisation names the first stage (the committed, calibrated limits
+    pass every stage, as the end-to-end test above shows)."""
+    stages = "\n".join(f"{stage} = 1e-12" for stage in ("ref_feature", "warped", "variance", "cost", "prob", "depth",
+                                                         "photometric_confidence"))
     path = folder / "impossible.toml"
-    path.write_text(tight)
+    path.write_text('[cpu."torch-vs-ort".fp32.depth]\nmax_sq_err = 0\n'
+                    '[cpu."torch-vs-ort".fp32.photometric_confidence]\nagreement = 0.5\n'
+                    f'[cpu.stages."ort-cpu".fp32]\n{stages}\n')
     return path
 
 

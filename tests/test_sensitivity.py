@@ -33,7 +33,7 @@ def test_catch_table_counts_catches_and_false_alarms():
     outcomes = [Outcome(bug, "fp32", {"outputs": CheckResult(True, 50.0), "precision": CheckResult(False, 0.0, yes_no=True)}),
                 Outcome(benign, "fp32", {"outputs": CheckResult(False, 0.1), "golden": CheckResult(True, 2.0)})]
     text = catch_table(outcomes)
-    assert "caught 1 of 1 bugs, 1 false alarm(s) on 1 benign" in text and "FALSE ALARM" in text
+    assert "caught 1 of 1 bugs, 0 undetectable (inside benign noise), 1 false alarm(s) on 1 benign" in text and "FALSE ALARM" in text
     assert "50x!" in text and " ok" in text
     assert "0 false alarm(s)" in catch_table(outcomes, counting=("outputs",))
 
@@ -43,7 +43,7 @@ def test_mutate_command_judges_a_bug_and_a_benign_rewrite(tmp_path, capsys):
     code = main(["mutate", "--precisions", "fp32", "--only", "softmax-axis,identity-inserted", "--json", str(out)])
     text = capsys.readouterr().out
     assert code == 0, text
-    assert "FP32 graph: caught 1 of 1 bugs, 0 false alarm(s) on 1 benign rewrites" in text
+    assert "FP32 graph: caught 1 of 1 bugs, 0 undetectable (inside benign noise), 0 false alarm(s) on 1 benign rewrites" in text
     rows = {r["mutation"]: r for r in json.loads(out.read_text())}
     assert rows["softmax-axis"]["checks"]["outputs"]["caught"] and rows["softmax-axis"]["checks"]["golden"]["caught"]
     assert not any(c["caught"] for c in rows["identity-inserted"]["checks"].values())

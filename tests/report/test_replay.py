@@ -224,7 +224,7 @@ def test_polygraphy_replaying_the_saved_files_agrees_with_the_harness_on_faithfu
 def test_a_trt_leg_replay_carries_the_harness_build_settings_and_honours_the_overrides(small, tmp_path):
     """No TensorRT here: the leg's gates are the trt-fp32 table, its replay is written, not run."""
     leg = Leg("trt-fp32", "raw", "precomputed", "torchscript", "small")
-    gates = Tolerances.load(None).lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES)
+    gates = Tolerances.load(None).lookup(leg.reference, leg.candidate, leg.precision, OUTPUT_NAMES, machine="cuda")
     result = LegResult(leg, {n: OutputDiff(n, {}, gates[n]) for n in OUTPUT_NAMES}, {})
     script = replay_leg(small, leg, result, tmp_path / leg.id).commands.read_text()
     build = next(line for line in script.splitlines() if line.startswith("trtexec_build()"))

@@ -361,7 +361,8 @@ def save_user_replay(chain: Chain, result: UserResult, root: Path, one_folder_pe
     the leg's gates, for Polygraphy and trtexec (``harness.report.replay``): into ``root`` itself,
     or ``root/<graph stem>/`` when several graphs are checked; a folder already there is never
     overwritten (``-2``, ``-3`` ... instead). Returns the path of ``commands.sh``."""
-    from harness.report.replay import depth_step_of, save_replay
+    from harness.default_model import resolve
+    from harness.report.replay import depth_step_of, reference_fractions, save_replay
 
     target = result.leg.target
     assert target.binding is not None
@@ -373,7 +374,8 @@ def save_user_replay(chain: Chain, result: UserResult, root: Path, one_folder_pe
         inputs={name: feed[role] for role, name in target.binding.input_roles().items()},
         reference={name: reference[role] for name, role in outputs.items()},
         gates={name: dict(result.diffs[role].tolerance) for name, role in outputs.items()},
-        depth_step=depth_step_of(feed["depth_values"]), subject=result.leg.id, on_exists="suffix")
+        depth_step=depth_step_of(feed["depth_values"]), subject=result.leg.id, on_exists="suffix",
+        fractions=reference_fractions(reference, feed["depth_values"], resolve(None).kinds()))  # by role
     return Path(replay.commands)
 
 

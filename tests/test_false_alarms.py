@@ -2,10 +2,12 @@
 
 Each case below failed the gate on main before the limits were calibrated (issue 21): the limits
 had been fitted to the bundled scene and gated all-pixel statistics, which ambiguous pixels
-(textureless surfaces, occlusion edges, truncated-index flips) dominate. Each test first shows the
-statistic main gated exceeding main's limit on this input (so the input still reproduces the
-alarm), then that the calibrated gate (fixtures/tolerances.toml, derived from the calibration
-records) passes the same faithful leg.
+(textureless surfaces, occlusion edges, truncated-index flips) dominate. Where the input still
+trips main's statistic with today's graphs, the test shows that first; then that the calibrated
+gate (fixtures/tolerances.toml, derived from the calibration records) passes the same faithful
+leg. The FP16 graph is now converted from the FP32 export (closer to FP32 than main's traced
+mixed-precision export), so its inputs no longer reach main's FP16 limits: their values on main
+are quoted in the docstrings instead.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from harness.localize import leg_stage_errors
 #: What main gated the small case with (fixtures/tolerances.toml before calibration), quoted so
 #: that each test can show its input still trips the old gate.
 MAIN_SMALL_FP32_MAX_INTERVALS = 3e-3
-MAIN_SMALL_FP16_P99_INTERVALS = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +47,11 @@ def _stat(chain: Chain, leg: Leg, metric: str) -> float:
 
 def test_fp16_leg_on_a_parallel_camera_scene_with_flat_planes_passes(tmp_path_factory, tolerances):
     """An independent layout (parallel cameras on a line, half the planes flat, coarse texture),
-    512x640 images run at the small case: the FP16 graph's all-pixel p99 sat at main's limit."""
+    512x640 images run at the small case: main's FP16 graph gave an all-pixel p99 of 0.1001 steps
+    against its limit of 0.1 (ONNX Runtime CPU, main's traced mixed-precision FP16 export)."""
     spec = SceneSpec(seed=6, num_views=3, height=512, width=640, rig="line", textureless=0.5, texture_scale=2.5)
     chain = _chain(tmp_path_factory, "line-6", spec)
     leg = Leg("ort-cpu-fp16", "raw", "precomputed", "torchscript", "small")
-    assert _stat(chain, leg, "p99_intervals") > MAIN_SMALL_FP16_P99_INTERVALS
     result = run_leg(chain, leg, tolerances)
     assert result.passed, [d.row() for d in result.diffs.values()]
     chain.close()
@@ -58,7 +59,7 @@ def test_fp16_leg_on_a_parallel_camera_scene_with_flat_planes_passes(tmp_path_fa
 
 @pytest.mark.parametrize("candidate, metric, main_limit", [
     ("ort-cpu", "max_intervals", MAIN_SMALL_FP32_MAX_INTERVALS),
-    ("ort-cpu-fp16", "p99_intervals", MAIN_SMALL_FP16_P99_INTERVALS),
+    ("ort-cpu-fp16", None, None),  # main's traced FP16 graph: all-pixel p99 0.139 steps against 0.1
 ])
 def test_legs_in_the_align_corners_false_convention_pass_on_generator_seed_7(tmp_path_factory, tolerances,
                                                                             candidate, metric, main_limit):
@@ -66,7 +67,8 @@ def test_legs_in_the_align_corners_false_convention_pass_on_generator_seed_7(tmp
     (ONNX Runtime's kernel noise at a few ambiguous pixels; torch against torch is bit-identical)."""
     chain = _chain(tmp_path_factory, "gen-7", SceneSpec(seed=7, num_views=3, height=512, width=640), align_corners=False)
     leg = Leg(candidate, "raw", "precomputed", "torchscript", "small")
-    assert _stat(chain, leg, metric) > main_limit
+    if metric is not None:
+        assert _stat(chain, leg, metric) > main_limit
     result = run_leg(chain, leg, tolerances)
     assert result.passed, [d.row() for d in result.diffs.values()]
     chain.close()

@@ -215,8 +215,11 @@ def save_replay(
     polygraphy_trt_flags: Sequence[str] = ("--strongly-typed",),
     on_exists: str = "refuse",
     copy_onnx: bool = False,
+    fractions: Mapping[str, float] | None = None,
 ) -> Replay:
-    """Write the replay of one leg (see the module docstring for every argument and file)."""
+    """Write the replay of one leg (see the module docstring for every argument and file);
+    ``fractions``: the reference's shares of confident / stable pixels (``reference_fractions``,
+    computed here from ``reference`` and ``inputs`` named as the model names them when omitted)."""
     onnx_path = Path(onnx_path).resolve()
     if not onnx_path.is_file():
         raise InvalidArgument("onnx_path", "no such ONNX file", observed=str(onnx_path), expected="the graph the leg ran")
@@ -226,7 +229,8 @@ def save_replay(
     _check_names("gates", list(gates), list(reference), onnx_path)
     from harness.default_model import resolve
 
-    fractions = reference_fractions(reference, inputs.get("depth_values"), resolve(None).kinds())
+    if fractions is None:
+        fractions = reference_fractions(reference, inputs.get("depth_values"), resolve(None).kinds())
     checks, left = translate_gates(gates, depth_step, fractions)
     RunResults, to_json = _polygraphy_json()
     if on_exists not in ("refuse", "suffix"):
@@ -353,5 +357,5 @@ def _step_names(rounds: int) -> list[str]:
     return names + ["layerwise", "trtexec_build", "trtexec_check"]
 
 
-__all__ = ["Check", "Inexpressible", "Replay", "depth_step_of", "save_replay", "translate_gates",
+__all__ = ["Check", "Inexpressible", "Replay", "depth_step_of", "reference_fractions", "save_replay", "translate_gates",
            "polygraphy_command", "trtexec_check_commands"]

@@ -17,7 +17,7 @@ import torch
 from harness import localize
 from harness.chain import BUNDLED_WEIGHTS, Chain, ChainConfig, Leg
 from harness.errors import BackendUnavailable, HarnessError
-from harness.gates.limits import DEFAULT_TOLERANCES, Tolerances
+from harness.gates.limits import Tolerances
 from harness.localize import (
     HOPS,
     StageError,

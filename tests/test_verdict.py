@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+from harness.backends import registry
 from harness.chain import CANDIDATES, plan_legs
 from harness.compare import LOWER_BOUNDS, OutputDiff
-from harness.backends import registry
 from harness.gates.limits import Tolerances, machine_class
 from harness.model.mvsnet import OUTPUT_NAMES
 from harness.verdict import WIDTH, LegTable, leg_table, panel_caption, short_leg_id, verdict_line

@@ -231,7 +231,7 @@ def test_a_trt_leg_replay_carries_the_harness_build_settings_and_honours_the_ove
     assert '"--onnx=$ONNX"' in build and '"--saveEngine=$ENGINE"' in build and "--noTF32" in build
     assert "--shapes=imgs:1x3x3x128x160" in build
     trt = next(line for line in script.splitlines() if line.startswith("trt()"))
-    assert "--trt --strongly-typed" in trt and "--trt-outputs depth" in trt
+    assert "--trt --strongly-typed" in trt and "--check-error-stat depth:" in trt
 
 
 def test_a_zero_limit_trtexec_cannot_take_is_named_in_commands_sh(tmp_path):

@@ -63,6 +63,10 @@ RECORDED = ("max_intervals_confident", "p99_intervals_confident", "max_intervals
 #: covers every workaround and exporter).
 RIG_WORKAROUNDS = ("precomputed", "closed_form")
 RIG_EXPORTER: Literal["torchscript"] = "torchscript"
+#: The other graphs the property suite runs its FP32 candidates on (harness.properties.property_legs):
+#: every input runs them too, so the records cover every graph the gate judges on random rigs.
+RIG_EXTRA_FP32 = (("custom_op", "torchscript", "raw"), ("precomputed", "dynamo", "raw"),
+                  ("precomputed", "dynamo", "simplified"))
 #: Stage probes keep every intermediate volume of both runtimes in memory (about 8 GB at the seed
 #: shape): inputs larger than this many pixels x hypotheses are measured without them.
 STAGE_BUDGET = 256 * 320 * 96
@@ -175,6 +179,7 @@ class Calibrator:
     static_cases: Sequence[str] = ("small",)
     with_stages: bool = True
     with_golden: bool = True
+    with_extra_graphs: bool = True  # RIG_EXTRA_FP32 (a dynamo export per view count)
     model_backends: tuple[str, ...] = ()
     skipped: dict[str, str] = field(default_factory=dict)  # backend -> why it could not run here
     _runners: RigRunners | None = None
@@ -267,6 +272,10 @@ class Calibrator:
                     out = runners.infer(leg, feed)
                     per_variant[(workaround, variant)] = out
                     add(f"torch-vs-{family(candidate)}", spec.precision, machine, leg.id, out)
+            if self.with_extra_graphs and spec.precision == "fp32" and spec.device == "cpu":  # ONNX Runtime's own graphs (custom_op) run here
+                for workaround, exporter, variant in RIG_EXTRA_FP32:
+                    leg = Leg(candidate, variant, workaround, exporter, "rigs")
+                    add(f"torch-vs-{family(candidate)}", spec.precision, machine, leg.id, runners.infer(leg, feed))
             # the same runtime against itself: raw vs simplified (what the property suite gates as ort-vs-ort)
             add(f"{family(candidate)}-vs-{family(candidate)}", spec.precision, machine, f"{candidate}-raw-vs-simplified",
                 per_variant[("precomputed", "simplified")], per_variant[("precomputed", "raw")], accuracy=False)

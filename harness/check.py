@@ -402,6 +402,13 @@ def run(args: argparse.Namespace) -> int:
                               expected=f"one of {', '.join(CASES)}",
                               fix=f"pass --case {_csv_first(args.case)} (one check per case)" if several
                               else "pass --case small")
+    if args.model and args.align_corners is not None:  # the user's grid_sample call is their code, not ours
+        raise InvalidArgument("--align-corners", "cannot be combined with --model", observed=f"--align-corners "
+                              f"{args.align_corners} --model {args.model}",
+                              expected="--align-corners without --model (it sets the harness MVSNet's sampling "
+                              "convention; with --model the convention is whatever your code's grid_sample uses)",
+                              fix="leave out --align-corners, or leave out --model to gate against the harness's MVSNet")
+    align_corners = None if args.model else args.align_corners or "true"  # None: the user's code decides
     backends = tuple(v.strip() for v in args.backends.split(",") if v.strip())
     unknown = [b for b in backends if b not in ONNX_BACKENDS]
     if unknown or not backends:
@@ -416,12 +423,12 @@ def run(args: argparse.Namespace) -> int:
     targets += [prepare_engine(Path(p), args.case, first_onnx) for p in args.engine or []]
     if args.model:
         chain.user_model(args.model)  # import and load now: a bad --model is a usage error (exit 2)
-    reference = f"--model {args.model}" if args.model else f"harness MVSNet, align_corners={args.align_corners}"
+    reference = f"--model {args.model}" if args.model else f"harness MVSNet, align_corners={align_corners}"
     record = RunRecord(kind="check", profile="check", config={
         "onnx": [str(p) for p in args.onnx or []], "engine": [str(p) for p in args.engine or []],
         "weights": str(chain.weights_path), "model": args.model or f"the harness's MVSNet (harness.model.mvsnet) "
         f"with {chain.weights_path}", "scene": str(args.scene or "bundled"),
-        "case": args.case, "io_map": args.io_map, "align_corners": args.align_corners, "device": str(chain.device)})
+        "case": args.case, "io_map": args.io_map, "align_corners": align_corners, "device": str(chain.device)})
     print(f"weights {chain.weights_path.name}  scene {args.scene or 'bundled synthetic-000'}  device {chain.device}  "
           f"reference torch-fp32 ({reference})")
     failed = 0

@@ -246,6 +246,28 @@ def test_user_model_code_is_the_reference(walkthrough, work, capsys, monkeypatch
     assert "--model | cannot import the module" in capsys.readouterr().err
 
 
+def test_align_corners_with_model_is_refused_and_the_record_leaves_the_convention_to_the_code(walkthrough, work,
+                                                                                                capsys, monkeypatch):
+    package = work / "acmodels"
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text("")
+    (package / "mvsnet.py").write_text("from harness.model.mvsnet import MVSNet\n\n\n"
+                                       "def default():\n    return MVSNet()\n")
+    monkeypatch.syspath_prepend(str(work))
+    graph = str(work / "mvsnet.onnx")
+    for value in ("true", "false"):  # either value: the user's grid_sample call decides, not the flag
+        assert check(work, "--onnx", graph, "--model", "acmodels.mvsnet:default", "--align-corners", value) == 2
+        err = capsys.readouterr().err
+        assert "--align-corners | cannot be combined with --model" in err
+        assert "whatever your code's grid_sample uses" in err
+    reports = work / "reports-ac"
+    assert main(["check", "--report-dir", str(reports), "--backends", "ort-cpu", "--onnx", graph,
+                 "--model", "acmodels.mvsnet:default"]) == 0
+    assert load_record(next(reports.iterdir())).config["align_corners"] is None
+    assert check(work, "--onnx", graph) == 0  # without --model: the harness's convention, true by default
+    assert "reference torch-fp32 (harness MVSNet, align_corners=true)" in capsys.readouterr().out
+
+
 def test_pytest_planning_keeps_a_refused_graph_as_a_failing_leg(walkthrough, work):
     from harness.chain import ChainConfig
     from harness.errors import HarnessError

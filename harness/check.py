@@ -254,12 +254,20 @@ def diagnose(chain: Chain, leg: UserLeg, runner, feed: dict[str, torch.Tensor], 
     target = leg.target
     depth_values = feed["depth_values"]
     notes = []
-    if target.facts is not None:
+    ran: list[str] = []  # the known bugs tried in this call, and those that were not, with why
+    not_run: list[str] = []
+    if target.facts is None:
+        not_run.append("sampling mode (an engine's nodes are not readable)")
+    else:
+        ran.append("sampling mode")
         for g in target.facts.grid_samples:
             if g["mode"] not in BILINEAR:
                 notes.append(f"GridSample node {g['node']} samples with mode '{g['mode']}': MVSNet's homography warp "
                              "samples bilinearly (TensorRT reads opset-20 'linear' as NEAREST: NVIDIA/TensorRT#4646)")
-    if model is None:
+    if model is not None:
+        not_run.append("align_corners (with --model the convention is your code's)")
+    else:
+        ran.append("align_corners")
         ours = chain.config.align_corners
         other = chain.user_reference_outputs(target.case, None, not ours)
         if all(compare(other, runner.infer(feed), tolerance, depth_values=depth_values).values()):
@@ -271,7 +279,11 @@ def diagnose(chain: Chain, leg: UserLeg, runner, feed: dict[str, torch.Tensor], 
                          "code on torch >= 1.3 samples with False, the published checkpoints were trained with True. "
                          f"To gate the graph as exported: --align-corners {flag} (pytest: --harness-align-corners "
                          f"{flag}); to fix it, export with align_corners={ours}")
-    if target.binding is not None and target.binding.with_inverse:
+    if target.binding is None or not target.binding.with_inverse:
+        not_run.append("swapped 4x4 inputs (the graph takes no inverse projections)" if target.binding is not None
+                       else "swapped 4x4 inputs (an engine's tensors are bound only once deserialised)")
+    else:
+        ran.append("swapped 4x4 inputs")
         swapped = dict(feed)
         swapped["proj_matrices"], swapped["inverse_proj_matrices"] = feed["inverse_proj_matrices"], feed["proj_matrices"]
         reference = chain.user_reference_outputs(target.case, model)
@@ -288,10 +300,19 @@ def diagnose(chain: Chain, leg: UserLeg, runner, feed: dict[str, torch.Tensor], 
         if table:
             notes.append(table)
     if not notes:
-        notes.append("no known conversion bug (sampling mode, align_corners, swapped 4x4 inputs) explains the "
-                     "difference; compare the graph stage by stage with the harness's probe build "
-                     "(python -m harness run --cases <case>, which localises per stage)")
+        notes.append(no_bug_found(ran, not_run))
     return notes
+
+
+def no_bug_found(ran: list[str], not_run: list[str]) -> str:
+    """The diagnosis when no known bug explains a failure: the checks that ran, never more, and
+    those that did not with why."""
+    text = (f"no known conversion bug of those checked ({', '.join(ran)}) explains the difference" if ran
+            else "no known conversion bug could be checked")
+    if not_run:
+        text += f"; not checked: {'; '.join(not_run)}"
+    return (text + "; compare the graph stage by stage with the harness's probe build "
+            "(python -m harness run --cases <case>, which localises per stage)")
 
 
 def graph_stages(chain: Chain, target: UserTarget, feed: dict[str, torch.Tensor],

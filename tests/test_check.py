@@ -268,6 +268,31 @@ def test_align_corners_with_model_is_refused_and_the_record_leaves_the_conventio
     assert "reference torch-fp32 (harness MVSNet, align_corners=true)" in capsys.readouterr().out
 
 
+def test_diagnosis_with_model_names_only_the_checks_it_ran(walkthrough, work, capsys, monkeypatch):
+    package = work / "diagmodels"
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text("")
+    (package / "mvsnet.py").write_text("from harness.model.mvsnet import MVSNet\n\n\n"
+                                       "def old_default():\n    return MVSNet(align_corners=False)\n")
+    monkeypatch.syspath_prepend(str(work))
+    assert check(work, "--onnx", str(work / "mvsnet.onnx"), "--model", "diagmodels.mvsnet:old_default") == 1
+    text = capsys.readouterr().out
+    assert "no known conversion bug of those checked (sampling mode, swapped 4x4 inputs)" in text
+    assert "not checked: align_corners (with --model the convention is your code's)" in text
+    assert "(sampling mode, align_corners" not in text  # never claims the check it did not run
+
+
+def test_no_bug_found_lists_what_ran_and_what_did_not():
+    from harness.check import no_bug_found
+
+    both = no_bug_found(["sampling mode", "align_corners"], ["swapped 4x4 inputs (no inverse)"])
+    assert both.startswith("no known conversion bug of those checked (sampling mode, align_corners)")
+    assert "not checked: swapped 4x4 inputs (no inverse)" in both
+    assert no_bug_found([], ["sampling mode (engine)"]).startswith(
+        "no known conversion bug could be checked; not checked: sampling mode (engine)")
+    assert "not checked" not in no_bug_found(["sampling mode"], [])
+
+
 def test_pytest_planning_keeps_a_refused_graph_as_a_failing_leg(walkthrough, work):
     from harness.chain import ChainConfig
     from harness.errors import HarnessError

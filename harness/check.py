@@ -35,7 +35,7 @@ from harness.chain import Chain, ChainConfig
 from harness.check_tf32 import tf32_exposure
 from harness.compare import OutputDiff, compare
 from harness.convert.plan_header import PlanHeader, read_plan_header
-from harness.convert.user_graph import GraphFacts, inspect_onnx, probe_graph
+from harness.convert.user_graph import GraphFacts, conv_weights_differing, inspect_onnx, probe_graph
 from harness.data.cases import CASES, Case, get_case
 from harness.errors import (
     BackendUnavailable,
@@ -254,6 +254,9 @@ def diagnose(chain: Chain, leg: UserLeg, runner, feed: dict[str, torch.Tensor], 
     target = leg.target
     depth_values = feed["depth_values"]
     notes = []
+    mismatch = weights_mismatch(chain, target.path) if target.kind == "onnx" else ""
+    if mismatch:  # a graph exported with other weights fails every stage: say so first
+        notes.append(mismatch)
     ran: list[str] = []  # the known bugs tried in this call, and those that were not, with why
     not_run: list[str] = []
     if target.facts is None:
@@ -264,6 +267,8 @@ def diagnose(chain: Chain, leg: UserLeg, runner, feed: dict[str, torch.Tensor], 
             if g["mode"] not in BILINEAR:
                 notes.append(f"GridSample node {g['node']} samples with mode '{g['mode']}': MVSNet's homography warp "
                              "samples bilinearly (TensorRT reads opset-20 'linear' as NEAREST: NVIDIA/TensorRT#4646)")
+    if mismatch:  # the other weights explain the difference: the checks below would compare against them
+        return notes
     if model is not None:
         not_run.append("align_corners (with --model the convention is your code's)")
     else:
@@ -302,6 +307,20 @@ def diagnose(chain: Chain, leg: UserLeg, runner, feed: dict[str, torch.Tensor], 
     if not notes:
         notes.append(no_bug_found(ran, not_run))
     return notes
+
+
+def weights_mismatch(chain: Chain, path: Path) -> str:
+    """A line when the graph's convolution weights are not the checkpoint's (--weights), else ''."""
+    from harness.model.checkpoint import read_state_dict
+
+    state = {name: t.detach().cpu().float().numpy() for name, t in read_state_dict(chain.weights_path).items()
+             if t.is_floating_point()}
+    differing, total = conv_weights_differing(path, state)
+    if not differing:
+        return ""
+    return (f"the graph's weights are not the checkpoint's (--weights {chain.weights_path}): {differing} of {total} "
+            "convolution weights differ. Pass the checkpoint the graph was exported with as --weights, or re-export "
+            "the graph with this one")
 
 
 def no_bug_found(ran: list[str], not_run: list[str]) -> str:

@@ -293,6 +293,26 @@ def test_no_bug_found_lists_what_ran_and_what_did_not():
     assert "not checked" not in no_bug_found(["sampling mode"], [])
 
 
+def test_a_graph_exported_with_other_weights_is_named_before_any_stage(walkthrough, work, capsys):
+    from harness.chain import BUNDLED_WEIGHTS
+    from harness.convert.user_graph import conv_weights_differing
+    from harness.model.checkpoint import read_state_dict
+
+    graph = work / "mvsnet.onnx"  # exported with the bundled checkpoint (BatchNorms folded into the convolutions)
+    bundled = {k: v.numpy() for k, v in read_state_dict(BUNDLED_WEIGHTS).items() if v.is_floating_point()}
+    differing, total = conv_weights_differing(graph, bundled)
+    assert total > 0 and differing == 0
+    other = work / "seed1.ckpt"
+    assert main(["make-weights", str(other), "--seed", "1"]) == 0
+    capsys.readouterr()
+    assert check(work, "--onnx", str(graph), "--weights", str(other)) == 1
+    text = capsys.readouterr().out
+    line = next(t for t in text.splitlines() if "the graph's weights are not the checkpoint's" in t)
+    assert f"(--weights {other}): " in line and f" of {total} convolution weights differ" in line
+    assert "stage errors of" not in text.split("the graph's weights are not the checkpoint's")[0]
+    assert "no known conversion bug" not in text
+
+
 def test_pytest_planning_keeps_a_refused_graph_as_a_failing_leg(walkthrough, work):
     from harness.chain import ChainConfig
     from harness.errors import HarnessError

@@ -35,7 +35,7 @@ from harness.chain import Chain, ChainConfig
 from harness.check_tf32 import tf32_exposure
 from harness.compare import OutputDiff, compare
 from harness.convert.plan_header import PlanHeader, read_plan_header
-from harness.convert.user_graph import GraphFacts, inspect_onnx, probe_graph
+from harness.convert.user_graph import GraphFacts, conv_weights_differing, inspect_onnx, probe_graph
 from harness.data.cases import CASES, Case, get_case
 from harness.errors import (
     BackendUnavailable,
@@ -254,12 +254,25 @@ def diagnose(chain: Chain, leg: UserLeg, runner, feed: dict[str, torch.Tensor], 
     target = leg.target
     depth_values = feed["depth_values"]
     notes = []
-    if target.facts is not None:
+    mismatch = weights_mismatch(chain, target.path) if target.kind == "onnx" else ""
+    if mismatch:  # a graph exported with other weights fails every stage: say so first
+        notes.append(mismatch)
+    ran: list[str] = []  # the known bugs tried in this call, and those that were not, with why
+    not_run: list[str] = []
+    if target.facts is None:
+        not_run.append("sampling mode (an engine's nodes are not readable)")
+    else:
+        ran.append("sampling mode")
         for g in target.facts.grid_samples:
             if g["mode"] not in BILINEAR:
                 notes.append(f"GridSample node {g['node']} samples with mode '{g['mode']}': MVSNet's homography warp "
                              "samples bilinearly (TensorRT reads opset-20 'linear' as NEAREST: NVIDIA/TensorRT#4646)")
-    if model is None:
+    if mismatch:  # the other weights explain the difference: the checks below would compare against them
+        return notes
+    if model is not None:
+        not_run.append("align_corners (with --model the convention is your code's)")
+    else:
+        ran.append("align_corners")
         ours = chain.config.align_corners
         other = chain.user_reference_outputs(target.case, None, not ours)
         if all(compare(other, runner.infer(feed), tolerance, depth_values=depth_values).values()):
@@ -271,7 +284,11 @@ def diagnose(chain: Chain, leg: UserLeg, runner, feed: dict[str, torch.Tensor], 
                          "code on torch >= 1.3 samples with False, the published checkpoints were trained with True. "
                          f"To gate the graph as exported: --align-corners {flag} (pytest: --harness-align-corners "
                          f"{flag}); to fix it, export with align_corners={ours}")
-    if target.binding is not None and target.binding.with_inverse:
+    if target.binding is None or not target.binding.with_inverse:
+        not_run.append("swapped 4x4 inputs (the graph takes no inverse projections)" if target.binding is not None
+                       else "swapped 4x4 inputs (an engine's tensors are bound only once deserialised)")
+    else:
+        ran.append("swapped 4x4 inputs")
         swapped = dict(feed)
         swapped["proj_matrices"], swapped["inverse_proj_matrices"] = feed["inverse_proj_matrices"], feed["proj_matrices"]
         reference = chain.user_reference_outputs(target.case, model)
@@ -288,10 +305,33 @@ def diagnose(chain: Chain, leg: UserLeg, runner, feed: dict[str, torch.Tensor], 
         if table:
             notes.append(table)
     if not notes:
-        notes.append("no known conversion bug (sampling mode, align_corners, swapped 4x4 inputs) explains the "
-                     "difference; compare the graph stage by stage with the harness's probe build "
-                     "(python -m harness run --cases <case>, which localises per stage)")
+        notes.append(no_bug_found(ran, not_run))
     return notes
+
+
+def weights_mismatch(chain: Chain, path: Path) -> str:
+    """A line when the graph's convolution weights are not the checkpoint's (--weights), else ''."""
+    from harness.model.checkpoint import read_state_dict
+
+    state = {name: t.detach().cpu().float().numpy() for name, t in read_state_dict(chain.weights_path).items()
+             if t.is_floating_point()}
+    differing, total = conv_weights_differing(path, state)
+    if not differing:
+        return ""
+    return (f"the graph's weights are not the checkpoint's (--weights {chain.weights_path}): {differing} of {total} "
+            "convolution weights differ. Pass the checkpoint the graph was exported with as --weights, or re-export "
+            "the graph with this one")
+
+
+def no_bug_found(ran: list[str], not_run: list[str]) -> str:
+    """The diagnosis when no known bug explains a failure: the checks that ran, never more, and
+    those that did not with why."""
+    text = (f"no known conversion bug of those checked ({', '.join(ran)}) explains the difference" if ran
+            else "no known conversion bug could be checked")
+    if not_run:
+        text += f"; not checked: {'; '.join(not_run)}"
+    return (text + "; compare the graph stage by stage with the harness's probe build "
+            "(python -m harness run --cases <case>, which localises per stage)")
 
 
 def graph_stages(chain: Chain, target: UserTarget, feed: dict[str, torch.Tensor],
@@ -402,6 +442,13 @@ def run(args: argparse.Namespace) -> int:
                               expected=f"one of {', '.join(CASES)}",
                               fix=f"pass --case {_csv_first(args.case)} (one check per case)" if several
                               else "pass --case small")
+    if args.model and args.align_corners is not None:  # the user's grid_sample call is their code, not ours
+        raise InvalidArgument("--align-corners", "cannot be combined with --model", observed=f"--align-corners "
+                              f"{args.align_corners} --model {args.model}",
+                              expected="--align-corners without --model (it sets the harness MVSNet's sampling "
+                              "convention; with --model the convention is whatever your code's grid_sample uses)",
+                              fix="leave out --align-corners, or leave out --model to gate against the harness's MVSNet")
+    align_corners = None if args.model else args.align_corners or "true"  # None: the user's code decides
     backends = tuple(v.strip() for v in args.backends.split(",") if v.strip())
     unknown = [b for b in backends if b not in ONNX_BACKENDS]
     if unknown or not backends:
@@ -416,12 +463,12 @@ def run(args: argparse.Namespace) -> int:
     targets += [prepare_engine(Path(p), args.case, first_onnx) for p in args.engine or []]
     if args.model:
         chain.user_model(args.model)  # import and load now: a bad --model is a usage error (exit 2)
-    reference = f"--model {args.model}" if args.model else f"harness MVSNet, align_corners={args.align_corners}"
+    reference = f"--model {args.model}" if args.model else f"harness MVSNet, align_corners={align_corners}"
     record = RunRecord(kind="check", profile="check", config={
         "onnx": [str(p) for p in args.onnx or []], "engine": [str(p) for p in args.engine or []],
         "weights": str(chain.weights_path), "model": args.model or f"the harness's MVSNet (harness.model.mvsnet) "
         f"with {chain.weights_path}", "scene": str(args.scene or "bundled"),
-        "case": args.case, "io_map": args.io_map, "align_corners": args.align_corners, "device": str(chain.device)})
+        "case": args.case, "io_map": args.io_map, "align_corners": align_corners, "device": str(chain.device)})
     print(f"weights {chain.weights_path.name}  scene {args.scene or 'bundled synthetic-000'}  device {chain.device}  "
           f"reference torch-fp32 ({reference})")
     failed = 0

@@ -159,8 +159,8 @@ class Option:
         return kwargs
 
 
-def _is_true(text: str) -> bool:
-    return text == "true"
+def _is_true(text: str | None) -> bool:
+    return text != "false"  # None: not given (check with --model leaves the convention to the user's code)
 
 
 #: Fronts whose chain runs parity legs and builds engines (check: of the user's ONNX).
@@ -197,7 +197,8 @@ OPTIONS: tuple[Option, ...] = (
            shown="$HARNESS_CACHE_DIR or ~/.cache/mvsnet-trt-harness", chain="cache_dir"),
     Option("opset", "ONNX opset of the exported graphs", _EXPORT, default=17, type=int, chain="opset"),
     Option("align-corners", "the torch reference's sampling convention (the checkpoints were trained with true)",
-           (*CHAIN, "calibrate"), default="true", choices=("true", "false"), chain="align_corners", to_chain=_is_true),
+           (*CHAIN, "calibrate"), default="true", choices=("true", "false"), chain="align_corners", to_chain=_is_true,
+           overrides={"check": Default(None, "true; with --model, your code's own grid_sample convention")}),
     Option("trt", "TensorRT module for the TensorRT legs; auto prefers tensorrt, then tensorrt_rtx", CHAIN,
            default="auto", choices=("auto", "tensorrt", "tensorrt_rtx"), chain="trt_flavour"),
     Option("trt-workspace", "TensorRT builder workspace limit in MiB", CHAIN, default=4096, type=int,

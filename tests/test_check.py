@@ -246,6 +246,73 @@ def test_user_model_code_is_the_reference(walkthrough, work, capsys, monkeypatch
     assert "--model | cannot import the module" in capsys.readouterr().err
 
 
+def test_align_corners_with_model_is_refused_and_the_record_leaves_the_convention_to_the_code(walkthrough, work,
+                                                                                                capsys, monkeypatch):
+    package = work / "acmodels"
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text("")
+    (package / "mvsnet.py").write_text("from harness.model.mvsnet import MVSNet\n\n\n"
+                                       "def default():\n    return MVSNet()\n")
+    monkeypatch.syspath_prepend(str(work))
+    graph = str(work / "mvsnet.onnx")
+    for value in ("true", "false"):  # either value: the user's grid_sample call decides, not the flag
+        assert check(work, "--onnx", graph, "--model", "acmodels.mvsnet:default", "--align-corners", value) == 2
+        err = capsys.readouterr().err
+        assert "--align-corners | cannot be combined with --model" in err
+        assert "whatever your code's grid_sample uses" in err
+    reports = work / "reports-ac"
+    assert main(["check", "--report-dir", str(reports), "--backends", "ort-cpu", "--onnx", graph,
+                 "--model", "acmodels.mvsnet:default"]) == 0
+    assert load_record(next(reports.iterdir())).config["align_corners"] is None
+    assert check(work, "--onnx", graph) == 0  # without --model: the harness's convention, true by default
+    assert "reference torch-fp32 (harness MVSNet, align_corners=true)" in capsys.readouterr().out
+
+
+def test_diagnosis_with_model_names_only_the_checks_it_ran(walkthrough, work, capsys, monkeypatch):
+    package = work / "diagmodels"
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text("")
+    (package / "mvsnet.py").write_text("from harness.model.mvsnet import MVSNet\n\n\n"
+                                       "def old_default():\n    return MVSNet(align_corners=False)\n")
+    monkeypatch.syspath_prepend(str(work))
+    assert check(work, "--onnx", str(work / "mvsnet.onnx"), "--model", "diagmodels.mvsnet:old_default") == 1
+    text = capsys.readouterr().out
+    assert "no known conversion bug of those checked (sampling mode, swapped 4x4 inputs)" in text
+    assert "not checked: align_corners (with --model the convention is your code's)" in text
+    assert "(sampling mode, align_corners" not in text  # never claims the check it did not run
+
+
+def test_no_bug_found_lists_what_ran_and_what_did_not():
+    from harness.check import no_bug_found
+
+    both = no_bug_found(["sampling mode", "align_corners"], ["swapped 4x4 inputs (no inverse)"])
+    assert both.startswith("no known conversion bug of those checked (sampling mode, align_corners)")
+    assert "not checked: swapped 4x4 inputs (no inverse)" in both
+    assert no_bug_found([], ["sampling mode (engine)"]).startswith(
+        "no known conversion bug could be checked; not checked: sampling mode (engine)")
+    assert "not checked" not in no_bug_found(["sampling mode"], [])
+
+
+def test_a_graph_exported_with_other_weights_is_named_before_any_stage(walkthrough, work, capsys):
+    from harness.chain import BUNDLED_WEIGHTS
+    from harness.convert.user_graph import conv_weights_differing
+    from harness.model.checkpoint import read_state_dict
+
+    graph = work / "mvsnet.onnx"  # exported with the bundled checkpoint (BatchNorms folded into the convolutions)
+    bundled = {k: v.numpy() for k, v in read_state_dict(BUNDLED_WEIGHTS).items() if v.is_floating_point()}
+    differing, total = conv_weights_differing(graph, bundled)
+    assert total > 0 and differing == 0
+    other = work / "seed1.ckpt"
+    assert main(["make-weights", str(other), "--seed", "1"]) == 0
+    capsys.readouterr()
+    assert check(work, "--onnx", str(graph), "--weights", str(other)) == 1
+    text = capsys.readouterr().out
+    line = next(t for t in text.splitlines() if "the graph's weights are not the checkpoint's" in t)
+    assert f"(--weights {other}): " in line and f" of {total} convolution weights differ" in line
+    assert "stage errors of" not in text.split("the graph's weights are not the checkpoint's")[0]
+    assert "no known conversion bug" not in text
+
+
 def test_pytest_planning_keeps_a_refused_graph_as_a_failing_leg(walkthrough, work):
     from harness.chain import ChainConfig
     from harness.errors import HarnessError

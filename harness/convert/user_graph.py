@@ -101,3 +101,40 @@ def probe_graph(path: Path, out: Path) -> dict[str, str]:
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out))
     return stages
+
+
+def _proportional(graph: Any, tensor: Any, axis: int) -> bool:
+    """Whether every slice of ``graph`` along ``axis`` is a multiple of ``tensor``'s (a
+    BatchNorm folded into the convolution at export scales each output channel)."""
+    import numpy as np
+
+    g = np.moveaxis(graph.astype(np.float64), axis, 0).reshape(graph.shape[axis], -1)
+    t = np.moveaxis(tensor.astype(np.float64), axis, 0).reshape(tensor.shape[axis], -1)
+    norms = (t * t).sum(axis=1)
+    scale = np.where(norms > 0, (g * t).sum(axis=1) / np.where(norms > 0, norms, 1.0), 0.0)
+    residual = np.sqrt(((g - scale[:, None] * t) ** 2).sum(axis=1))
+    return bool(np.all(residual <= 1e-2 * np.sqrt((g * g).sum(axis=1)) + 1e-6))  # FP16-stored weights too
+
+
+def conv_weights_differing(path: Path, tensors: dict[str, Any]) -> tuple[int, int]:
+    """``(differing, total)`` over the graph's convolution weights stored as initializers: a weight
+    differs when no checkpoint tensor (``tensors``: name -> numpy array) of its shape matches it up
+    to a scale per output channel (Conv: axis 0, ConvTranspose: axis 1)."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    initializers = {i.name: i for i in model.graph.initializer}
+    by_shape: dict[tuple[int, ...], list[Any]] = {}
+    for value in tensors.values():
+        if value.ndim >= 3:  # convolution weights: [out, in, k...]
+            by_shape.setdefault(tuple(value.shape), []).append(value)
+    total = differing = 0
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose") or len(node.input) < 2 or node.input[1] not in initializers:
+            continue
+        weight = numpy_helper.to_array(initializers[node.input[1]])
+        axis = 1 if node.op_type == "ConvTranspose" else 0
+        total += 1
+        if not any(_proportional(weight, t, axis) for t in by_shape.get(tuple(weight.shape), [])):
+            differing += 1
+    return differing, total

@@ -225,11 +225,17 @@ def test_pytest_front_runs_user_legs_into_the_session_record(walkthrough, work):
     assert {a["path"] for a in record["artifacts"]} == {str(work / "mvsnet.onnx"), str(nearest)}
 
 
-def test_user_model_code_is_the_reference(walkthrough, work, capsys, monkeypatch):
-    package = work / "mymodels"
+def _user_package(work, monkeypatch, name: str, source: str) -> None:
+    """A package ``name`` with a module ``mvsnet`` holding ``source``, importable by ``--model``."""
+    package = work / name
     package.mkdir(exist_ok=True)
     (package / "__init__.py").write_text("")
-    (package / "mvsnet.py").write_text(
+    (package / "mvsnet.py").write_text(source)
+    monkeypatch.syspath_prepend(str(work))
+
+
+def test_user_model_code_is_the_reference(walkthrough, work, capsys, monkeypatch):
+    _user_package(work, monkeypatch, "mymodels",
         "from harness.model.mvsnet import MVSNet\n\n\n"
         "class Patched(MVSNet):  # the article's patch: the inverse fed, a (depth, confidence) tuple\n"
         "    def forward(self, imgs, proj_matrices, inverse_proj_matrices, depth_values):\n"
@@ -237,7 +243,6 @@ def test_user_model_code_is_the_reference(walkthrough, work, capsys, monkeypatch
         "        return out['depth'], out['photometric_confidence']\n\n\n"
         "def old_default():  # MVSNet_pytorch's code on torch >= 1.3\n"
         "    return MVSNet(align_corners=False)\n")
-    monkeypatch.syspath_prepend(str(work))
     graph = str(work / "mvsnet.onnx")
     assert check(work, "--onnx", graph, "--model", "mymodels.mvsnet:Patched") == 0
     assert "reference torch-fp32 (--model mymodels.mvsnet:Patched)" in capsys.readouterr().out
@@ -248,12 +253,8 @@ def test_user_model_code_is_the_reference(walkthrough, work, capsys, monkeypatch
 
 def test_align_corners_with_model_is_refused_and_the_record_leaves_the_convention_to_the_code(walkthrough, work,
                                                                                                 capsys, monkeypatch):
-    package = work / "acmodels"
-    package.mkdir(exist_ok=True)
-    (package / "__init__.py").write_text("")
-    (package / "mvsnet.py").write_text("from harness.model.mvsnet import MVSNet\n\n\n"
-                                       "def default():\n    return MVSNet()\n")
-    monkeypatch.syspath_prepend(str(work))
+    _user_package(work, monkeypatch, "acmodels",
+                  "from harness.model.mvsnet import MVSNet\n\n\ndef default():\n    return MVSNet()\n")
     graph = str(work / "mvsnet.onnx")
     for value in ("true", "false"):  # either value: the user's grid_sample call decides, not the flag
         assert check(work, "--onnx", graph, "--model", "acmodels.mvsnet:default", "--align-corners", value) == 2
@@ -269,12 +270,8 @@ def test_align_corners_with_model_is_refused_and_the_record_leaves_the_conventio
 
 
 def test_diagnosis_with_model_names_only_the_checks_it_ran(walkthrough, work, capsys, monkeypatch):
-    package = work / "diagmodels"
-    package.mkdir(exist_ok=True)
-    (package / "__init__.py").write_text("")
-    (package / "mvsnet.py").write_text("from harness.model.mvsnet import MVSNet\n\n\n"
-                                       "def old_default():\n    return MVSNet(align_corners=False)\n")
-    monkeypatch.syspath_prepend(str(work))
+    _user_package(work, monkeypatch, "diagmodels",
+                  "from harness.model.mvsnet import MVSNet\n\n\ndef old_default():\n    return MVSNet(align_corners=False)\n")
     assert check(work, "--onnx", str(work / "mvsnet.onnx"), "--model", "diagmodels.mvsnet:old_default") == 1
     text = capsys.readouterr().out
     assert "no known conversion bug of those checked (sampling mode, swapped 4x4 inputs)" in text

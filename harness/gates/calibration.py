@@ -72,6 +72,21 @@ RIG_EXTRA_FP32 = (("custom_op", "torchscript", "raw"), ("precomputed", "dynamo",
 STAGE_BUDGET = 256 * 320 * 96
 
 
+def recorded(diffs: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The ``RECORDED`` statistics of each output of a ``compare`` result: what a sample keeps."""
+    return {name: {m: d.metrics[m] for m in RECORDED if m in d.metrics} for name, d in diffs.items()}
+
+
+def stage_worst(reference: dict[str, torch.Tensor], candidate: dict[str, torch.Tensor],
+                depth_values: torch.Tensor) -> dict[str, float]:
+    """Each stage's worst relative error over its views (``stage_base`` names; depth in steps)."""
+    worst: dict[str, float] = {}
+    for row in stage_errors(reference, candidate, 1.0, depth_step=depth_step(depth_values)):
+        base = stage_base(row.stage)
+        worst[base] = max(worst.get(base, 0.0), row.relative)
+    return worst
+
+
 @dataclass(frozen=True)
 class Item:
     """One input of a corpus: a named case on the bundled scene, or a generated scene folder."""
@@ -225,13 +240,6 @@ class Calibrator:
     def machine(self) -> str:
         return machine_class(str(self.chain.device))
 
-    def _class(self, candidate: str) -> str:
-        try:
-            device = registry.get(candidate).device
-        except BackendUnavailable:
-            device = "cpu"
-        return machine_class(str(self.chain.device), device)
-
     # -- one input -------------------------------------------------------------------------------
     def measure(self, item: Item) -> list[dict[str, Any]]:
         views = item_views(item, self.work / "scenes")
@@ -248,8 +256,7 @@ class Calibrator:
 
         def add(pair: str, precision: str, machine: str, leg_id: str, outputs: dict[str, torch.Tensor],
                 against: dict[str, torch.Tensor] = reference, accuracy: bool = True) -> None:
-            diffs = compare(against, outputs, None, depth_values=depth_values)
-            metrics = {name: {m: d.metrics[m] for m in RECORDED if m in d.metrics} for name, d in diffs.items()}
+            metrics = recorded(compare(against, outputs, None, depth_values=depth_values))
             if accuracy and ref_accuracy is not None and gt is not None:
                 moved = accuracy_row(outputs, *gt)
                 metrics["accuracy"] = {f"{k}_pp": abs(float(moved[k]) - float(ref_accuracy[k])) * 100.0
@@ -264,7 +271,7 @@ class Calibrator:
             spec = registry.get(candidate)
             if spec.consumes != "onnx":
                 continue
-            machine = self._class(candidate)
+            machine = self.chain.machine_class(candidate)
             per_variant: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
             for workaround in RIG_WORKAROUNDS:
                 for variant in ("raw", "simplified"):
@@ -308,9 +315,9 @@ class Calibrator:
             except BackendUnavailable as exc:  # found only when it runs (e.g. a package its loader cannot load)
                 self.skipped[name] = exc.missing
                 continue
-            add(f"torch-vs-{family(name)}", spec.precision, self._class(name), name, out)
+            add(f"torch-vs-{family(name)}", spec.precision, self.chain.machine_class(name), name, out)
         if item.case in self.static_cases:
-            rows += self._static_legs(item, add)
+            self._static_legs(item, add)
         if self.with_golden and "ort-cpu" in self.candidates:
             rows += self._golden(item, feed, views_count)
         height, width = feed["imgs"].shape[-2:]
@@ -322,7 +329,6 @@ class Calibrator:
                    infer: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
                    base: dict[str, torch.Tensor], pair: str, machine: str, who: str) -> list[dict[str, Any]]:
         """The metamorphic relations the property suite gates with ``pair``'s fp32 table."""
-        rows = []
         depth_values = feed["depth_values"]
         scaled_feed = item_feed(item, scale_rig(views, item.scale))
         scaled = infer(scaled_feed)
@@ -332,21 +338,18 @@ class Calibrator:
         if n >= 3:
             order = [*range(2, n), 1]  # sources rotated by one
             relations.append(("sources-permuted", infer(item_feed(item, permute_sources(views, order)))))
-        for name, outputs in relations:
-            diffs = compare(base, outputs, None, depth_values=depth_values)
-            metrics = {o: {m: d.metrics[m] for m in RECORDED if m in d.metrics} for o, d in diffs.items()}
-            rows.append({"item": item.id, "leg": f"{who}-{name}", "machine": machine, "pair": pair, "precision": "fp32",
-                         "metrics": metrics})
-        return rows
+        return [{"item": item.id, "leg": f"{who}-{name}", "machine": machine, "pair": pair, "precision": "fp32",
+                 "metrics": recorded(compare(base, outputs, None, depth_values=depth_values))}
+                for name, outputs in relations]
 
-    def _static_legs(self, item: Item, add: Callable[..., None]) -> list[dict[str, Any]]:
+    def _static_legs(self, item: Item, add: Callable[..., None]) -> None:
+        """The gate's own static graphs of a named case, every workaround, exporter and variant."""
         assert item.case is not None
         onnx_candidates = tuple(c for c in self.candidates if registry.get(c).consumes == "onnx")
         for leg in plan_legs((item.case,), EXPORTABLE, EXPORTERS, ("raw", "simplified"), onnx_candidates):
             out = self.chain.candidate_runner(leg).infer(self.chain.workaround_feed(item.case, leg.workaround))
-            add(f"torch-vs-{family(leg.candidate)}", leg.precision, self._class(leg.candidate), leg.id, out)
+            add(f"torch-vs-{family(leg.candidate)}", leg.precision, self.chain.machine_class(leg.candidate), leg.id, out)
             self.chain.release(leg)
-        return []  # add() appended to the measuring call's rows
 
     def _graph(self, views: int, precision: str, probes: bool) -> Path:
         key = (views, precision, probes)
@@ -380,10 +383,9 @@ class Calibrator:
                     outputs.append(runner.infer(workaround_feed))
                 finally:
                     runner.close()
-            diffs = compare(outputs[0], outputs[1], None, depth_values=feed["depth_values"])
             rows.append({"item": item.id, "leg": f"{name}-threads-1-vs-default", "machine": "cpu", "pair": "golden-vs-ort",
                          "precision": precision,
-                         "metrics": {o: {m: d.metrics[m] for m in RECORDED if m in d.metrics} for o, d in diffs.items()}})
+                         "metrics": recorded(compare(outputs[0], outputs[1], None, depth_values=feed["depth_values"]))})
         return rows
 
     def _stages(self, item: Item, feed: dict[str, torch.Tensor], ref_stages: dict[str, torch.Tensor],
@@ -402,13 +404,9 @@ class Calibrator:
             finally:
                 runner.close()
             stages = {name.removeprefix("probe_"): value.float() for name, value in values.items()}
-            errors = stage_errors(ref_stages, stages, 1.0, depth_step=depth_step(feed["depth_values"]))
-            worst: dict[str, float] = {}
-            for row in errors:
-                base = stage_base(row.stage)
-                worst[base] = max(worst.get(base, 0.0), row.relative)
-            rows.append({"item": item.id, "leg": f"{candidate}-probes", "machine": self._class(candidate), "pair": "stages",
-                         "candidate": candidate, "precision": spec.precision, "stages": worst})
+            rows.append({"item": item.id, "leg": f"{candidate}-probes", "machine": self.chain.machine_class(candidate),
+                         "pair": "stages", "candidate": candidate, "precision": spec.precision,
+                         "stages": stage_worst(ref_stages, stages, feed["depth_values"])})
         return rows
 
     # -- the corpus ------------------------------------------------------------------------------
@@ -439,4 +437,5 @@ def record(samples: list[dict[str, Any]], items: Sequence[Item], machine: str, f
             "corpus": [asdict(i) for i in items], "samples": samples}
 
 
-__all__ = ["Item", "Calibrator", "corpus", "draw_item", "record", "FAMILIES", "DEFAULT_SEEDS", "SCHEMA"]
+__all__ = ["Item", "Calibrator", "corpus", "draw_item", "record", "recorded", "stage_worst", "FAMILIES",
+           "DEFAULT_SEEDS", "SCHEMA"]

@@ -13,7 +13,7 @@ from harness.chain import Chain
 from harness.compare import LOWER_BOUNDS, compare
 from harness.default_model import resolve
 from harness.fileio import atomic_write_text
-from harness.gates.calibration import RECORDED
+from harness.gates.calibration import recorded, stage_worst
 from harness.gates.rule import collect, derive
 
 MUTATIONS_FILE = "mutations.jsonl"
@@ -23,7 +23,6 @@ def mutation_samples(chain: Chain, work: Path, case: str = "small") -> Path:
     """Each catalogue mutation's statistics on ONNX Runtime CPU (small case) against torch, and
     its per-stage errors; written once to ``work/mutations.jsonl`` (kept on a re-run)."""
     from harness.gates.limits import Tolerances
-    from harness.localize import depth_step, stage_base, stage_errors
     from harness.model.mvsnet import OUTPUT_NAMES
     from harness.mutate import MutationError, mutations
     from harness.sensitivity import Sensitivity
@@ -41,15 +40,11 @@ def mutation_samples(chain: Chain, work: Path, case: str = "small") -> Path:
                     continue
                 values = sens.run_graph(probed, f"{mutation.name}-{precision}-probes", every_output=True)
                 outputs = {name: values[name] for name in OUTPUT_NAMES}
-                diffs = compare(sens.reference, outputs, None, depth_values=sens.depth_values)
                 stages = {name.removeprefix("probe_"): value.float() for name, value in values.items()}
-                worst: dict[str, float] = {}
-                for row in stage_errors(sens.reference_stages, stages, 1.0, depth_step=depth_step(sens.depth_values)):
-                    worst[stage_base(row.stage)] = max(worst.get(stage_base(row.stage), 0.0), row.relative)
                 rows.append({"mutation": mutation.name, "benign": mutation.benign, "precision": precision,
                              "candidate": sens.leg(mutation.variant, precision).candidate,
-                             "metrics": {n: {m: d.metrics[m] for m in RECORDED if m in d.metrics} for n, d in diffs.items()},
-                             "stages": worst})
+                             "metrics": recorded(compare(sens.reference, outputs, None, depth_values=sens.depth_values)),
+                             "stages": stage_worst(sens.reference_stages, stages, sens.depth_values)})
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     return path
 

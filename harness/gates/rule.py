@@ -137,10 +137,6 @@ def derive(samples: Iterable[Mapping[str, Any]], kinds: Mapping[str, str], sourc
     return limits
 
 
-def _number(value: float) -> str:
-    return f"{value:.3g}" if value != 0 else "0"
-
-
 def to_toml(limits: Mapping[tuple, Mapping[str, Any]], margin: float = MARGIN) -> str:
     """The tolerances file: a header, the [rule] table, then one table per gate with a comment
     per limit naming its record, sample count and worst benign value."""

@@ -2,7 +2,7 @@
 # The GPU job, reproducible by hand: what .github/workflows/gpu.yml runs on a self-hosted NVIDIA
 # runner, in one script a user runs on any GPU machine from the repository root.
 #
-#   bash .ci/gpu-gate.sh [--no-setup] [--label NAME] [--cases seed,dtu]
+#   bash .ci/gpu-gate.sh [--no-setup] [--label NAME] [--cases seed,dtu] [--workers N]
 #
 # Steps, in order (each timed, its exit code kept; a table of them is printed at the end and
 # appended to $GITHUB_STEP_SUMMARY when that is set):
@@ -12,7 +12,10 @@
 #            as it is, e.g. a machine whose packages were installed another way.
 #   doctor   python -m harness doctor --require torch-cuda,ort-cuda: stops the job when this
 #            machine cannot run the GPU legs, with the reason.
-#   gate     python -m pytest suites --harness-profile full
+#   gate     python -m pytest suites --harness-profile full -n N --durations=15: N pytest-xdist
+#            workers share the GPU (default 4; --workers 0 runs one process). The gate's
+#            benchmark tests skip under xdist (their timing is the bench step's); the parity,
+#            export, audit, property and sensitivity tests spread over the workers.
 #   bench    python -m harness bench --cases seed,dtu --profile full
 #   compare  python -m harness compare <the bench's run.json> --fail-on median:5% against the
 #            committed baseline of the same GPU model (reports/baselines/); a GPU without one is
@@ -24,13 +27,16 @@ cd "$(dirname "$0")/.."
 setup=1
 label="${HOSTNAME:-$(uname -n)}"
 cases="seed,dtu"
+workers=4
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-setup) setup=0 ;;
     --label) label="${2:?--label needs a value}"; shift ;;
     --cases) cases="${2:?--cases needs a value}"; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
-    *) echo "gpu-gate: unknown argument $1. Expected: --no-setup, --label NAME, --cases LIST" >&2; exit 2 ;;
+    --workers) workers="${2:?--workers needs a value}"; shift
+               [[ "$workers" =~ ^[0-9]+$ ]] || { echo "gpu-gate: --workers $workers: expected a whole number (0: no xdist)" >&2; exit 2; } ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    *) echo "gpu-gate: unknown argument $1. Expected: --no-setup, --label NAME, --cases LIST, --workers N" >&2; exit 2 ;;
   esac
   shift
 done
@@ -71,7 +77,8 @@ fi
 bench_log=$(mktemp)
 trap 'rm -f "$bench_log"' EXIT
 if [ "$first_failure" -eq 0 ] && step doctor "$PY" -m harness doctor --require torch-cuda,ort-cuda; then
-  step gate "$PY" -m pytest suites --harness-profile full
+  xdist=(); [ "$workers" -gt 0 ] && xdist=(-n "$workers")
+  step gate "$PY" -m pytest suites --harness-profile full "${xdist[@]}" --durations=15
   if step bench bash -c '"$0" -m harness bench --cases "$1" --profile full --label "$2" | tee "$3"' \
       "$PY" "$cases" "$label" "$bench_log"; then
     run_json=$(sed -n 's/^report: \(.*\)\/report\.md$/\1\/run.json/p' "$bench_log" | tail -n 1)

@@ -141,10 +141,26 @@ def test_gpu_script_runs_the_steps_and_reports_each_exit_code(tmp_path, failing,
         assert row.split("|")[2].strip() == expected, (step, row)
 
 
+@pytest.mark.parametrize(("args", "gate"), [
+    ((), "-m pytest suites --harness-profile full -n 4 --durations=15"),
+    (("--workers", "0"), "-m pytest suites --harness-profile full --durations=15"),
+    (("--workers", "8"), "-m pytest suites --harness-profile full -n 8 --durations=15"),
+])
+def test_gpu_script_spreads_the_gate_over_xdist_workers(tmp_path, args, gate):
+    python = _fake_python(tmp_path)
+    result = subprocess.run(["bash", str(GPU_SCRIPT), "--no-setup", *args], cwd=ROOT, text=True, capture_output=True,
+                            timeout=60, check=False, env={"PATH": "/usr/bin:/bin", "PYTHON": str(python)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "calls").read_text().splitlines()[1] == gate
+
+
 def test_gpu_script_refuses_unknown_arguments():
     result = subprocess.run(["bash", str(GPU_SCRIPT), "--frobnicate"], cwd=ROOT, text=True, capture_output=True,
                             timeout=30, check=False)
     assert result.returncode == 2 and "unknown argument --frobnicate" in result.stderr
+    result = subprocess.run(["bash", str(GPU_SCRIPT), "--workers", "all"], cwd=ROOT, text=True, capture_output=True,
+                            timeout=30, check=False)
+    assert result.returncode == 2 and "--workers all: expected a whole number" in result.stderr
 
 
 @pytest.mark.parametrize("path", [CPU, GPU, GPU_SCRIPT, ROOT / "tox.ini"], ids=lambda p: p.name)

@@ -77,6 +77,28 @@ def test_a_package_that_crashes_its_loader_is_a_skip_with_the_stage_and_signal(t
         aoti_runner.AotiRunner(model, cache_dir=tmp_path, model_digest="tiny-crash").prepare()._package((x,))
 
 
+def test_a_loader_that_crashes_on_the_probe_skips_before_the_model_is_compiled(tmp_path, monkeypatch):
+    # the H200's case: the loader crashes on any package, so minutes of compiling MVSNet would be wasted
+    monkeypatch.setattr(aoti_runner, "_CHECK",
+                        "import os, signal; print('stage load', flush=True); os.kill(os.getpid(), signal.SIGSEGV)")
+    monkeypatch.setattr(aoti_runner.AotiRunner, "_build", lambda *a: pytest.fail("compiled the model after a failed probe"))
+    model, x = Tiny().eval(), torch.rand(1, 3, 16, 16)
+    runner = aoti_runner.AotiRunner(model, cache_dir=tmp_path, model_digest="tiny-probe", probe_loader=True).prepare()
+    with pytest.raises(BackendUnavailable, match=r"loading the package crashed the process \(SIGSEGV\).*one-convolution "
+                       r"probe package before compiling the model"):
+        runner._package((x,))
+    # the probe's verdict is cached per torch build and device: the next session skips without compiling anything
+    monkeypatch.setattr(aoti_runner.AotiRunner, "_probe_build", lambda *a: pytest.fail("probed again"))
+    with pytest.raises(BackendUnavailable, match="probe package"):
+        aoti_runner.AotiRunner(model, cache_dir=tmp_path, model_digest="tiny-probe", probe_loader=True).prepare()._package((x,))
+
+
+def test_the_probe_runs_on_cuda_devices_only_by_default():
+    model = Tiny().eval()
+    assert aoti_runner.AotiRunner(model, device="cpu").probe_loader is False
+    assert aoti_runner.AotiRunner(model, device="cpu", probe_loader=True).probe_loader is True
+
+
 def test_crash_text_names_the_stage_and_how_it_ended():
     assert aoti_runner.describe_crash(-signal.SIGSEGV, ["load"]) == "loading the package crashed the process (SIGSEGV)"
     assert aoti_runner.describe_crash(-signal.SIGABRT, ["load", "run"]) == "running the package crashed the process (SIGABRT)"

@@ -53,6 +53,8 @@ if torch.cuda.is_available():
 print("stage done", flush=True)
 """
 CHECK_TIMEOUT_S = 600.0
+#: Version of the loader probe's package (``_probe_build``): part of its cache key.
+PROBE_FORMAT = 1
 
 
 #: How Inductor says an operator runs through the proxy executor (no C shim) in the package.
@@ -110,11 +112,16 @@ class AotiRunner(Runner):
         model_spec: the model's names and feed checks (``harness.modelspec``; default MVSNet's).
         input_names: the model's positional inputs, in order.
         load_check: load and run each freshly built package in a child process first.
+        probe_loader: before compiling the model, build a tiny package and load it in a child
+            process (cached per torch build, device and GPU): where AOTInductor's loader crashes
+            whatever the package (torch 2.11+cu130 on an H200 does), the backend is skipped at
+            once instead of after minutes of compiling the model. None: on CUDA devices only.
     """
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
                  model_digest: str | None = None, load_check: bool = True, validate_values: bool = True,
-                 model_spec: ModelSpec | None = None, input_names: tuple[str, ...] = INPUTS_WITHOUT_INVERSE) -> None:
+                 model_spec: ModelSpec | None = None, input_names: tuple[str, ...] = INPUTS_WITHOUT_INVERSE,
+                 probe_loader: bool | None = None) -> None:
         super().__init__(validate_values, model_spec)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -126,6 +133,7 @@ class AotiRunner(Runner):
         self.cache = ArtifactCache(cache_dir) if model_digest is not None else None
         self.model_digest = model_digest
         self.load_check = load_check
+        self.probe_loader = (self.device.type == "cuda") if probe_loader is None else probe_loader
         self.input_names = input_names  # the model's call, in order (MVSNet: the original three inputs)
         self.name = NAME
         self._packages: dict[tuple[tuple[int, ...], ...], Any] = {}
@@ -190,10 +198,45 @@ class AotiRunner(Runner):
         tail = [line for line in done.stderr.strip().splitlines() if line.strip()][-1:]
         return describe_crash(done.returncode, stages) + (f": {tail[0][:300]}" if tail and done.returncode > 0 else "")
 
+    def _environment(self) -> dict[str, Any]:
+        return {"device": self.device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
+                "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None}
+
+    def _probe_build(self, path: Path) -> dict[str, Any]:
+        """A one-convolution package on this device, loaded and run in a child process."""
+        probe = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()).to(self.device).eval()
+        args = (torch.ones(1, 3, 8, 8, device=self.device),)
+        log: list[str] = []
+        cache = inductor_cache_dir(self.cache.root) if self.cache is not None else None
+        with torch.no_grad():
+            exported = quiet_compile(lambda: torch.export.export(probe, args), log)
+            quiet_compile(lambda: torch._inductor.aoti_compile_and_package(exported, package_path=str(path)), log, cache)
+        return {"load_check": self._check_in_child(path, args), "compile_log": log[:MAX_LOG_LINES]}
+
+    def _loader_verdict(self) -> str:
+        """``ok`` or what crashed, when AOTInductor's loader runs a tiny package on this device."""
+        if self.cache is not None:
+            entry = self.cache.get_or_build("aoti-loader", {**self._environment(), "format": PROBE_FORMAT}, "probe.pt2",
+                                            self._probe_build)
+            return str(entry.meta.get("load_check"))
+        with tempfile.TemporaryDirectory(prefix="harness-aoti-probe-") as scratch:
+            return str(self._probe_build(Path(scratch) / "probe.pt2")["load_check"])
+
+    def _unavailable(self, verdict: str, where: str) -> BackendUnavailable:
+        return BackendUnavailable(
+            NAME, f"{verdict} with torch {torch.__version__} on {self._device_text()} (a known limitation of this "
+            f"torch build: see README, 'torch-aoti'); {where}",
+            fix="use a torch build whose AOTInductor loader works on this machine (torch 2.13 CPU loads and runs "
+            "these packages), or delete the cache entry to check again")
+
     def _package(self, args: tuple[torch.Tensor, ...]) -> Any:
         shapes = tuple(tuple(a.shape) for a in args)
         if shapes in self._packages:
             return self._packages[shapes]
+        if self.probe_loader and self.load_check:
+            verdict = self._loader_verdict()
+            if verdict != "ok":
+                raise self._unavailable(verdict, "found on a one-convolution probe package before compiling the model")
         if self.cache is not None:
             entry = self.cache.get_or_build("aoti", self._fields(args), "model.pt2", lambda p: self._build(args, p))
             path, facts = entry.path, {k: entry.meta.get(k) for k in BUILD_FACTS}
@@ -206,11 +249,7 @@ class AotiRunner(Runner):
         self._facts = facts
         verdict = facts.get("load_check")
         if verdict not in (None, "ok"):
-            raise BackendUnavailable(
-                NAME, f"{verdict} with torch {torch.__version__} on {self._device_text()} (a known limitation of this "
-                f"torch build: see README, 'torch-aoti'); package {path}",
-                fix="use a torch build whose AOTInductor loader works on this machine (torch 2.13 CPU loads and runs "
-                "these packages), or delete the cache entry to check again")
+            raise self._unavailable(str(verdict), f"package {path}")
         self._packages[shapes] = torch._inductor.aoti_load_package(str(path))
         return self._packages[shapes]
 

@@ -41,11 +41,14 @@ def run_command(cmd: list[str], cwd: Path | None = None) -> str | None:
 
 @lru_cache(maxsize=1)
 def git_state() -> dict[str, Any]:
-    """Commit and dirty flag; where the tree has no .git (a copied checkout on a GPU runner),
-    ``$HARNESS_COMMIT`` names the commit the copy was made from."""
+    """Commit and dirty flag. ``$HARNESS_COMMIT``, when set, names the commit the tree was made
+    from and wins over what git says (a copied checkout on a GPU runner has no .git, or a stale
+    one); git's own HEAD is then kept beside it when it differs."""
     commit = run_command(["git", "rev-parse", "HEAD"], PROJECT_ROOT)
-    if commit is None and os.environ.get("HARNESS_COMMIT"):
-        return {"commit": os.environ["HARNESS_COMMIT"], "dirty": None, "commit_source": "HARNESS_COMMIT"}
+    stated = os.environ.get("HARNESS_COMMIT", "").strip()
+    if stated and stated != commit:
+        return {"commit": stated, "dirty": None, "commit_source": "HARNESS_COMMIT",
+                **({"git_head": commit} if commit else {})}
     status = run_command(["git", "status", "--porcelain", "--untracked-files=no"], PROJECT_ROOT)
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 

@@ -60,8 +60,20 @@ def test_machine_info_without_git_reads_null(monkeypatch, fresh_git_state):
 
 
 def test_git_state_failure_reads_null(monkeypatch, fresh_git_state, tmp_path):
+    monkeypatch.delenv("HARNESS_COMMIT", raising=False)
     monkeypatch.setattr(machine, "PROJECT_ROOT", tmp_path)  # not a git checkout: git exits non-zero
     assert git_state() == {"commit": None, "dirty": None}
+
+
+def test_a_stated_commit_wins_over_a_copied_trees_git(monkeypatch, fresh_git_state, tmp_path):
+    monkeypatch.setenv("HARNESS_COMMIT", "28aad3299cd6bcc30b79462a8275ceb0fcf346ab")
+    monkeypatch.setattr(machine, "PROJECT_ROOT", tmp_path)  # a copy without .git
+    assert git_state() == {"commit": "28aad3299cd6bcc30b79462a8275ceb0fcf346ab", "dirty": None,
+                           "commit_source": "HARNESS_COMMIT"}
+    git_state.cache_clear()
+    monkeypatch.setattr(machine, "run_command", lambda cmd, cwd: "0ad798a2413b7e4deee49a3c917fe743a2aa9b6a")
+    state = git_state()  # a copy whose .git is stale: both are kept, the stated one is the record's
+    assert state["commit"].startswith("28aad32") and state["git_head"].startswith("0ad798a")
 
 
 def test_tensorrt_versions_survive_a_broken_install(monkeypatch):

@@ -3,7 +3,9 @@
 The user's ONNX graph (``--onnx``, on ONNX Runtime CPU/CUDA and, where TensorRT can run, as a
 TensorRT FP32 engine built from it) and/or serialized engine (``--engine``) run on the same
 inputs as the torch reference (the harness's MVSNet, or the user's model code with ``--model``),
-at the graph's static input shapes unless ``--case`` names one, with the gates of
+at the graph's static input shapes unless ``--case`` names one or several (a graph with dynamic
+axes runs at each; a static graph whose shape a case does not match is refused naming its shape),
+with the gates of
 fixtures/tolerances.toml. The graph's tensors are bound to MVSNet's roles by
 ``harness.model.io`` (never by a silent guess), its opset, producer and TensorRT operator audit
 are reported, and an engine's plan header is read before anything deserialises it.
@@ -15,6 +17,9 @@ provider is available) and the two fixes (``harness.check_tf32``).
 When a leg fails, the known conversion bugs are tried as explanations and named: the other
 sampling convention (``align_corners``), the two 4x4 inputs swapped, GridSample nodes whose mode
 is not bilinear. Exit status: 0 every leg within its gates, 1 a parity failure, 2 bad input.
+
+``--model`` without ``--onnx``/``--engine`` says which sampling convention the user's code computes
+and what the other costs (``harness.check_model``).
 
 The pytest front (``--harness-onnx`` ...) runs the same legs through ``plan_user_legs`` and
 ``run_user_leg`` (suites/test_user_artifacts.py).

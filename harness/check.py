@@ -3,7 +3,9 @@
 The user's ONNX graph (``--onnx``, on ONNX Runtime CPU/CUDA and, where TensorRT can run, as a
 TensorRT FP32 engine built from it) and/or serialized engine (``--engine``) run on the same
 inputs as the torch reference (the harness's MVSNet, or the user's model code with ``--model``),
-at the graph's static input shapes unless ``--case`` names one, with the gates of
+at the graph's static input shapes unless ``--case`` names one or several (a graph with dynamic
+axes runs at each; a static graph whose shape a case does not match is refused naming its shape),
+with the gates of
 fixtures/tolerances.toml. The graph's tensors are bound to MVSNet's roles by
 ``harness.model.io`` (never by a silent guess), its opset, producer and TensorRT operator audit
 are reported, and an engine's plan header is read before anything deserialises it.
@@ -15,6 +17,9 @@ provider is available) and the two fixes (``harness.check_tf32``).
 When a leg fails, the known conversion bugs are tried as explanations and named: the other
 sampling convention (``align_corners``), the two 4x4 inputs swapped, GridSample nodes whose mode
 is not bilinear. Exit status: 0 every leg within its gates, 1 a parity failure, 2 bad input.
+
+``--model`` without ``--onnx``/``--engine`` says which sampling convention the user's code computes
+and what the other costs (``harness.check_model``).
 
 The pytest front (``--harness-onnx`` ...) runs the same legs through ``plan_user_legs`` and
 ``run_user_leg`` (suites/test_user_artifacts.py).
@@ -127,9 +132,14 @@ def prepare_onnx(path: Path, io_map: str | None = None, case: str | None = None)
         raise InvalidArgument(str(path), "the graph's input shapes are dynamic and no case was given",
                               observed="; ".join(s.describe() for s in facts.inputs), expected="a case to run it at",
                               fix=f"pass --case (one of {', '.join(CASES)})")
-    check_against(binding, facts.inputs, facts.outputs, this.input_shapes(binding.with_inverse), str(path), this.name,
-                  f"run it at the shape it was exported for (leave out --case: the graph's static shapes are used) "
-                  f"or re-export it for case {this.name} ({this.shape_id})")
+    if static is not None:
+        named = next((c.name for c in CASES.values() if (c.views, c.height, c.width, c.num_depth) == static), None)
+        fix = (f"the graph is static, exported for {'{}x{}x{}xD{}'.format(*static)} (views x H x W x D): leave out "
+               f"--case (its static shapes are used{f': case {named}' if named else ''}), or re-export it "
+               f"with dynamic_axes over H, W and D to run case {this.name} ({this.shape_id})")
+    else:
+        fix = f"run it at the shape it was exported for, or re-export it for case {this.name} ({this.shape_id})"
+    check_against(binding, facts.inputs, facts.outputs, this.input_shapes(binding.with_inverse), str(path), this.name, fix)
     if facts.opset < 16:
         notes.append(f"opset {facts.opset}: ONNX has GridSample only from opset 16")
     return UserTarget("onnx", Path(path), this, binding, facts, None, tuple(notes))
@@ -395,12 +405,21 @@ def audit_user_graph(target: UserTarget) -> list[str]:
     return [f.row() for f in audit.findings]
 
 
-def save_user_replay(chain: Chain, result: UserResult, root: Path, one_folder_per_graph: bool,
-                     model: str | None) -> Path:
+def replay_folder(root: Path, target: UserTarget, legs: list[UserLeg]) -> Path:
+    """Where a graph's replay goes: ``root`` itself for one graph at one case, else
+    ``root/<graph stem>/`` (several graphs), ``root/<case>/`` (several cases) or both joined
+    (``root/<graph stem>-<case>/``)."""
+    graphs = {leg.target.path for leg in legs if leg.target.kind == "onnx"}
+    cases = {leg.target.case.name for leg in legs if leg.target.kind == "onnx"}
+    parts = [target.stem] * (len(graphs) > 1) + [target.case.name] * (len(cases) > 1)
+    return root / "-".join(parts) if parts else root
+
+
+def save_user_replay(chain: Chain, result: UserResult, folder: Path, model: str | None) -> Path:
     """Save a user graph's inputs and torch reference, named as the graph names its tensors, with
-    the leg's gates, for Polygraphy and trtexec (``harness.report.replay``): into ``root`` itself,
-    or ``root/<graph stem>/`` when several graphs are checked; a folder already there is never
-    overwritten (``-2``, ``-3`` ... instead). Returns the path of ``commands.sh``."""
+    the leg's gates, for Polygraphy and trtexec (``harness.report.replay``), into ``folder``
+    (``replay_folder``); a folder already there is never overwritten (``-2``, ``-3`` ...
+    instead). Returns the path of ``commands.sh``."""
     from harness.default_model import resolve
     from harness.report.replay import depth_step_of, reference_fractions, save_replay
 
@@ -410,7 +429,7 @@ def save_user_replay(chain: Chain, result: UserResult, root: Path, one_folder_pe
     reference = chain.user_reference_outputs(target.case, model)
     outputs = target.binding.output_roles()  # graph name -> role
     replay = save_replay(
-        root / target.stem if one_folder_per_graph else root, onnx_path=target.path,
+        folder, onnx_path=target.path,
         inputs={name: feed[role] for role, name in target.binding.input_roles().items()},
         reference={name: reference[role] for name, role in outputs.items()},
         gates={name: dict(result.diffs[role].tolerance) for name, role in outputs.items()},
@@ -421,8 +440,22 @@ def save_user_replay(chain: Chain, result: UserResult, root: Path, one_folder_pe
 
 # -- the command -----------------------------------------------------------------------------------
 
-def _csv_first(text: str) -> str:
-    return next((v.strip() for v in text.split(",") if v.strip() in CASES), "small")
+#: The case of ``check --model`` alone when no --case is given: the bundled scene's ground truth is
+#: meaningful there (at small, 32x40 depth pixels, every convention is off by millimetres).
+MODEL_CASE = "seed"
+
+
+def parse_cases(text: str | None) -> tuple[str, ...] | None:
+    """``--case``: None (the graph's static shapes), or one or more case names, comma separated."""
+    if text is None:
+        return None
+    names = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    unknown = [n for n in names if n not in CASES]
+    if unknown or not names:
+        raise InvalidArgument("--case", "unknown case" if unknown else "empty list", observed=", ".join(unknown) or repr(text),
+                              expected=f"one or more of {', '.join(CASES)}, comma separated",
+                              fix="pass --case small (several, e.g. --case small,seed, for a graph with dynamic axes)")
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -431,17 +464,14 @@ def run(args: argparse.Namespace) -> int:
     from harness.report.write import write_run
     from harness.verdict import LegTable
 
-    if not args.onnx and not args.engine:
-        raise InvalidArgument("check", "nothing to check", observed="no --onnx and no --engine", expected="one or both",
-                              fix="python -m harness check --onnx mvsnet.onnx [--engine mvsnet.trt]")
+    if not args.onnx and not args.engine and not args.model:
+        raise InvalidArgument("check", "nothing to check", observed="no --onnx, no --engine and no --model",
+                              expected="one or more of them",
+                              fix="python -m harness check --onnx mvsnet.onnx [--engine mvsnet.trt] "
+                              "(or --model MODULE:CALLABLE alone: which sampling convention your code computes)")
     from harness.preflight import CLI_FLAGS, preflight
 
-    if args.case is not None and args.case not in CASES:  # check's own flag, not run's --cases nor pytest's
-        several = "," in args.case
-        raise InvalidArgument("--case", "check runs one case" if several else "unknown case", observed=args.case,
-                              expected=f"one of {', '.join(CASES)}",
-                              fix=f"pass --case {_csv_first(args.case)} (one check per case)" if several
-                              else "pass --case small")
+    cases = parse_cases(args.case)  # check's own flag, not run's --cases nor pytest's
     if args.model and args.align_corners is not None:  # the user's grid_sample call is their code, not ours
         raise InvalidArgument("--align-corners", "cannot be combined with --model", observed=f"--align-corners "
                               f"{args.align_corners} --model {args.model}",
@@ -454,13 +484,18 @@ def run(args: argparse.Namespace) -> int:
     if unknown or not backends:
         raise InvalidArgument("--backends", "unknown or no backend", observed=", ".join(unknown) or "empty list",
                               expected=f"a comma list of {', '.join(ONNX_BACKENDS)}", fix=f"--backends {','.join(ONNX_BACKENDS)}")
+    if not args.onnx and not args.engine:
+        from harness.check_model import run_model
+
+        return run_model(args, cases or (MODEL_CASE,))
     tolerances = Tolerances.load(args.tolerances)
     # the same start-of-session checks as the main job (device, weights, cache and reports writable)
     chain = preflight(ChainConfig.from_options(namespace_values(args, "check")), (), args.report_dir,
                       replace(CLI_FLAGS, cases="--case"))
-    targets = [prepare_onnx(Path(p), args.io_map, args.case) for p in args.onnx or []]
-    first_onnx = targets[0] if targets else None
-    targets += [prepare_engine(Path(p), args.case, first_onnx) for p in args.engine or []]
+    targets = [prepare_onnx(Path(p), args.io_map, case) for p in args.onnx or [] for case in cases or (None,)]
+    first_onnx = {t.case.name: t for t in reversed(targets)}  # per case: the engine is bound like it
+    targets += [prepare_engine(Path(p), case, first_onnx.get(case) if case else next(iter(targets), None))
+                for p in args.engine or [] for case in cases or (None,)]
     if args.model:
         chain.user_model(args.model)  # import and load now: a bad --model is a usage error (exit 2)
     reference = f"--model {args.model}" if args.model else f"harness MVSNet, align_corners={align_corners}"
@@ -468,20 +503,28 @@ def run(args: argparse.Namespace) -> int:
         "onnx": [str(p) for p in args.onnx or []], "engine": [str(p) for p in args.engine or []],
         "weights": str(chain.weights_path), "model": args.model or f"the harness's MVSNet (harness.model.mvsnet) "
         f"with {chain.weights_path}", "scene": str(args.scene or "bundled"),
-        "case": args.case, "io_map": args.io_map, "align_corners": align_corners, "device": str(chain.device)})
+        "case": ",".join(cases) if cases else None, "io_map": args.io_map, "align_corners": align_corners, "device": str(chain.device)})
     print(f"weights {chain.weights_path.name}  scene {args.scene or 'bundled synthetic-000'}  device {chain.device}  "
           f"reference torch-fp32 ({reference})")
     failed = 0
     failures: list[str] = []
     warnings: list[str] = []  # reported, never failing: e.g. a sampling grid exposed to TF32
+    shown: dict[tuple[str, Path], set[str]] = {}  # per artifact: the notes printed (several cases: once each)
     for target in targets:
-        facts = f": {target.facts.summary()}" if target.facts else ""
-        print(f"{target.kind} {target.path}{facts}")
+        first = (target.kind, target.path) not in shown
+        seen = shown.setdefault((target.kind, target.path), set())
+        if first:
+            facts = f": {target.facts.summary()}" if target.facts else ""
+            print(f"{target.kind} {target.path}{facts}")
+        if cases is not None and len(cases) > 1:
+            print(f"  case {target.case.name} ({target.case.shape_id})")
         for note in target.notes:
-            print(f"  {note}")
+            if note not in seen:
+                print(f"  {note}")
         record.artifacts.append(target.artifact())
-        record.notes += [f"{target.path.name}: {n}" for n in target.notes]
-        if target.kind == "onnx" and target.binding is not None:
+        record.notes += [f"{target.path.name}: {n}" for n in target.notes if n not in seen]
+        seen.update(target.notes)
+        if target.kind == "onnx" and target.binding is not None and first:  # the graph's facts: once
             findings = audit_user_graph(target)
             verdict = ("FP32 regions intact (projection and grid, GridSample, variance, softmax and regression)"
                        if not findings else f"FAIL: {len(findings)} FP32-only operations in or through FP16")
@@ -501,10 +544,10 @@ def run(args: argparse.Namespace) -> int:
                 record.notes.append(f"{target.path.name}: TF32: {exposure.drift_line()}")
                 warnings.append(exposure.section())
     table = LegTable()
-    replayed: dict[Path, Path] = {}  # ONNX target -> its replay's commands.sh
+    replayed: dict[tuple[Path, str], Path] = {}  # ONNX target (graph, case) -> its replay's commands.sh
     legs = plan_user_legs(targets, backends)
     try:
-        failed += _run_legs(chain, args, legs, tolerances, record, failures, replayed, len(targets), table)
+        failed += _run_legs(chain, args, legs, tolerances, record, failures, replayed, table)
     except Interrupted as exc:  # keep the finished legs, marked incomplete
         record.config["incomplete"] = True
         record.notes.append(f"incomplete: {exc.problem} after {len(record.parity)} of {len(legs)} legs")
@@ -524,7 +567,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_legs(chain: Chain, args: argparse.Namespace, legs: list[UserLeg], tolerances: Tolerances, record: Any,
-              failures: list[str], replayed: dict[Path, Path], target_count: int, table: LegTable) -> int:
+              failures: list[str], replayed: dict[tuple[Path, str], Path], table: LegTable) -> int:
     """Run ``legs`` in order, appending each finished one to ``record.parity``; the failure count."""
     failed = 0
     for leg in legs:
@@ -544,12 +587,13 @@ def _run_legs(chain: Chain, args: argparse.Namespace, legs: list[UserLeg], toler
             print("\n".join(table.lines(record.parity[-1], {})))
             continue
         row = result.row()
-        if args.save_polygraphy and leg.target.kind == "onnx" and leg.target.path not in replayed:
-            replayed[leg.target.path] = save_user_replay(chain, result, Path(args.save_polygraphy), target_count > 1,
-                                                         args.model)
-            print(f"replay for Polygraphy / trtexec: {replayed[leg.target.path]}")
-        if leg.target.path in replayed:
-            row["replay"] = str(replayed[leg.target.path])
+        key = (leg.target.path, leg.target.case.name)
+        if args.save_polygraphy and leg.target.kind == "onnx" and key not in replayed:
+            replayed[key] = save_user_replay(chain, result, replay_folder(Path(args.save_polygraphy), leg.target, legs),
+                                             args.model)
+            print(f"replay for Polygraphy / trtexec: {replayed[key]}")
+        if key in replayed:
+            row["replay"] = str(replayed[key])
         record.parity.append(row)
         failed += not result.passed
         print("\n".join(table.lines(row, result.diffs)))

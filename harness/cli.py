@@ -471,15 +471,17 @@ def _doctor_arguments(doctor: argparse.ArgumentParser) -> None:
 
 def _check_arguments(check: argparse.ArgumentParser) -> None:
     add_cli_options(check, "check")  # what pytest's --harness-onnx/-engine gate has too (harness.options)
-    check.add_argument("--case", default=None, help=f"one of {', '.join(CASES)} (default: the graph's static shapes)")
+    check.add_argument("--case", default=None, help=f"comma list of {', '.join(CASES)}: several run a graph exported "
+                       "with dynamic axes at each (a static graph runs only at its own shapes) (default: the graph's "
+                       "static shapes; --model alone: seed)")
     check.add_argument("--backends", default=",".join(CHECK_BACKENDS),
                        help=f"for --onnx: comma list of {','.join(CHECK_BACKENDS)} (default: all; unavailable "
                             "ones are skipped with the reason)")
     check.add_argument("--save-polygraphy", type=Path, default=None, metavar="DIR",
                        help="write DIR/inputs.json, DIR/reference_outputs.json (Polygraphy's formats, the graph's "
                             "own tensor names), the raw files trtexec reads and DIR/commands.sh with the leg's gates "
-                            "as Polygraphy and trtexec tolerances; DIR/<graph stem>/ for several graphs "
-                            "(default: none)")
+                            "as Polygraphy and trtexec tolerances; DIR/<graph stem>/ for several graphs, DIR/<case>/ for "
+                            "several cases (DIR/<graph stem>-<case>/ for both) (default: none)")
 
 
 def _mutate_arguments(cmd: argparse.ArgumentParser) -> None:
@@ -556,6 +558,8 @@ class Command:
     exits: str  # what 0 and 1 mean for it (2 and 130/143 are common to all: EXITS)
     arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+    more: tuple[str, ...] = ()  # further examples (arguments, as ``example``), each run as written by a test
+    where: str = ""  # where the files the examples name come from
 
 
 #: Exit codes every subcommand shares (main).
@@ -580,8 +584,12 @@ COMMANDS: tuple[Command, ...] = (
     Command("doctor", "what this machine can run (GPU, libraries, backends) and why not", "--require ort-cpu",
             "0 facts printed; 1 a --require'd backend is unavailable here", _doctor_arguments, cmd_doctor),
     Command("check", "gate your own ONNX graph / TensorRT engine / model code against the torch reference",
-            "--onnx build/mvsnet.onnx", "0 every leg within its gate; 1 a leg or the precision audit failed",
-            _check_arguments, cmd_check),
+            "--onnx build/mvsnet.onnx", "0 every leg within its gate (--model alone: your code matches one "
+            "sampling convention on every case); 1 a leg or the precision audit failed (--model alone: it matches "
+            "neither)", _check_arguments, cmd_check,
+            more=("--model 'models.mvsnet:MVSNet(refine=False)'",),
+            where="build/mvsnet.onnx: python examples/export_article.py --out build writes it; models.mvsnet: "
+                  "MVSNet_pytorch's code, run from its checkout (or with it on PYTHONPATH)"),
     Command("mutate", "inject the catalogue of conversion bugs into the small-case graphs; which check catches each",
             "--list", "0 every bug caught and no false alarm; 1 a bug missed or a benign change flagged",
             _mutate_arguments, cmd_mutate),
@@ -596,9 +604,15 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
+def examples(command: Command) -> list[str]:
+    """The command lines its help prints, each as a user would type it."""
+    return [f"python -m harness {command.name} {e}" for e in (command.example, *command.more)]
+
+
 def _epilog(command: Command) -> str:
-    return (f"example:\n  python -m harness {command.name} {command.example}\n\n"
-            f"exit codes: {command.exits}; {EXITS}")
+    where = f"\n  ({command.where})" if command.where else ""
+    return ("example:\n" + "\n".join(f"  {line}" for line in examples(command)) + where +
+            f"\n\nexit codes: {command.exits}; {EXITS}")
 
 
 def command_parser(name: str, parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser

@@ -198,7 +198,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("opset", "ONNX opset of the exported graphs", _EXPORT, default=17, type=int, chain="opset"),
     Option("align-corners", "the torch reference's sampling convention (the checkpoints were trained with true)",
            (*CHAIN, "calibrate"), default="true", choices=("true", "false"), chain="align_corners", to_chain=_is_true,
-           overrides={"check": Default(None, "true; with --model, your code's own grid_sample convention")}),
+           overrides={"check": Default(None, "true; with --model, your code's own grid_sample convention"),
+                      PYTEST: Default(None, "true; with --harness-model, refused: your code's grid_sample decides")}),
     Option("trt", "TensorRT module for the TensorRT legs; auto prefers tensorrt, then tensorrt_rtx", CHAIN,
            default="auto", choices=("auto", "tensorrt", "tensorrt_rtx"), chain="trt_flavour"),
     Option("trt-workspace", "TensorRT builder workspace limit in MiB", CHAIN, default=4096, type=int,
@@ -234,7 +235,9 @@ OPTIONS: tuple[Option, ...] = (
            type=Path, action="append", metavar="FILE"),
     Option("engine", "your serialized TensorRT engine to gate (repeatable)", (PYTEST, "check"), type=Path,
            action="append", metavar="FILE"),
-    Option("model", "your model code as the torch reference, e.g. models.mvsnet:MVSNet", (PYTEST, "check"),
+    Option("model", "your model code as the torch reference: a factory, with keyword=literal arguments when it needs "
+           "them, e.g. 'models.mvsnet:MVSNet(refine=False)' from an MVSNet_pytorch checkout (check: alone, it says "
+           "which sampling convention your code computes and what the other costs)", (PYTEST, "check"),
            metavar="MODULE:CALLABLE", shown="the harness's MVSNet"),
     Option("io-map", "bind your graph's tensors to the model's input and output roles", (PYTEST, "check"),
            metavar="NAME=ROLE,...", shown="by name, the article's names, or position"),
@@ -246,7 +249,7 @@ HOMONYMS: dict[tuple[str, str], str] = {
     ("bench", "backends"): "the backends to time (harness.bench), by default every one for the device; the registry's "
                            "names, ort-cpu and ort-cuda timed per graph (-raw, -simplified)",
     ("check", "backends"): "the backends that run the user's ONNX graph (harness.check.ONNX_BACKENDS)",
-    ("check", "save-polygraphy"): "one replay per user graph, in DIR (or DIR/<graph stem>/)",
+    ("check", "save-polygraphy"): "one replay per user graph and case, in DIR (or DIR/<graph stem>/, DIR/<case>/)",
     ("mutate", "golden"): "goldens the mutated graphs are compared with, by default baselined in the run",
     ("mutate", "workarounds"): "with --write-golden: the graphs to baseline",
     ("mutate", "exporters"): "with --write-golden: the graphs to baseline",

@@ -113,6 +113,13 @@ def _options(config: pytest.Config) -> HarnessOptions:
     cases = _csv(opt("--harness-cases")) or PROFILES[profile]["cases"]
     if opt("--harness-no-report") and opt("--harness-report-dir") != option("report-dir").default_for(PYTEST):
         raise pytest.UsageError("--harness-no-report contradicts --harness-report-dir: pass one of them.")
+    if opt("--harness-model") and opt("--harness-align-corners") is not None:  # as check refuses it (exit 2)
+        raise pytest.UsageError(
+            f"--harness-align-corners {opt('--harness-align-corners')} contradicts --harness-model "
+            f"{opt('--harness-model')}: with --harness-model the reference is your code, whose grid_sample decides "
+            "the sampling convention (the flag sets the harness MVSNet's). Fix: leave out --harness-align-corners, "
+            "or leave out --harness-model to gate against the harness's MVSNet in that convention; "
+            "python -m harness check --model MODULE:CALLABLE says which convention your code computes.")
     built = HarnessOptions(
         profile=profile,
         cases=_validated(config, "cases", cases),

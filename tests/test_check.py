@@ -279,6 +279,149 @@ def test_diagnosis_with_model_names_only_the_checks_it_ran(walkthrough, work, ca
     assert "(sampling mode, align_corners" not in text  # never claims the check it did not run
 
 
+#: A tiny user package laid out like MVSNet_pytorch's code (models/mvsnet.py): ``MVSNet(refine=True)``
+#: by default, with a RefineNet the published checkpoints do not hold, and grid_sample called without
+#: align_corners (False since torch 1.3); the network itself is the harness's, so the test stays small.
+ORIGINAL_LAYOUT = """
+from torch import nn
+
+from harness.model.mvsnet import MVSNet as _HarnessMVSNet
+
+
+class RefineNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(4, 32, 3, padding=1)
+
+
+class MVSNet(_HarnessMVSNet):
+    def __init__(self, refine=True):
+        super().__init__(align_corners=False)  # F.grid_sample's default on torch >= 1.3
+        self.refine = refine
+        if self.refine:
+            self.refine_network = RefineNet()
+
+    def forward(self, imgs, proj_matrices, depth_values):
+        return super().forward(imgs, proj_matrices, depth_values)
+
+
+class Trained(MVSNet):  # grid_sample(..., align_corners=True): what the checkpoints were trained with
+    def __init__(self, refine=True):
+        super().__init__(refine)
+        self.align_corners = True
+
+
+class Shifted(MVSNet):  # computes something else than MVSNet
+    def forward(self, imgs, proj_matrices, depth_values):
+        out = super().forward(imgs, proj_matrices, depth_values)
+        return {"depth": out["depth"] + 1.0, "photometric_confidence": out["photometric_confidence"]}
+"""
+
+
+@pytest.fixture
+def original_layout(work, monkeypatch):
+    _user_package(work, monkeypatch, "models", ORIGINAL_LAYOUT)
+    yield "models.mvsnet"
+    for name in [m for m in sys.modules if m == "models" or m.startswith("models.")]:
+        del sys.modules[name]
+
+
+def test_the_help_examples_run_as_written(walkthrough, work, original_layout, monkeypatch, capsys, tmp_path):
+    """Every `python -m harness check ...` line of check --help, typed in a folder holding what the
+    help says they need (build/mvsnet.onnx from examples/export_article.py, MVSNet_pytorch's
+    models/ package); only --report-dir is added, to keep reports/ clean."""
+    import shlex
+    import shutil
+
+    from harness.cli import COMMANDS, examples
+
+    (tmp_path / "build").mkdir()
+    shutil.copy(work / "mvsnet.onnx", tmp_path / "build" / "mvsnet.onnx")
+    monkeypatch.chdir(tmp_path)
+    command = next(c for c in COMMANDS if c.name == "check")
+    lines = examples(command)
+    assert any("--model 'models.mvsnet:MVSNet(refine=False)'" in line for line in lines)
+    capsys.readouterr()
+    for line in lines:
+        argv = shlex.split(line)
+        assert argv[:3] == ["python", "-m", "harness"], line
+        assert main([*argv[3:], "--report-dir", str(tmp_path / "reports")]) == 0, line
+        out = capsys.readouterr().out
+        assert out.splitlines()[-1].startswith("PASS "), (line, out)
+    # the --model example (seed, the bundled scene's ground truth): the convention and what the other costs
+    assert "PASS your model matches the harness MVSNet with align_corners=False on seed" in out
+    assert "matches  align_corners=False" in out and "differs  align_corners=True" in out
+    conclusion = next(t for t in out.splitlines() if t.strip().startswith("-> your model samples with"))
+    assert "align_corners=False 4.22 mm, 52.4%, 29.4%, align_corners=True 1.51 mm, 5.8%, 2.1%" in conclusion
+    assert "align_corners=True is more accurate by 2.71 mm" in conclusion
+    record = load_record(max((tmp_path / "reports").iterdir()))
+    assert record.config["model"] == "models.mvsnet:MVSNet(refine=False)" and record.config["case"] == "seed"
+    rows = {r["backend"]: r for r in record.accuracy}
+    assert rows["torch-fp32 harness MVSNet align_corners=False"]["matches_your_model"] is True
+    assert rows["torch-fp32 harness MVSNet align_corners=True"]["matches_your_model"] is False
+    assert abs(rows["torch-fp32 --model models.mvsnet:MVSNet(refine=False)"]["mae_mm"] - 4.22) < 0.01
+
+
+def test_model_alone_names_the_convention_it_matches_or_fails_when_neither(walkthrough, work, original_layout,
+                                                                        capsys):
+    spec = f"{original_layout}:Trained(refine=False)"
+    assert check(work, "--model", spec, "--case", "small") == 0
+    out = capsys.readouterr().out
+    assert "matches: within the FP32 torch-vs-torch gates (cpu): depth: max_intervals_confident <= " in out
+    assert "-> your model samples with align_corners=True (within the FP32 torch-vs-torch gates)" in out
+    assert "yours is the more accurate by 3.19 mm with these weights" in out  # small: 14.17 mm vs 17.37 mm
+    assert out.splitlines()[-1] == "PASS your model matches the harness MVSNet with align_corners=True on small"
+    assert check(work, "--model", f"{original_layout}:Shifted(refine=False)", "--case", "small") == 1
+    out = capsys.readouterr().out
+    assert "differs  align_corners=True" in out and "differs  align_corners=False" in out
+    assert "your model matches neither convention: nearest is align_corners=False" in out
+    assert "max |depth diff| 1 mm" in out
+    assert out.splitlines()[-1] == "FAIL your model matches neither sampling convention on small"
+
+
+@pytest.mark.parametrize(("spec", "line"), [
+    ("{pkg}:MVSNet", "error: --model {pkg}:MVSNet | the network has a RefineNet, which the harness does not "
+                     "evaluate: 2 refine_network.* weights in MVSNet(); 0 in mvsnet-default.ckpt."),
+    ("{pkg}:MVSNet(False)", "error: --model | the factory's arguments are not keyword=literal pairs: (False)."),
+    ("{pkg}:MVSNet(refine=print('x'))", "error: --model | a factory argument is not a Python literal: "
+                                        "refine=print('x')."),
+    ("{pkg}:MVSNet(refine=False", "error: --model | the factory's arguments are not keyword=literal pairs"),
+    ("{pkg}:MVSNet(bogus=1)", "error: --model | the factory raised: MVSNet(bogus=1): TypeError:"),
+])
+def test_bad_model_specs_are_one_line_exit_2(work, original_layout, capsys, spec, line):
+    assert check(work, "--model", spec.format(pkg=original_layout), "--case", "small") == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith(line.format(pkg=original_layout)), err
+    if spec.endswith(":MVSNet"):
+        assert f"Fix: pass --model '{original_layout}:MVSNet(refine=False)' (quoted for the shell)." in err
+
+
+def test_several_cases_run_a_dynamic_graph_at_each_and_a_static_graph_is_refused_naming_its_shape(
+        walkthrough, work, capsys, tmp_path):
+    from harness.chain import Chain, ChainConfig
+
+    chain = Chain(ChainConfig(device="cpu", cache_dir=tmp_path / "cache"))
+    dynamic = chain.onnx("small", "precomputed", "torchscript", "raw", "fp32", dynamic=True).path
+    chain.close()
+    replays = tmp_path / "replays"
+    assert check(work, "--onnx", str(dynamic), "--case", "small,seed", "--save-polygraphy", str(replays)) == 0
+    out = capsys.readouterr().out
+    assert out.count("precision audit:") == 1  # the graph's facts once, each case named
+    assert "  case small (3x128x160xD48)" in out and "  case seed (3x512x640xD192)" in out
+    assert "ok   model.onnx ort-cpu small" in out and "ok   model.onnx ort-cpu seed" in out
+    assert out.splitlines()[-1] == "PASS 2 legs within their gates"
+    assert (replays / "small" / "commands.sh").is_file() and (replays / "seed" / "commands.sh").is_file()
+    static = work / "mvsnet.onnx"  # exported at the small case
+    assert check(work, "--onnx", str(static), "--case", "small,seed") == 2
+    err = capsys.readouterr().err
+    assert "the graph was exported for another shape than case seed: [1, 3, 3, 128, 160]" in err
+    assert "Fix: the graph is static, exported for 3x128x160xD48 (views x H x W x D): leave out --case (its static " \
+           "shapes are used: case small), or re-export it with dynamic_axes over H, W and D to run case seed" in err
+    assert check(work, "--onnx", str(static), "--case", "small,huge") == 2
+    assert "--case | unknown case: huge. Expected: one or more of small, seed, dtu, comma separated." in \
+        capsys.readouterr().err
+
+
 def test_no_bug_found_lists_what_ran_and_what_did_not():
     from harness.check import no_bug_found
 
@@ -375,7 +518,7 @@ def test_a_raw_runner_over_a_user_graph_names_the_binding_instead_of_a_key_error
 
 def test_usage_errors_exit_2_before_any_work(work, capsys):
     assert main(["check", "--report-dir", str(work / "reports")]) == 2
-    assert "check | nothing to check" in capsys.readouterr().err
+    assert "check | nothing to check: no --onnx, no --engine and no --model" in capsys.readouterr().err
     assert check(work, "--onnx", str(work / "absent.onnx"), "--backends", "ort-cpu,trt-fp16") == 2
     assert "--backends | unknown or no backend: trt-fp16" in capsys.readouterr().err
     assert check(work, "--onnx", str(work / "absent.onnx")) == 2

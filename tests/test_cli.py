@@ -198,9 +198,12 @@ def test_the_main_job_offers_every_tensorrt_setting_the_gate_offers(monkeypatch,
 
 
 @pytest.mark.parametrize(("value", "line"), [
-    ("small,seed", "error: --case | check runs one case: small,seed. Expected: one of small, seed, dtu. "
-                   "Fix: pass --case small (one check per case)."),
-    ("huge", "error: --case | unknown case: huge. Expected: one of small, seed, dtu. Fix: pass --case small."),
+    ("small,huge", "error: --case | unknown case: huge. Expected: one or more of small, seed, dtu, comma separated. "
+                   "Fix: pass --case small (several, e.g. --case small,seed, for a graph with dynamic axes)."),
+    ("huge", "error: --case | unknown case: huge. Expected: one or more of small, seed, dtu, comma separated. "
+             "Fix: pass --case small (several, e.g. --case small,seed, for a graph with dynamic axes)."),
+    (",", "error: --case | empty list: ','. Expected: one or more of small, seed, dtu, comma separated. "
+          "Fix: pass --case small (several, e.g. --case small,seed, for a graph with dynamic axes)."),
 ])
 def test_check_refuses_a_case_naming_its_own_flag_not_a_pytest_one(tmp_path, capsys, value, line):
     assert main(["check", "--onnx", str(tmp_path / "mine.onnx"), "--case", value,

@@ -79,6 +79,22 @@ def test_contradictory_report_flags_are_a_usage_error_naming_both(pytester, tmp_
     assert "--harness-no-report" in text and "--harness-report-dir" in text
 
 
+def test_align_corners_with_model_is_a_usage_error_with_the_reason_as_check_refuses_it(pytester):
+    """check refuses --align-corners with --model (exit 2): the pytest front refuses the pair too,
+    whichever value, instead of ignoring the flag for the user's legs."""
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    for value in ("true", "false"):
+        result = _run(pytester, "--harness-no-report", "--harness-model", "models.mvsnet:MVSNet(refine=False)",
+                      "--harness-align-corners", value)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        text = " ".join(result.stderr.str().split())
+        assert (f"--harness-align-corners {value} contradicts --harness-model models.mvsnet:MVSNet(refine=False)"
+                in text)
+        assert "your code, whose grid_sample decides the sampling convention" in text
+    alone = _run(pytester, "--harness-no-report", "--harness-align-corners", "false")  # without --harness-model: honoured
+    assert alone.ret == 0
+
+
 def test_unknown_case_is_a_usage_error_listing_valid_values(pytester):
     pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
     result = _run(pytester, "--harness-no-report", "--harness-cases", "small,huge")

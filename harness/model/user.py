@@ -2,7 +2,9 @@
 
 ``factory()`` must return an ``nn.Module`` with MVSNet's state-dict keys (e.g. MVSNet_pytorch's
 ``models.mvsnet.MVSNet``, possibly patched the source article's way to take the precomputed
-inverse). The checkpoint goes in through the harness's safe loader (``weights_only=True``; keys
+inverse). Keyword arguments that are Python literals may follow the callable:
+``models.mvsnet:MVSNet(refine=False)`` (MVSNet_pytorch's ``MVSNet()`` defaults to ``refine=True``,
+whose RefineNet the published checkpoints do not hold). The checkpoint goes in through the harness's safe loader (``weights_only=True``; keys
 checked by name). ``UserModel`` gives it the harness's call and output convention:
 
 * ``forward`` with three parameters is called ``(imgs, proj_matrices, depth_values)``
@@ -15,6 +17,7 @@ checked by name). ``UserModel`` gives it the harness's call and output conventio
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import os
@@ -32,13 +35,47 @@ from harness.model.io import ALIASES, OUTPUT_ROLES, POSITIONAL
 _ROLE_OF = {alias: role for role, names in ALIASES.items() for alias in names}
 
 
-def import_factory(spec: str) -> object:
-    """``pkg.module:callable`` -> the callable; the working directory is importable (as for
-    ``python -m``), so a checkout of MVSNet_pytorch is used from its root."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise InvalidArgument("--model", "not MODULE:CALLABLE", observed=spec, expected="e.g. models.mvsnet:MVSNet",
+#: How a factory that needs arguments is named: MVSNet_pytorch's code, evaluated without RefineNet.
+EXAMPLE = "models.mvsnet:MVSNet(refine=False)"
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict[str, object]]:
+    """``pkg.module:callable`` or ``pkg.module:callable(key=literal, ...)`` -> (module, callable,
+    keyword arguments); the arguments are Python literals (``ast.literal_eval``), never code."""
+    module_name, sep, rest = spec.partition(":")
+    attr, paren, call = rest.partition("(")
+    attr = attr.strip()
+    if not sep or not module_name.strip() or not attr:
+        raise InvalidArgument("--model", "not MODULE:CALLABLE", observed=spec, expected=f"e.g. {EXAMPLE}",
                               fix="name the module (dotted, importable from here) and the factory after ':'")
+    if not paren:
+        return module_name.strip(), attr, {}
+    try:
+        node = ast.parse(f"f({call}", mode="eval").body
+    except SyntaxError:
+        node = None
+    if (not isinstance(node, ast.Call) or node.args
+            or any(k.arg is None for k in node.keywords)):  # positional or **kwargs: the names would be guessed
+        raise InvalidArgument("--model", "the factory's arguments are not keyword=literal pairs",
+                              observed=f"({call}", expected=f"keyword arguments with Python literal values, e.g. {EXAMPLE}",
+                              fix="name every argument (refine=False) and quote the spec for the shell")
+    kwargs: dict[str, object] = {}
+    for keyword in node.keywords:
+        try:
+            kwargs[str(keyword.arg)] = ast.literal_eval(keyword.value)
+        except ValueError:
+            raise InvalidArgument("--model", "a factory argument is not a Python literal",
+                                  observed=f"{keyword.arg}={ast.unparse(keyword.value)}",
+                                  expected="a number, string, True/False/None, or a tuple/list/dict of them",
+                                  fix="pass literals only, or write a factory function without arguments") from None
+    return module_name.strip(), attr, kwargs
+
+
+def import_factory(spec: str) -> object:
+    """``pkg.module:callable`` -> the callable (any ``(...)`` arguments are ``parse_spec``'s); the
+    working directory is importable (as for ``python -m``), so a checkout of MVSNet_pytorch is
+    used from its root."""
+    module_name, attr, _ = parse_spec(spec)
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -56,7 +93,7 @@ def import_factory(spec: str) -> object:
         target = getattr(target, part)
     if not callable(target):
         raise InvalidArgument("--model", "not callable", observed=f"{spec} is a {type(target).__name__}",
-                              expected="a class or factory function", fix="point at the class (e.g. models.mvsnet:MVSNet)")
+                              expected="a class or factory function", fix=f"point at the class (e.g. {EXAMPLE})")
     return target
 
 
@@ -111,14 +148,26 @@ class UserModel(nn.Module):
 def load_user_model(spec: str, weights: str | Path) -> UserModel:
     """Import ``spec``, build the network, load ``weights`` with the safe loader, eval mode."""
     factory = import_factory(spec)
+    _, attr, kwargs = parse_spec(spec)
+    call = f"{attr}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
     try:
-        network = factory()  # type: ignore[operator]
+        network = factory(**kwargs)  # type: ignore[operator]
     except Exception as exc:  # noqa: BLE001 - the user's constructor: report what it raised
-        raise InvalidArgument("--model", "the factory raised", observed=f"{spec}(): {type(exc).__name__}: {exc}",
-                              expected="a factory callable without arguments", fix="wrap it: def make(): return MVSNet(refine=False)"
-                              ) from None
+        raise InvalidArgument("--model", "the factory raised", observed=f"{call}: {type(exc).__name__}: {exc}",
+                              expected="a factory callable with the keyword arguments given (none by default)",
+                              fix=f"pass its arguments as keyword=literal ({EXAMPLE}) or wrap it: "
+                              "def make(): return MVSNet(refine=False)") from None
     if not isinstance(network, nn.Module):
         raise InvalidArgument("--model", "the factory did not return a torch module", observed=type(network).__name__,
                               expected="an nn.Module", fix="return the network instance")
-    load_state_dict(network, read_state_dict(weights), str(weights))
+    state = read_state_dict(weights)
+    refine = [k for k in network.state_dict() if k.startswith("refine_network.")]
+    if refine:  # checkpoint.load_state_dict drops refine_network.*: they would be reported missing
+        held = sum(k.startswith("refine_network.") for k in state)
+        raise InvalidArgument(f"--model {spec}", "the network has a RefineNet, which the harness does not evaluate",
+                              observed=f"{len(refine)} refine_network.* weights in {call}; {held} in {Path(weights).name}",
+                              expected="MVSNet without RefineNet, as MVSNet_pytorch evaluates it and the gate's "
+                              "reference computes it (its MVSNet() defaults to refine=True)",
+                              fix=f"pass --model '{spec.split('(')[0].strip()}(refine=False)' (quoted for the shell)")
+    load_state_dict(network, state, str(weights))
     return UserModel(network.eval(), spec).eval()

@@ -26,7 +26,7 @@ CASES = {
     "line-rig": (SceneSpec(seed=7, num_views=3, rig="line", **SMALL), "e3f116c7d342cb30"),
     "older-options": (SceneSpec(seed=11, num_views=3, photometric_jitter=0.2, textureless=0.5, texture_scale=2.0,
                                 num_rectangles=6, **SMALL), "850c3baac58ab49a"),
-    "classic-training-scene": (scene_spec(10_123, TrainConfig(views=3, num_depth=16, **SMALL)),
+    "classic-training-scene": (scene_spec(10_123, TrainConfig(views=3, num_depth=16, family="classic", **SMALL)),
                                "62242f6b1260d1a7"),
 }
 

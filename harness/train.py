@@ -48,7 +48,7 @@ from harness.model.mvsnet import MVSNet
 __all__ = ["HELD_OUT_SEEDS", "TRAIN_SEEDS", "TrainConfig", "evaluate", "render_batch", "scene_spec", "train"]
 
 #: Fields a resumed run may change (the others decide the data, the model or the sample order).
-RESUMABLE_CHANGES = ("steps", "max_minutes", "validate_every", "save_every")
+RESUMABLE_CHANGES = ("steps", "max_minutes", "validate_every", "save_every", "valid_scenes")
 #: The shipped checkpoint's size limit (MVSNet is 1.4 MB in MVSNet_pytorch's format).
 MAX_CHECKPOINT_BYTES = 2 * 1024 * 1024
 
@@ -66,6 +66,7 @@ class TrainConfig:
     pool: int = 2000  # pre-rendered training scenes
     seed: int = 0
     validate_every: int = 250
+    valid_scenes: int = 16  # held-out scenes of the family that validate the run (the first of its held-out seeds)
     save_every: int = 250  # steps per chunk: checkpoint, state file, log line
     photometric_jitter: float = 0.15  # the classic family's; the others draw their own
     init: str = "plane-sweep"  # or "random"
@@ -87,6 +88,9 @@ class TrainConfig:
             raise InvalidArgument("train --min-views", "view counts out of order",
                                   observed=f"--min-views {self.min_views} --views {self.views}",
                                   expected="2 <= min-views <= views", fix="pass e.g. --views 5 --min-views 3")
+        if not 1 <= self.valid_scenes <= 20:
+            raise InvalidArgument("train", "validation scenes out of range", observed=self.valid_scenes, expected="1..20",
+                                  fix="keep the default 16 (accuracy measures from the 21st held-out seed on)")
         if self.validate_every < 1 or self.save_every < 1 or self.max_minutes < 0 or not math.isfinite(self.max_minutes):
             raise InvalidArgument("train", "chunk sizes must be >= 1 and --max-minutes a finite number >= 0",
                                   observed=f"validate every {self.validate_every}, save every {self.save_every}, "
@@ -228,6 +232,8 @@ def train(config: TrainConfig, out: Path, device: torch.device, state_path: Path
         model = MVSNet()
         model.load_state_dict(state["model"])
         start_step, spent_s = int(state["step"]), float(state.get("train_s", 0.0))
+        if start_step >= config.steps or (config.max_minutes > 0 and spent_s >= 60 * config.max_minutes):
+            return _finished(config, out, state_path, model, start_step, spent_s)
     else:
         model = plane_sweep_init(MVSNet(), config.seed) if config.init == "plane-sweep" else MVSNet()
     model = model.to(device).train()
@@ -240,7 +246,7 @@ def train(config: TrainConfig, out: Path, device: torch.device, state_path: Path
     started = time.perf_counter()
     seeds = [TRAIN_SEEDS[(config.seed * 7919 + i) % len(TRAIN_SEEDS)] for i in range(config.pool)]
     pool = render_batch(seeds, config, device)
-    valid = render_batch(list(held_out_seeds(config.family)[:16]), config, device)
+    valid = render_batch(list(held_out_seeds(config.family)[:config.valid_scenes]), config, device)
     render_s = time.perf_counter() - started
     out.parent.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -317,20 +323,37 @@ def train(config: TrainConfig, out: Path, device: torch.device, state_path: Path
                       + f"; resume with --resume (state {state_path})", flush=True)
                 break
     log.close()
-    if not history:  # resumed at or past the end: nothing to train, the files stay as they are
-        print(f"nothing to do: {state_path} is at step {start_step} of {config.steps}", flush=True)
-        if not out.is_file():
-            save(start_step, spent_s)
-    done = history[-1]["step"] if history else start_step
     summary = {"config": asdict(config), "render_s": round(render_s, 1), "train_s": round(time.perf_counter() - started, 1),
-               "steps_done": done, "training_minutes": round((history[-1]["train_s"] if history else spent_s) / 60, 2),
-               "stopped": stopped, "final": history[-1] if history else {}, "checkpoint": str(out)}
+               "steps_done": history[-1]["step"], "training_minutes": round(history[-1]["train_s"] / 60, 2),
+               "stopped": stopped, "final": history[-1], "checkpoint": str(out)}
+    _write_summary(out, summary)
+    if stopped in ("SIGINT", "SIGTERM"):
+        raise Interrupted(signal.Signals[stopped])
+    return summary
+
+
+def _write_summary(out: Path, summary: dict[str, Any]) -> None:
     atomic_write_text(out.with_suffix(".summary.json"), json.dumps(summary, indent=2, default=str))
     load_checkpoint(out)  # the shipped file must load through the public loader
     size = out.stat().st_size
     if size > MAX_CHECKPOINT_BYTES:
         raise InvalidArgument(str(out), "checkpoint larger than the shipped weights may be", observed=f"{size} bytes",
                               expected=f"<= {MAX_CHECKPOINT_BYTES} bytes", fix="save the model only (no optimizer state)")
-    if stopped in ("SIGINT", "SIGTERM"):
-        raise Interrupted(signal.Signals[stopped])
+
+
+def _finished(config: TrainConfig, out: Path, state_path: Path, model: MVSNet, step: int, spent_s: float) -> dict[str, Any]:
+    """A resume with nothing left to train: the files stay as the run that finished wrote them
+    (the checkpoint and summary are rewritten from the state only when one is missing)."""
+    why = "steps" if step >= config.steps else "max-minutes"
+    print(f"nothing to do: {state_path} is at step {step} of {config.steps} after {_minutes(spent_s)} of training", flush=True)
+    written = out.with_suffix(".summary.json")
+    if out.is_file() and written.is_file():
+        load_checkpoint(out)
+        return dict(json.loads(written.read_text()))
+    if not out.is_file():
+        save_checkpoint(model, out, epoch=step,
+                        extra={"trained_by": "python -m harness train", "config": json.dumps(asdict(config))})
+    summary = {"config": asdict(config), "render_s": 0.0, "train_s": 0.0, "steps_done": step,
+               "training_minutes": round(spent_s / 60, 2), "stopped": why, "final": {}, "checkpoint": str(out)}
+    _write_summary(out, summary)
     return summary

@@ -19,7 +19,7 @@ the bounds of a draw, and whatever an option draws on top comes from a generator
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch.nn import functional as F
@@ -320,6 +320,8 @@ def render_scene(spec: SceneSpec, device: str | torch.device = "cpu") -> Scene:
     k = intrinsics_for(spec.height, spec.width)
     extrinsics = _rig(spec, gen)
     planes = _planes(spec, gen, k, extrinsics[0])
+    if device.type != "cpu":  # the texture lattices cross to the device once, not once per view
+        planes = [replace(p, textures=tuple(t.to(device) for t in p.textures)) for p in planes]
     gains = [(1.0, 0.0)] + [
         (1.0 + spec.photometric_jitter * _uniform(gen, -1, 1), 0.5 * spec.photometric_jitter * _uniform(gen, -1, 1))
         for _ in range(spec.num_views - 1)

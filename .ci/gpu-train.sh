@@ -28,18 +28,19 @@ detach=0 minutes=8 steps=100000 batch=4 pool=2000 out=reports/gpu-train cases=se
 py=${PYTHON:-}
 extra=()
 args=("$@")
+need() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "gpu-train: $1 needs a value (see --help)" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --detach) detach=1 ;;
-    --minutes) minutes="${2:?--minutes needs a value}"; shift ;;
-    --steps) steps="${2:?--steps needs a value}"; shift ;;
-    --batch) batch="${2:?--batch needs a value}"; shift ;;
-    --pool) pool="${2:?--pool needs a value}"; shift ;;
-    --out) out="${2:?--out needs a folder}"; shift ;;
-    --cases) cases="${2:?--cases needs a value}"; shift ;;
-    --scenes) scenes="${2:?--scenes needs a value}"; shift ;;
-    --device) device="${2:?--device needs a value}"; shift ;;
-    --python) py="${2:?--python needs an interpreter}"; shift ;;
+    --minutes) need "$@"; minutes=$2; shift ;;
+    --steps) need "$@"; steps=$2; shift ;;
+    --batch) need "$@"; batch=$2; shift ;;
+    --pool) need "$@"; pool=$2; shift ;;
+    --out) need "$@"; out=$2; shift ;;
+    --cases) need "$@"; cases=$2; shift ;;
+    --scenes) need "$@"; scenes=$2; shift ;;
+    --device) need "$@"; device=$2; shift ;;
+    --python) need "$@"; py=$2; shift ;;
     --) shift; extra=("$@"); break ;;
     -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "gpu-train: unknown argument $1. Expected: --detach, --minutes M, --steps N, --batch N, --pool N," \

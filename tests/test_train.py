@@ -318,3 +318,27 @@ def test_the_cli_says_why_a_family_cannot_be_trained_on(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "w.ckpt"), "--family", "independent"]) == 2
     assert "held-out family cannot be trained on" in capsys.readouterr().err
     assert not (tmp_path / "w.ckpt").exists()
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--bogus"], "unknown argument --bogus. Expected: --detach"),
+    (["--steps", "0"], "--steps must be a whole number >= 1, got '0'"),
+    (["--minutes", "ten"], "--minutes must be a number of minutes, got 'ten'"),
+    (["--out"], "--out needs a value (see --help)"),
+])
+def test_the_gpu_training_script_refuses_bad_arguments_saying_what_it_takes(argv, says):
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / ".ci" / "gpu-train.sh"
+    done = subprocess.run(["bash", str(script), *argv], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and says in done.stderr, done.stderr
+
+
+def test_the_gpu_training_script_documents_its_steps_and_files():
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / ".ci" / "gpu-train.sh"
+    text = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=30).stdout
+    for word in ("train", "evaluate", "summary", "--detach", "--resume", "independent", "classic", "summary.json"):
+        assert word in text, word
+    assert "set -uo" not in text  # the help ends with the comment block

@@ -48,7 +48,11 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-case "$minutes" in ''|*[!0-9.]*) echo "gpu-train: --minutes must be a number of minutes, got '$minutes' (e.g. --minutes 8)" >&2; exit 2 ;; esac
+case "$minutes" in ''|*[!0-9.]*|*.*.*) minutes_ok=0 ;; *) minutes_ok=$(awk -v m="$minutes" 'BEGIN { print (m > 0) ? 1 : 0 }') ;; esac
+if [ "$minutes_ok" -ne 1 ]; then
+  echo "gpu-train: --minutes must be a number of minutes > 0 (the run's time box), got '$minutes' (e.g. --minutes 8)" >&2
+  exit 2
+fi
 for pair in "steps:$steps" "batch:$batch" "pool:$pool" "scenes:$scenes"; do
   case "${pair#*:}" in ''|*[!0-9]*|0) echo "gpu-train: --${pair%%:*} must be a whole number >= 1, got '${pair#*:}'" >&2; exit 2 ;; esac
 done

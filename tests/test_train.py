@@ -323,7 +323,7 @@ def test_the_cli_says_why_a_family_cannot_be_trained_on(tmp_path, capsys):
 @pytest.mark.parametrize(("argv", "says"), [
     (["--bogus"], "unknown argument --bogus. Expected: --detach"),
     (["--steps", "0"], "--steps must be a whole number >= 1, got '0'"),
-    (["--minutes", "ten"], "--minutes must be a number of minutes, got 'ten'"),
+    (["--minutes", "0"], "--minutes must be a number of minutes > 0 (the run's time box), got '0'"),
     (["--out"], "--out needs a value (see --help)"),
 ])
 def test_the_gpu_training_script_refuses_bad_arguments_saying_what_it_takes(argv, says):

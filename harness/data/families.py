@@ -12,9 +12,9 @@
     grazing angles (background up to 75 degrees, rectangles up to 80), blob and smooth textures at cell
     scales 0.4-3x, sometimes textureless planes, per-view gain/offset and sensor noise.
 ``independent``
-    Held out from training altogether: a toed-in ring of sources with larger baselines (12-20
-    degrees) and camera rolls (up to 12 degrees) than training draws, 2-5 finite planes in front of a
-    slanted background, and a texture style no training family uses (``cells``: flat patches with
+    Held out from training altogether: a toed-in ring of sources with baselines of 12-20 degrees
+    (the top of wide's range) and camera rolls of 8-12 degrees (wide draws at most 6), 2-5 finite
+    planes in front of a slanted background, and a texture style no training family uses (``cells``: flat patches with
     sharp edges), at the case's shape (the seed case: 3x512x640, D=192). Its seeds
     (``INDEPENDENT_SEEDS``) are disjoint from every training seed.
 

@@ -290,12 +290,12 @@ def test_resume_at_the_end_has_nothing_to_do_and_keeps_the_files(trained, capsys
 
 
 def test_max_minutes_counts_the_training_time_of_earlier_chunks(trained, tmp_path):
-    # a state that has spent 2 minutes: with --max-minutes 2.001 the resumed run does one step and stops
+    # a state 1 ms short of --max-minutes 2: the resumed run does one step (longer than 1 ms) and stops
     out = tmp_path / "w.ckpt"
     state = torch.load(trained["out"].with_suffix(".state.pt"), map_location="cpu", weights_only=True)
-    state["train_s"] = 120.0
+    state["train_s"] = 119.999
     torch.save(state, out.with_suffix(".state.pt"))
-    summary = train(tiny(9, max_minutes=2.001), out, CPU, resume=True)
+    summary = train(tiny(9, max_minutes=2.0), out, CPU, resume=True)
     assert summary["stopped"] == "max-minutes" and summary["steps_done"] == 4
     assert summary["training_minutes"] >= 2.0
 

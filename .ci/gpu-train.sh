@@ -10,7 +10,8 @@
 #   train     python -m harness train --family wide --resume --max-minutes M --out DIR/mvsnet-wide.ckpt:
 #             a chunk (250 steps) at a time, each saved with its state, one flushed log line each.
 #             Running the script again continues the same run (--resume; --max-minutes counts every
-#             chunk so far), so a run cut short is finished by running the same command again.
+#             chunk so far), so a run cut short is finished by running the same command again; a
+#             new run needs a new --out (train refuses to resume a state written with other options).
 #   evaluate  python -m harness accuracy --cases C --scenes N on the held-out families independent
 #             (never trained on) and classic (the project's own held-out scenes, the README's
 #             figures), for the new weights and for the bundled ones.
@@ -42,7 +43,7 @@ while [ $# -gt 0 ]; do
     --device) need "$@"; device=$2; shift ;;
     --python) need "$@"; py=$2; shift ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "gpu-train: unknown argument $1. Expected: --detach, --minutes M, --steps N, --batch N, --pool N," \
             "--out DIR, --cases LIST, --scenes N, --device D, --python PY, then -- and train options" >&2; exit 2 ;;
   esac

@@ -243,6 +243,8 @@ def train(config: TrainConfig, out: Path, device: torch.device, state_path: Path
         torch.set_rng_state(state["torch_rng"])
         random.setstate(tuple(state["py_rng"]))  # type: ignore[arg-type]
 
+    print(f"rendering {config.pool} + {config.valid_scenes} {config.family} scenes ({config.views} views, "
+          f"{config.height}x{config.width}) on {device}", flush=True)
     started = time.perf_counter()
     seeds = [TRAIN_SEEDS[(config.seed * 7919 + i) % len(TRAIN_SEEDS)] for i in range(config.pool)]
     pool = render_batch(seeds, config, device)

@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
     --device) need "$@"; device=$2; shift ;;
     --python) need "$@"; py=$2; shift ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "gpu-train: unknown argument $1. Expected: --detach, --minutes M, --steps N, --batch N, --pool N," \
             "--out DIR, --cases LIST, --scenes N, --device D, --python PY, then -- and train options" >&2; exit 2 ;;
   esac

@@ -1,5 +1,6 @@
 """Depth accuracy against ground truth: per backend on a case's scene, and of the torch model
-on held-out synthetic scenes (seeds never used in training).
+on held-out synthetic scenes of a family (``harness.data.families``: seeds never used in training;
+the ``independent`` family is never trained on at all).
 
 Metrics are MVSNet_pytorch's: masked mean absolute error and the fraction of valid pixels whose
 error exceeds 2, 4 and 8 mm (``harness.metrics.depth_metrics``), plus the mean photometric
@@ -14,8 +15,9 @@ import torch
 
 from harness.chain import Chain, Leg
 from harness.data.cases import Case, case_feed, get_case
+from harness.data.families import family_spec
 from harness.data.scenes import scene_views
-from harness.data.synthetic import SceneSpec, render_scene
+from harness.data.synthetic import render_scene
 from harness.data.views import fit_to_size
 from harness.errors import InvalidInput
 from harness.metrics import depth_metrics
@@ -67,22 +69,18 @@ def accuracy_gates_hold(reference: dict[str, Any], candidate: dict[str, Any],
 
 
 def held_out_accuracy(model: torch.nn.Module, case: Case, seeds: list[int], device: torch.device,
-                      num_views: int | None = None) -> list[dict[str, Any]]:
-    """The torch model on freshly rendered scenes of ``seeds`` at the case's shape."""
-    from harness.train import TrainConfig, scene_spec
-
+                      num_views: int | None = None, family: str = "classic") -> list[dict[str, Any]]:
+    """The torch model on freshly rendered scenes of ``seeds`` in ``family`` at the case's shape."""
     rows = []
-    config = TrainConfig(views=num_views or case.views, height=case.height, width=case.width,
-                         num_depth=case.num_depth)
     model = model.to(device).eval()
     for seed in seeds:
-        spec: SceneSpec = scene_spec(seed, config)
+        spec = family_spec(family, seed, num_views or case.views, case.height, case.width)
         views = fit_to_size(scene_views(render_scene(spec, device="cpu")), case.height, case.width)
         feed = {k: v.to(device) for k, v in case_feed(case, views, with_inverse=False).items()}
         with torch.inference_mode():
             outputs = model(**feed)
         assert views.depth is not None and views.mask is not None
-        rows.append({"seed": seed, "case": case.name, **accuracy_row(outputs, views.depth, views.mask)})
+        rows.append({"seed": seed, "case": case.name, "family": family, **accuracy_row(outputs, views.depth, views.mask)})
     return rows
 
 

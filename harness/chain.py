@@ -23,6 +23,7 @@ from harness.convert.mixed import MixedOnnxFromOnnx
 from harness.convert.onnx_export import EXPORTERS, ExportConfig, OnnxArtifact, OnnxFromTorch, SimplifiedOnnxFromOnnx
 from harness.convert.workarounds import EXPORTABLE, get_workaround
 from harness.data.cases import CASES, Case, case_feed, case_views, get_case
+from harness.data.families import FAMILIES
 from harness.data.views import Views
 from harness.errors import BackendUnavailable, InvalidArgument
 
@@ -48,7 +49,7 @@ MODEL_LEG = ("model", "none", "none")
 #: What the harness's comma-list options may name (harness.options: their help, defaults and checks,
 #: the same on both fronts).
 OPTION_NAMES: dict[str, tuple[str, ...]] = {"cases": tuple(CASES), "backends": CANDIDATES, "workarounds": EXPORTABLE,
-                                            "exporters": EXPORTERS, "variants": VARIANTS}
+                                            "exporters": EXPORTERS, "variants": VARIANTS, "families": FAMILIES}
 
 
 def resolve_device(device: str) -> torch.device:

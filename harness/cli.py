@@ -313,32 +313,42 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_accuracy(args: argparse.Namespace) -> int:
-    """The torch model on held-out synthetic scenes (seeds never used in training)."""
+    """The torch model on held-out synthetic scenes of a family (seeds never used in training)."""
+    import json
+
+    from harness.fileio import atomic_write_text, check_writable
     from harness.accuracy import held_out_accuracy, summarize
     from harness.chain import ChainConfig
     from harness.data.cases import get_case
     from harness.preflight import CLI_FLAGS, preflight
     from harness.report.record import RunRecord
     from harness.report.write import write_run
-    from harness.train import HELD_OUT_SEEDS
+    from harness.data.families import held_out_seeds
 
     cases = _listed(args, "accuracy", "cases")
-    chain = preflight(ChainConfig.from_options(namespace_values(args, "accuracy")), (), args.report_dir, CLI_FLAGS)
-    seeds = list(HELD_OUT_SEEDS[args.first:args.first + args.scenes])
+    family_seeds = held_out_seeds(args.family)
+    seeds = list(family_seeds[args.first:args.first + args.scenes]) if args.first >= 0 else []
     if not seeds:
         raise InvalidArgument("--scenes", "no held-out scene selected", observed=f"--first {args.first} --scenes {args.scenes}",
-                              expected=f"--first below {len(HELD_OUT_SEEDS)} and --scenes >= 1", fix="pass --scenes 20")
+                              expected=f"0 <= --first < {len(family_seeds)} and --scenes >= 1", fix="pass --first 20 --scenes 20")
+    if args.json is not None:
+        check_writable(args.json.parent)
+    chain = preflight(ChainConfig.from_options(namespace_values(args, "accuracy")), (), args.report_dir, CLI_FLAGS)
     record = RunRecord(kind="accuracy", profile="held-out", config={
-        "weights": str(chain.weights_path), "cases": args.cases, "seeds": f"{seeds[0]}..{seeds[-1]}",
-        "device": str(chain.device)})
-    print(f"weights {chain.weights_path.name}  held-out seeds {seeds[0]}..{seeds[-1]}  device {chain.device}")
+        "weights": str(chain.weights_path), "cases": args.cases, "family": args.family,
+        "seeds": f"{seeds[0]}..{seeds[-1]}", "device": str(chain.device)})
+    print(f"weights {chain.weights_path.name}  family {args.family}  held-out seeds {seeds[0]}..{seeds[-1]}  "
+          f"device {chain.device}")
+    results = []
     for case_name in cases:
         case = get_case(case_name)
-        rows = held_out_accuracy(chain.model, case, seeds, chain.device)
+        rows = held_out_accuracy(chain.model, case, seeds, chain.device, family=args.family)
         record.accuracy.extend({"backend": "torch-fp32", **r} for r in rows)
         total = summarize(rows)
+        results.append({"case": case_name, "shape": case.shape_id, "family": args.family, "scenes": len(rows),
+                        "seeds": [seeds[0], seeds[-1]], **total})
         interval = 2.5 * case.interval_scale
-        note = (f"{case_name} ({case.shape_id}), {len(rows)} held-out scenes: mean abs error {total['mae_mm']:.2f} mm "
+        note = (f"{case_name} ({case.shape_id}), {len(rows)} held-out {args.family} scenes: mean abs error {total['mae_mm']:.2f} mm "
                 f"({total['mae_mm'] / interval:.2f} depth intervals), thres2mm {total['thres2mm']:.1%}, "
                 f"thres4mm {total['thres4mm']:.1%}, thres8mm {total['thres8mm']:.1%}, mean confidence "
                 f"{total['mean_confidence']:.3f} (flat volume: {4 / case.num_depth:.3f})")
@@ -346,6 +356,9 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
         print(note)
     folder = write_run(record, args.report_dir)
     print(f"report: {folder / 'report.md'}")
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps({"weights": str(chain.weights_path), "results": results}, indent=2))
+        print(f"summary: {args.json}")
     return 0
 
 
@@ -355,9 +368,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from harness.chain import resolve_device
     from harness.train import TrainConfig, train
 
-    config = TrainConfig(steps=args.steps, batch=args.batch, views=args.views, height=args.height, width=args.width,
-                         num_depth=args.num_depth, lr=args.lr, pool=args.pool, seed=args.seed, init=args.init,
-                         max_minutes=args.max_minutes)
+    config = TrainConfig(steps=args.steps, batch=args.batch, views=args.views, min_views=args.min_views,
+                         height=args.height, width=args.width, num_depth=args.num_depth, lr=args.lr, pool=args.pool,
+                         seed=args.seed, init=args.init, max_minutes=args.max_minutes, family=args.family,
+                         save_every=args.save_every, validate_every=args.validate_every)
     device = resolve_device(args.device)
     if device.type != "cuda":
         print("warning: training on the CPU is very slow; use a CUDA machine", file=sys.stderr)
@@ -438,17 +452,21 @@ def _accuracy_arguments(acc: argparse.ArgumentParser) -> None:
     add_cli_options(acc, "accuracy", OPTION_NAMES)
     acc.add_argument("--scenes", type=int, default=20, help="number of held-out scenes (default: 20)")
     acc.add_argument("--first", type=int, default=20,
-                     help="index of the first held-out seed; the first 16 validated training (default: 20)")
+                     help="index of the first held-out seed of the family; the first 16 validated training (default: 20)")
+    acc.add_argument("--json", type=Path, default=None, metavar="FILE",
+                     help="also write the per-case summaries (mean abs error, thres2/4/8mm) as JSON here (default: none)")
 
 
 def _train_arguments(tr: argparse.ArgumentParser) -> None:
-    add_cli_options(tr, "train")
+    add_cli_options(tr, "train", OPTION_NAMES)
     tr.add_argument("--out", type=Path, required=True,
                     help="checkpoint to write (required: training never replaces the bundled "
                          "fixtures/weights/mvsnet-default.ckpt unless you name it here)")
     tr.add_argument("--steps", type=int, default=3000, help="(default: 3000)")
     tr.add_argument("--batch", type=int, default=4, help="(default: 4)")
-    tr.add_argument("--views", type=int, default=3, help="(default: 3)")
+    tr.add_argument("--views", type=int, default=5, help="views rendered per scene, the most a step uses (default: 5)")
+    tr.add_argument("--min-views", type=int, default=3,
+                    help="the fewest views a step uses; each step draws its count up to --views (default: 3)")
     tr.add_argument("--height", type=int, default=256, help="(default: 256)")
     tr.add_argument("--width", type=int, default=320, help="(default: 320)")
     tr.add_argument("--num-depth", type=int, default=192, help="(default: 192)")
@@ -456,8 +474,15 @@ def _train_arguments(tr: argparse.ArgumentParser) -> None:
     tr.add_argument("--pool", type=int, default=2000, help="pre-rendered training scenes (default: 2000)")
     tr.add_argument("--seed", type=int, default=0, help="(default: 0)")
     tr.add_argument("--init", choices=("plane-sweep", "random"), default="plane-sweep", help="(default: plane-sweep)")
-    tr.add_argument("--resume", action="store_true", help="continue from <out>.state.pt (default: off)")
-    tr.add_argument("--max-minutes", type=float, default=0.0, help="stop and save after this much time (default: none)")
+    tr.add_argument("--save-every", type=int, default=250,
+                    help="steps per chunk: checkpoint, <out>.state.pt and one log line after each (default: 250)")
+    tr.add_argument("--validate-every", type=int, default=250,
+                    help="steps between validations on 16 held-out scenes (default: 250)")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue from <out>.state.pt, same options (only --steps, --max-minutes, --save-every, "
+                         "--validate-every may change); without the file, start at step 1 (default: off)")
+    tr.add_argument("--max-minutes", type=float, default=0.0,
+                    help="stop and save after this much training time, resumes included (default: 0, no limit)")
 
 
 def _doctor_arguments(doctor: argparse.ArgumentParser) -> None:

@@ -215,6 +215,11 @@ OPTIONS: tuple[Option, ...] = (
     # -- gates and records
     Option("tolerances", "tolerances TOML (parity, accuracy and stage gates)", (*CHAIN, "mutate", "calibrate"), type=Path,
            shown="fixtures/tolerances.toml"),
+    Option("family", "synthetic scene family: classic (the bundled weights' training scenes), wide (every rig kind, "
+           "occluders at several depths, grazing planes, textures at several scales, gain and noise), independent "
+           "(held out from training: toed-in rings with wide baselines, a texture style training never sees; "
+           "accuracy only)", ("train", "accuracy"), default="wide", names="families",
+           overrides={"accuracy": Default("classic", "classic")}),
     Option("report-dir", "where each run writes <utc-stamp>/run.json and report.md", (*CHAIN, "accuracy"),
            default=PROJECT_ROOT / "reports", type=Path, shown="reports/"),
     Option("no-report", "write no run record", (PYTEST,), default=False, action="store_true"),
@@ -250,6 +255,7 @@ HOMONYMS: dict[tuple[str, str], str] = {
                            "names, ort-cpu and ort-cuda timed per graph (-raw, -simplified)",
     ("check", "backends"): "the backends that run the user's ONNX graph (harness.check.ONNX_BACKENDS)",
     ("check", "save-polygraphy"): "one replay per user graph and case, in DIR (or DIR/<graph stem>/, DIR/<case>/)",
+    ("calibrate", "family"): "calibration or held-out: which corpus the calibrator measures (harness.calibrate)",
     ("mutate", "golden"): "goldens the mutated graphs are compared with, by default baselined in the run",
     ("mutate", "workarounds"): "with --write-golden: the graphs to baseline",
     ("mutate", "exporters"): "with --write-golden: the graphs to baseline",

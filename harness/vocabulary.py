@@ -33,6 +33,10 @@ CHECK_BACKENDS = ("ort-cpu", "ort-cuda", "trt-fp32")
 #: The checks ``mutate`` can count in its verdict (``harness.sensitivity.CHECKS``: declared here).
 MUTATION_CHECKS = ("outputs", "stages", "precision", "golden")
 
+#: ``harness.data.families.FAMILIES``: the synthetic scene families (train: classic, wide; accuracy: all).
+FAMILIES = ("classic", "wide", "independent")
+
 #: What the comma-list options may name, by vocabulary key (``harness.options.Option.names``).
 OPTION_NAMES: dict[str, tuple[str, ...] | Elsewhere] = {"cases": CASES, "backends": BACKENDS, "workarounds": WORKAROUNDS,
-                                            "exporters": EXPORTERS, "variants": VARIANTS, "profile": PROFILES}
+                                            "exporters": EXPORTERS, "variants": VARIANTS, "profile": PROFILES,
+                                            "families": FAMILIES}

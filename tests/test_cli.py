@@ -227,3 +227,30 @@ def test_no_cli_message_in_the_model_and_data_layers_names_a_pytest_flag():
                     if f"--{flag[len('--harness-'):]} / {flag}" not in text:  # both spellings named is fine
                         found.append(f"{path.name}:{number}: {flag}")
     assert found == []
+
+
+def test_accuracy_measures_a_held_out_family_and_writes_its_summary(tmp_path, capsys):
+    out = tmp_path / "acc.json"
+    argv = ["accuracy", "--cases", "small", "--scenes", "1", "--family", "independent", "--device", "cpu",
+            "--report-dir", str(tmp_path / "reports"), "--json", str(out)]
+    assert main(argv) == 0
+    assert "1 held-out independent scenes" in capsys.readouterr().out
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["family"] == "independent" and result["case"] == "small" and result["seeds"] == [2_000_020, 2_000_020]
+    assert {"mae_mm", "thres2mm", "thres4mm", "thres8mm"} <= set(result)
+
+
+@pytest.mark.parametrize(("extra", "line"), [
+    (["--family", "independent", "--first", "100"], "no held-out scene selected"),
+    (["--first", "-1"], "no held-out scene selected"),
+])
+def test_accuracy_refuses_a_seed_selection_outside_the_family(extra, line, tmp_path, capsys):
+    assert main(["accuracy", "--cases", "small", "--report-dir", str(tmp_path), *extra]) == 2
+    assert line in capsys.readouterr().err
+
+
+def test_accuracy_refuses_an_unknown_family_listing_the_families(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["accuracy", "--family", "dtu"])
+    assert info.value.code == 2
+    assert "classic" in capsys.readouterr().err

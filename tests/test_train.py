@@ -13,12 +13,14 @@ import torch
 from harness.errors import InvalidArgument
 from harness.model.checkpoint import load_checkpoint, state_dict_digest
 from harness.model.mvsnet import MVSNet
-from harness.train import HELD_OUT_SEEDS, TRAIN_SEEDS, TrainConfig, render_batch, scene_spec, train
+from harness.errors import Interrupted
+from harness.train import (HELD_OUT_SEEDS, MAX_CHECKPOINT_BYTES, TRAIN_SEEDS, TrainConfig, render_batch,
+                           scene_spec, train)
 
 CPU = torch.device("cpu")
 # 64x96 images (16x24 depth maps), D=16: the smallest sizes MVSNet takes (D, h, w divisible by 8)
 TINY = {"batch": 1, "pool": 2, "height": 64, "width": 96, "num_depth": 16, "validate_every": 1000,
-        "save_every": 1000}
+        "save_every": 1000, "valid_scenes": 2, "views": 3, "min_views": 3}
 
 
 def tiny(steps: int = 3, **kwargs) -> TrainConfig:
@@ -67,7 +69,7 @@ def test_scene_spec_is_deterministic_per_seed():
 
 
 def test_scene_spec_varies_with_the_seed_and_follows_the_config():
-    config = tiny(photometric_jitter=0.1, views=4)
+    config = tiny(photometric_jitter=0.1, views=4, family="classic")
     specs = [scene_spec(seed, config) for seed in range(10_000, 10_020)]
     assert len({(s.num_rectangles, s.view_spread_deg) for s in specs}) > 1
     for seed, spec in zip(range(10_000, 10_020), specs):
@@ -120,6 +122,7 @@ def test_render_batch_is_deterministic_and_differs_between_seeds():
 
 def test_train_writes_a_loadable_checkpoint_in_mvsnet_pytorch_format(trained):
     out = trained["out"]
+    assert out.stat().st_size <= MAX_CHECKPOINT_BYTES
     payload = torch.load(out, map_location="cpu", weights_only=True)
     assert payload["epoch"] == 3
     keys = list(payload["model"])
@@ -174,15 +177,25 @@ def test_resume_continues_from_the_saved_step(tmp_path):
     assert summary["final"]["step"] == 4
 
 
-def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
+def test_resume_gives_the_weights_of_an_uninterrupted_run_bit_for_bit(tmp_path):
+    # the wide family, 2-3 views drawn per step and chunks of 2: stopped after the first chunk and
+    # resumed, the run sees the same samples in the same order and ends with the same bits
+    config = {"save_every": 2, "min_views": 2, "pool": 3}
     straight = tmp_path / "straight" / "w.ckpt"
-    train(tiny(4), straight, CPU)
+    train(tiny(3, **config), straight, CPU)
     resumed = tmp_path / "resumed" / "w.ckpt"
-    train(tiny(2), resumed, CPU)
-    train(tiny(4), resumed, CPU, resume=True)
-    a, b = load_checkpoint(straight).state_dict(), load_checkpoint(resumed).state_dict()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+    train(tiny(2, **config), resumed, CPU)
+    train(tiny(3, **config), resumed, CPU, resume=True)
+    a, b = (torch.load(p.with_suffix(".state.pt"), map_location="cpu", weights_only=True) for p in (straight, resumed))
+    assert a["step"] == b["step"] == 3
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    assert torch.equal(a["torch_rng"], b["torch_rng"])
+    for index, moments in a["optimizer"]["state"].items():
+        for key, value in moments.items():
+            assert torch.equal(value, b["optimizer"]["state"][index][key]), (index, key)
+    assert [e["loss"] for e in _log(straight.with_suffix(".log.jsonl"))] == \
+        [e["loss"] for e in _log(resumed.with_suffix(".log.jsonl"))]
 
 
 def test_resume_without_a_state_file_starts_from_step_one(tmp_path):
@@ -218,3 +231,114 @@ def test_a_fresh_run_over_an_earlier_one_starts_a_new_log(tmp_path):
     train(tiny(2), out, CPU)
     train(tiny(1), out, CPU)
     assert [e["step"] for e in _log(out.with_suffix(".log.jsonl"))] == [1]
+
+
+# -- chunks, signals, time box, resume checks ----------------------------------------------------------
+
+def test_each_chunk_prints_a_flushed_line_and_a_signal_stops_after_saving(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    import harness.train as module
+
+    real_lr = module._lr
+
+    def lr_then_term(step, config, elapsed_s=0.0):
+        if step == 1:  # during the second step: SIGTERM as `kill` sends it
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_lr(step, config, elapsed_s)
+
+    monkeypatch.setattr(module, "_lr", lr_then_term)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "w.ckpt"
+    with pytest.raises(Interrupted) as info:
+        train(tiny(6, save_every=1), out, CPU)
+    assert info.value.signum == signal.SIGTERM
+    printed = capsys.readouterr().out
+    lines = [line for line in printed.splitlines() if line.startswith("step ")]
+    assert len(lines) == 2 and lines[0].split()[1] == "1/6" and lines[1].split()[1] == "2/6"
+    assert "steps/s" in lines[0] and "ETA" in lines[0] and "loss" in lines[0]
+    assert "stopping at step 2: SIGTERM received; resume with --resume" in printed
+    assert torch.load(out.with_suffix(".state.pt"), map_location="cpu", weights_only=True)["step"] == 2
+    assert torch.load(out, map_location="cpu", weights_only=True)["epoch"] == 2
+    assert [e["step"] for e in _log(out.with_suffix(".log.jsonl"))] == [1, 2]
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler came back
+
+
+def test_resume_refuses_a_state_written_with_other_settings(trained):
+    with pytest.raises(InvalidArgument, match="cannot resume") as info:
+        train(tiny(5, family="classic", batch=2), trained["out"], CPU, resume=True)
+    text = str(info.value)
+    assert "family 'classic' -> 'classic'" not in text and "family 'wide' -> 'classic'" in text and "batch 1 -> 2" in text
+    assert "drop --resume" in text
+
+
+def test_resume_refuses_an_unreadable_state_file(tmp_path):
+    out = tmp_path / "w.ckpt"
+    out.with_suffix(".state.pt").write_bytes(b"not a state")
+    with pytest.raises(InvalidArgument, match="unreadable training state"):
+        train(tiny(2), out, CPU, resume=True)
+
+
+def test_resume_at_the_end_has_nothing_to_do_and_keeps_the_files(trained, capsys):
+    out = trained["out"]
+    before = out.read_bytes(), out.with_suffix(".summary.json").read_text()
+    summary = train(tiny(3), out, CPU, resume=True)
+    assert "nothing to do" in capsys.readouterr().out
+    assert (out.read_bytes(), out.with_suffix(".summary.json").read_text()) == before
+    assert summary["final"]["step"] == 3
+
+
+def test_max_minutes_counts_the_training_time_of_earlier_chunks(trained, tmp_path):
+    # a state 1 ms short of --max-minutes 2: the resumed run does one step (longer than 1 ms) and stops
+    out = tmp_path / "w.ckpt"
+    state = torch.load(trained["out"].with_suffix(".state.pt"), map_location="cpu", weights_only=True)
+    state["train_s"] = 119.999
+    torch.save(state, out.with_suffix(".state.pt"))
+    summary = train(tiny(9, max_minutes=2.0), out, CPU, resume=True)
+    assert summary["stopped"] == "max-minutes" and summary["steps_done"] == 4
+    assert summary["training_minutes"] >= 2.0
+
+
+def test_config_refuses_a_held_out_family_and_views_out_of_order():
+    with pytest.raises(InvalidArgument, match="held-out family cannot be trained on") as info:
+        TrainConfig(family="independent")
+    assert "accuracy --family independent" in str(info.value)
+    with pytest.raises(InvalidArgument, match="unknown scene family"):
+        TrainConfig(family="dtu")
+    with pytest.raises(InvalidArgument, match="view counts out of order"):
+        TrainConfig(views=3, min_views=4)
+    with pytest.raises(InvalidArgument, match="chunk sizes"):
+        TrainConfig(save_every=0)
+
+
+def test_the_cli_says_why_a_family_cannot_be_trained_on(tmp_path, capsys):
+    from harness.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "w.ckpt"), "--family", "independent"]) == 2
+    assert "held-out family cannot be trained on" in capsys.readouterr().err
+    assert not (tmp_path / "w.ckpt").exists()
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--bogus"], "unknown argument --bogus. Expected: --detach"),
+    (["--steps", "0"], "--steps must be a whole number >= 1, got '0'"),
+    (["--minutes", "0"], "--minutes must be a number of minutes > 0 (the run's time box), got '0'"),
+    (["--out"], "--out needs a value (see --help)"),
+])
+def test_the_gpu_training_script_refuses_bad_arguments_saying_what_it_takes(argv, says):
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / ".ci" / "gpu-train.sh"
+    done = subprocess.run(["bash", str(script), *argv], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and says in done.stderr, done.stderr
+
+
+def test_the_gpu_training_script_documents_its_steps_and_files():
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / ".ci" / "gpu-train.sh"
+    text = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=30).stdout
+    for word in ("train", "evaluate", "summary", "--detach", "--resume", "independent", "classic", "summary.json"):
+        assert word in text, word
+    assert "set -uo" not in text  # the help ends with the comment block

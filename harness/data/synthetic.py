@@ -9,13 +9,17 @@ colour. The reference view's ground-truth depth is rendered the same way at feat
 (1/4, the intrinsics' first two rows divided by 4), with a validity mask.
 
 Everything is drawn from one ``torch.Generator`` seeded by ``seed``, so a scene is a pure
-function of its ``SceneSpec``; rendering runs on any torch device.
+function of its ``SceneSpec``; rendering runs on any torch device. The options added for the scene
+families (``harness.data.families``: rig kinds, tilt and occluder ranges, texture styles, sensor
+noise) leave every spec that keeps their defaults rendering exactly as before: a range changes only
+the bounds of a draw, and whatever an option draws on top comes from a generator of its own
+(tests/data/test_generator_unchanged.py).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch.nn import functional as F
@@ -28,7 +32,13 @@ DTU_INTRINSICS = (2892.33, 2883.18, 823.205, 619.071)
 DTU_SIZE = (1200, 1600)  # H, W
 DTU_DEPTH_MIN = 425.0
 DTU_DEPTH_INTERVAL = 2.5
-RIGS = ("ring", "line")
+#: "ring": sources toed in on a ring around the reference; "line": parallel cameras on a horizontal
+#: line; "ring-parallel": the ring's camera centres with the reference's optical axis;
+#: "line-toe-in": the line's centres, every camera aimed at the rig's look-at point.
+RIGS = ("ring", "line", "ring-parallel", "line-toe-in")
+#: "blobs": value noise through a steep contrast curve (crisp-edged blobs); "smooth": the same noise
+#: with a linear contrast (soft gradients); "cells": the noise posterised into four flat levels.
+TEXTURES = ("blobs", "smooth", "cells")
 
 
 @dataclass(frozen=True)
@@ -46,9 +56,15 @@ class SceneSpec:
     depth_interval: float = DTU_DEPTH_INTERVAL
     photometric_jitter: float = 0.0  # per-view gain/offset spread (0 = identical exposure)
     supersample: int = 2
-    rig: str = "ring"  # "ring": sources toed in on a ring around the reference; "line": parallel cameras on a line
+    rig: str = "ring"  # one of RIGS
     textureless: float = 0.0  # chance that a plane is one flat colour (no texture to match)
     texture_scale: float = 1.0  # multiplies the texture's cell sizes (larger: coarser blobs)
+    texture: str = "blobs"  # one of TEXTURES
+    tilt_deg: tuple[float, float] = (20.0, 50.0)  # largest tilt of the background, of the rectangles
+    rectangle_depth: tuple[float, float] = (520.0, 780.0)  # rectangles' centre depth range (mm, reference camera)
+    rectangle_size: tuple[float, float] = (0.08, 0.2)  # rectangles' half-extent range, fraction of the image footprint
+    roll_deg: float = 4.0  # largest roll of a toed-in camera about its optical axis
+    noise: float = 0.0  # largest per-view sensor noise (Gaussian standard deviation, image units)
 
     def __post_init__(self) -> None:
         if self.num_views < 2:
@@ -61,6 +77,24 @@ class SceneSpec:
         if not 0.0 <= self.textureless <= 1.0 or self.texture_scale <= 0:
             raise InvalidArgument("SceneSpec", "textureless must be a chance in [0, 1] and texture_scale > 0",
                                   observed=(self.textureless, self.texture_scale), expected="e.g. 0.3 and 1.0")
+        if self.texture not in TEXTURES:
+            raise InvalidArgument("SceneSpec.texture", "unknown texture style", observed=self.texture,
+                                  expected=" or ".join(TEXTURES))
+        if len(self.tilt_deg) != 2 or not all(0.0 <= t < 90.0 for t in self.tilt_deg):
+            raise InvalidArgument("SceneSpec.tilt_deg", "tilts must be two angles in [0, 90) degrees",
+                                  observed=self.tilt_deg, expected="(background, rectangles), e.g. (20.0, 50.0)")
+        near, far = self.rectangle_depth
+        if not self.depth_min <= near <= far:
+            raise InvalidArgument("SceneSpec.rectangle_depth", "the rectangles' depth range must be ordered and "
+                                  "start inside the depth range", observed=self.rectangle_depth,
+                                  expected=f"(near, far) with {self.depth_min} <= near <= far, e.g. (520.0, 780.0)")
+        small, large = self.rectangle_size
+        if not 0.0 < small <= large <= 1.0:
+            raise InvalidArgument("SceneSpec.rectangle_size", "half-extents must be ordered fractions in (0, 1]",
+                                  observed=self.rectangle_size, expected="(smallest, largest), e.g. (0.08, 0.2)")
+        if not 0.0 <= self.roll_deg <= 45.0 or not 0.0 <= self.noise <= 0.5:
+            raise InvalidArgument("SceneSpec", "roll_deg must be in [0, 45] and noise in [0, 0.5]",
+                                  observed=(self.roll_deg, self.noise), expected="e.g. 4.0 and 0.02")
 
 
 @dataclass
@@ -141,8 +175,9 @@ def _rig(spec: SceneSpec, gen: torch.Generator) -> torch.Tensor:
             elev = views[0][1] + spread * math.sin(angle)
         views.append((azim, elev))
     extrinsics = []
-    if spec.rig == "line":
-        # parallel cameras on a horizontal line through the reference (baseline from the spread)
+    if spec.rig in ("line", "line-toe-in"):
+        # cameras on a horizontal line through the reference (baseline from the spread): parallel,
+        # or each aimed at the look-at point
         a, e = math.radians(views[0][0]), math.radians(views[0][1])
         direction = torch.tensor([math.sin(a) * math.cos(e), math.sin(e), -math.cos(a) * math.cos(e)], dtype=torch.float64)
         ref_centre = target + spec.distance * direction
@@ -151,14 +186,24 @@ def _rig(spec: SceneSpec, gen: torch.Generator) -> torch.Tensor:
         for i in range(spec.num_views):
             offset = 0.0 if i == 0 else step * ((i + 1) // 2) * (1 if i % 2 else -1)
             centre = ref_centre + offset * right
-            extrinsics.append(_look_at(centre, centre - spec.distance * direction, 0.0))
+            aim = target if spec.rig == "line-toe-in" else centre - spec.distance * direction
+            extrinsics.append(_look_at(centre, aim, 0.0))
+        return torch.stack(extrinsics)
+    if spec.rig == "ring-parallel":
+        a, e = math.radians(views[0][0]), math.radians(views[0][1])
+        axis = -torch.tensor([math.sin(a) * math.cos(e), math.sin(e), -math.cos(a) * math.cos(e)], dtype=torch.float64)
+        for azim, elev in views:
+            a, e = math.radians(azim), math.radians(elev)
+            direction = torch.tensor([math.sin(a) * math.cos(e), math.sin(e), -math.cos(a) * math.cos(e)], dtype=torch.float64)
+            centre = target + spec.distance * direction
+            extrinsics.append(_look_at(centre, centre + spec.distance * axis, 0.0))
         return torch.stack(extrinsics)
     for azim, elev in views:
         a, e = math.radians(azim), math.radians(elev)
         direction = torch.tensor([math.sin(a) * math.cos(e), math.sin(e), -math.cos(a) * math.cos(e)], dtype=torch.float64)
         centre = target + spec.distance * direction
         aim = target + torch.tensor([_uniform(gen, -15, 15), _uniform(gen, -15, 15), 0.0], dtype=torch.float64)
-        extrinsics.append(_look_at(centre, aim, math.radians(_uniform(gen, -4, 4))))
+        extrinsics.append(_look_at(centre, aim, math.radians(_uniform(gen, -spec.roll_deg, spec.roll_deg))))
     return torch.stack(extrinsics)
 
 
@@ -203,15 +248,15 @@ def _planes(spec: SceneSpec, gen: torch.Generator, k_ref: torch.Tensor, ext_ref:
         )
 
     z_bg = _uniform(gen, 820.0, 880.0)
-    planes.append(make(torch.tensor([0.0, 0.0, z_bg], dtype=torch.float64), tilted(20.0), None,
+    planes.append(make(torch.tensor([0.0, 0.0, z_bg], dtype=torch.float64), tilted(spec.tilt_deg[0]), None,
                        span=2.6 * z_bg * spec.width / fx))
     for _ in range(spec.num_rectangles):
-        z = _uniform(gen, 520.0, 780.0)
+        z = _uniform(gen, *spec.rectangle_depth)
         u_px, v_px = _uniform(gen, 0.15, 0.85) * spec.width, _uniform(gen, 0.15, 0.85) * spec.height
         origin = torch.tensor([(u_px - cx) / fx * z, (v_px - cy) / fx * z, z], dtype=torch.float64)
         footprint = z * spec.width / fx  # mm across the image at this depth
-        half = (_uniform(gen, 0.08, 0.2) * footprint, _uniform(gen, 0.08, 0.2) * footprint)
-        planes.append(make(origin, tilted(50.0), half, span=2.2 * max(half)))
+        half = (_uniform(gen, *spec.rectangle_size) * footprint, _uniform(gen, *spec.rectangle_size) * footprint)
+        planes.append(make(origin, tilted(spec.tilt_deg[1]), half, span=2.2 * max(half)))
     return planes
 
 
@@ -234,7 +279,8 @@ def _intersect(planes: list[_Plane], centre: torch.Tensor, rays: torch.Tensor) -
     return best_t, best_i
 
 
-def _shade(planes: list[_Plane], centre: torch.Tensor, rays: torch.Tensor, t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def _shade(planes: list[_Plane], centre: torch.Tensor, rays: torch.Tensor, t: torch.Tensor, index: torch.Tensor,
+           texture: str = "blobs") -> torch.Tensor:
     colour = torch.zeros((rays.shape[0], 3), dtype=torch.float32, device=rays.device)
     for k, plane in enumerate(planes):
         sel = index == k
@@ -247,8 +293,12 @@ def _shade(planes: list[_Plane], centre: torch.Tensor, rays: torch.Tensor, t: to
         for weight, lattice in zip((0.5, 0.3, 0.2), plane.textures):
             value += weight * F.grid_sample(lattice.to(rays.device), grid, mode="bicubic",
                                             padding_mode="reflection", align_corners=False)[0, :, 0]
-        # a steep contrast curve turns smooth noise into blobs with crisp edges (good to match)
-        contrast = torch.sigmoid((value - 0.5) * 10.0)
+        if texture == "smooth":  # soft gradients: a linear stretch of the noise
+            contrast = ((value - 0.5) * 2.5 + 0.5).clamp(0, 1)
+        elif texture == "cells":  # flat patches with sharp edges: the noise in four levels
+            contrast = torch.floor(((value - 0.5) * 3.0 + 0.5).clamp(0, 0.999) * 4) / 3
+        else:  # a steep contrast curve turns smooth noise into blobs with crisp edges (good to match)
+            contrast = torch.sigmoid((value - 0.5) * 10.0)
         colour[sel] = (0.25 + 0.75 * plane.base_colour.to(rays.device)) * (0.2 + 0.8 * contrast.T)
     return colour
 
@@ -270,6 +320,8 @@ def render_scene(spec: SceneSpec, device: str | torch.device = "cpu") -> Scene:
     k = intrinsics_for(spec.height, spec.width)
     extrinsics = _rig(spec, gen)
     planes = _planes(spec, gen, k, extrinsics[0])
+    if device.type != "cpu":  # the texture lattices cross to the device once, not once per view
+        planes = [replace(p, textures=tuple(t.to(device) for t in p.textures)) for p in planes]
     gains = [(1.0, 0.0)] + [
         (1.0 + spec.photometric_jitter * _uniform(gen, -1, 1), 0.5 * spec.photometric_jitter * _uniform(gen, -1, 1))
         for _ in range(spec.num_views - 1)
@@ -285,9 +337,12 @@ def render_scene(spec: SceneSpec, device: str | torch.device = "cpu") -> Scene:
     for view in range(spec.num_views):
         centre, rays = _pixel_rays(k, extrinsics[view], uu, vv)
         t, index = _intersect(planes, centre, rays)
-        colour = _shade(planes, centre, rays, t, index).view(h, w, s * s, 3).mean(dim=2)
+        colour = _shade(planes, centre, rays, t, index, spec.texture).view(h, w, s * s, 3).mean(dim=2)
         gain, offset = gains[view]
-        images.append((colour * gain + offset).clamp(0, 1).permute(2, 0, 1).contiguous())
+        image = colour * gain + offset
+        if spec.noise > 0:  # per-view sensor noise, from a generator of its own (the scene's draws stay put)
+            image = image + _sensor_noise(spec, view).to(image)
+        images.append(image.clamp(0, 1).permute(2, 0, 1).contiguous())
 
     hq, wq = h // 4, w // 4
     yq, xq = torch.meshgrid(torch.arange(hq, dtype=torch.float64, device=device),
@@ -301,6 +356,13 @@ def render_scene(spec: SceneSpec, device: str | torch.device = "cpu") -> Scene:
     intrinsics = k.unsqueeze(0).repeat(spec.num_views, 1, 1)
     pairs = _pairs(extrinsics)
     return Scene(spec, torch.stack(images), intrinsics, extrinsics, depth, mask.view(hq, wq), pairs)
+
+
+def _sensor_noise(spec: SceneSpec, view: int) -> torch.Tensor:
+    """``[H, W, 3]`` Gaussian noise of view ``view``: its level drawn up to ``spec.noise``, the same on any device."""
+    gen = torch.Generator().manual_seed(spec.seed * 1009 + 104_729 + view)
+    sigma = spec.noise * _uniform(gen, 0.25, 1.0)
+    return sigma * torch.randn((spec.height, spec.width, 3), generator=gen, dtype=torch.float32)
 
 
 def _pairs(extrinsics: torch.Tensor) -> dict[int, list[tuple[int, float]]]:

@@ -87,7 +87,10 @@ def test_make_weights_seed_changes_the_weights(tmp_path):
 
 def test_run_prints_a_table_and_writes_a_report(run_argv, capsys):
     argv, reports = run_argv
-    assert main(argv) == 0
+    # every backend but torch-aoti, whose MVSNet compile (about 25 s here) tests/test_aoti.py and the
+    # suites' parity leg cover
+    backends = [name for name in CANDIDATES if name != "torch-aoti"]
+    assert main([*argv, "--backends", ",".join(backends)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert all(len(line) <= 120 for line in lines[:-1]), [line for line in lines[:-1] if len(line) > 120]

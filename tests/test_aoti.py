@@ -6,6 +6,7 @@ itself runs in suites/test_parity.py and suites/test_benchmark.py."""
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,10 +63,18 @@ def test_package_matches_eager_and_is_cached_by_content(tmp_path, monkeypatch):
     assert again.describe()["package_sha256"] == facts["package_sha256"]
 
 
+def _no_compile(monkeypatch):
+    """The crash tests are about the verdict, not the compile (tested above): the package is a
+    placeholder file that the (crashing) check never reads."""
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package",
+                        lambda exported, package_path: Path(package_path).write_bytes(b"placeholder") and package_path)
+
+
 def test_a_package_that_crashes_its_loader_is_a_skip_with_the_stage_and_signal(tmp_path, monkeypatch):
     # what the H200 image does (torch 2.11+cu130 segfaults loading any CUDA package), played on the CPU
     monkeypatch.setattr(aoti_runner, "_CHECK",
                         "import os, signal; print('stage load', flush=True); os.kill(os.getpid(), signal.SIGSEGV)")
+    _no_compile(monkeypatch)
     model, x = Tiny().eval(), torch.rand(1, 3, 16, 16)
     runner = aoti_runner.AotiRunner(model, cache_dir=tmp_path, model_digest="tiny-crash").prepare()
     with pytest.raises(BackendUnavailable, match=r"loading the package crashed the process \(SIGSEGV\)") as caught:
@@ -82,6 +91,7 @@ def test_a_loader_that_crashes_on_the_probe_skips_before_the_model_is_compiled(t
     monkeypatch.setattr(aoti_runner, "_CHECK",
                         "import os, signal; print('stage load', flush=True); os.kill(os.getpid(), signal.SIGSEGV)")
     monkeypatch.setattr(aoti_runner.AotiRunner, "_build", lambda *a: pytest.fail("compiled the model after a failed probe"))
+    _no_compile(monkeypatch)
     model, x = Tiny().eval(), torch.rand(1, 3, 16, 16)
     runner = aoti_runner.AotiRunner(model, cache_dir=tmp_path, model_digest="tiny-probe", probe_loader=True).prepare()
     with pytest.raises(BackendUnavailable, match=r"loading the package crashed the process \(SIGSEGV\).*one-convolution "

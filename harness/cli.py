@@ -316,14 +316,14 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     """The torch model on held-out synthetic scenes of a family (seeds never used in training)."""
     import json
 
-    from harness.fileio import atomic_write_text, check_writable
     from harness.accuracy import held_out_accuracy, summarize
     from harness.chain import ChainConfig
     from harness.data.cases import get_case
+    from harness.data.families import held_out_seeds
+    from harness.fileio import atomic_write_text, check_writable
     from harness.preflight import CLI_FLAGS, preflight
     from harness.report.record import RunRecord
     from harness.report.write import write_run
-    from harness.data.families import held_out_seeds
 
     cases = _listed(args, "accuracy", "cases")
     family_seeds = held_out_seeds(args.family)

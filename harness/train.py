@@ -160,7 +160,7 @@ def _read_state(path: Path, config: TrainConfig) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
         saved = dict(state["config"])
         int(state["step"])
-    except Exception as exc:  # torch's unpickler raises many kinds on a damaged file
+    except Exception as exc:  # noqa: BLE001 - torch's unpickler raises many kinds on a damaged file
         raise InvalidArgument(str(path), "unreadable training state", observed=f"{type(exc).__name__}: {exc}"[:200],
                               expected="a state file written by python -m harness train",
                               fix="delete it (or drop --resume) to start afresh") from None

@@ -10,12 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.errors import InvalidArgument
+from harness.errors import Interrupted, InvalidArgument
 from harness.model.checkpoint import load_checkpoint, state_dict_digest
 from harness.model.mvsnet import MVSNet
-from harness.errors import Interrupted
-from harness.train import (HELD_OUT_SEEDS, MAX_CHECKPOINT_BYTES, TRAIN_SEEDS, TrainConfig, render_batch,
-                           scene_spec, train)
+from harness.train import (
+    HELD_OUT_SEEDS,
+    MAX_CHECKPOINT_BYTES,
+    TRAIN_SEEDS,
+    TrainConfig,
+    render_batch,
+    scene_spec,
+    train,
+)
 
 CPU = torch.device("cpu")
 # 64x96 images (16x24 depth maps), D=16: the smallest sizes MVSNet takes (D, h, w divisible by 8)

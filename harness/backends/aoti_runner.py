@@ -234,9 +234,9 @@ class AotiRunner(Runner):
         if shapes in self._packages:
             return self._packages[shapes]
         if self.probe_loader and self.load_check:
-            verdict = self._loader_verdict()
-            if verdict != "ok":
-                raise self._unavailable(verdict, "found on a one-convolution probe package before compiling the model")
+            probed = self._loader_verdict()
+            if probed != "ok":
+                raise self._unavailable(probed, "found on a one-convolution probe package before compiling the model")
         if self.cache is not None:
             entry = self.cache.get_or_build("aoti", self._fields(args), "model.pt2", lambda p: self._build(args, p))
             path, facts = entry.path, {k: entry.meta.get(k) for k in BUILD_FACTS}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 from harness.data.synthetic import SceneSpec
 from harness.errors import InvalidArgument
@@ -66,7 +67,7 @@ def family_spec(family: str, seed: int, views: int, height: int, width: int,
     """The scene of ``seed`` in ``family`` with ``views`` views at ``height x width``
     (``photometric_jitter``: the classic family's gain spread; the others draw their own)."""
     check_family(family)
-    shape = {"seed": seed, "num_views": views, "height": height, "width": width}
+    shape: dict[str, Any] = {"seed": seed, "num_views": views, "height": height, "width": width}
     if family == "classic":
         rng = random.Random(seed)
         return SceneSpec(**shape, num_rectangles=rng.randint(1, 6),

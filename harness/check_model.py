@@ -10,12 +10,11 @@ the same device and inputs, and says which one it matches:
 
 * **matches**: every output within the FP32 ``torch-vs-torch`` gate of ``fixtures/tolerances.toml``
   for this machine class: the calibrated benign noise between two FP32 torch computations of
-  MVSNet (on the CPU class: depth within 0.0083 hypothesis steps on the reference's confident
-  pixels, the confidence within 2.1e-6 squared error where its index is stable and on the same
-  side of 0.8 for 99.7 % of pixels). A different operation order (a MatMul for the projection, a
-  float32 ``torch.inverse``) stays far inside it; the other convention moves the depth by
-  millimetres, hundreds of times over it. The maximum |depth difference| in mm is printed beside
-  the gated values so the distance is visible;
+  MVSNet (depth in hypothesis steps over the reference's confident pixels, the confidence's squared
+  error where its index is stable, and its agreement; the limits are printed with the result). A
+  different operation order (a MatMul for the projection, a float32 ``torch.inverse``) stays far
+  inside it; the other convention moves the depth by millimetres, hundreds of times over it. The
+  maximum |depth difference| in mm is printed beside the gated values so the distance is visible;
 * **what the other convention costs**: the depth of each convention (and of your code) against the
   scene's ground truth, as MVSNet_pytorch reports it (mean absolute error in mm, the share of valid
   pixels off by more than 2 and 4 mm), where the scene has ground truth (the bundled one does).

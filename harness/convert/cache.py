@@ -45,6 +45,16 @@ def canonical_key(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def source_digest(*files: str) -> str:
+    """Hash of the harness source files ``files`` (paths under ``harness/``), so that a code
+    change that alters an artifact also changes its cache key."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for rel in files:
+        digest.update((root / rel).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

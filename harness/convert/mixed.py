@@ -14,7 +14,6 @@ Model-neutral: the op policy and the regions come from the caller (MVSNet's by d
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -27,7 +26,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from harness.convert.audit import audit_model
-from harness.convert.cache import ArtifactCache
+from harness.convert.cache import ArtifactCache, source_digest
 from harness.convert.graph import consumers, fresh_name, producers, tensor_types
 from harness.convert.onnx_export import OnnxArtifact, artifact_of, check
 from harness.convert.precision import audit_precision
@@ -42,11 +41,7 @@ _CODE_FILES = ("convert/mixed.py", "convert/graph.py", "model/precision.py")
 @lru_cache(maxsize=1)
 def mixed_code_digest() -> str:
     """Hash of the code that decides the conversion (and the policy it applies)."""
-    root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for rel in _CODE_FILES:
-        digest.update((root / rel).read_bytes())
-    return digest.hexdigest()[:16]
+    return source_digest(*_CODE_FILES)
 
 
 def fp16_nodes(model: onnx.ModelProto, seeds: Sequence[str], follow: Sequence[str]) -> set[int]:

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -21,7 +20,7 @@ import onnx
 import torch
 
 from harness.convert.audit import Audit, audit_model
-from harness.convert.cache import ArtifactCache, CacheEntry
+from harness.convert.cache import ArtifactCache, CacheEntry, source_digest
 from harness.convert.progress import step
 from harness.convert.workarounds import EXPORTABLE, InverseWorkaround, probe_output_names
 from harness.errors import ExportError, InvalidArgument, UnsupportedOperator
@@ -37,11 +36,7 @@ _CODE_FILES = ("model/mvsnet.py", "model/layers.py", "model/geometry.py", "conve
 @lru_cache(maxsize=1)
 def export_code_digest() -> str:
     """Hash of the source that decides the exported graph, so code changes invalidate the cache."""
-    root = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for rel in _CODE_FILES:
-        digest.update((root / rel).read_bytes())
-    return digest.hexdigest()[:16]
+    return source_digest(*_CODE_FILES)
 
 
 GraphPrecision = Literal["fp32", "fp16"]

@@ -1,9 +1,15 @@
 """Shared by the unit tests: the fake ``tensorrt`` module (tests/fake_tensorrt.py) registered as
-``fake_tensorrt`` (pytest runs with --import-mode=importlib and tests/ is no package)."""
+``fake_tensorrt`` (pytest runs with --import-mode=importlib and tests/ is no package), and the
+bundled checkpoint's model (a fresh one per test module)."""
 
 import importlib.util
 import sys
 from pathlib import Path
+
+import pytest
+
+from harness.chain import BUNDLED_WEIGHTS
+from harness.model.checkpoint import load_checkpoint
 
 
 def _register_fake_tensorrt() -> None:
@@ -17,3 +23,9 @@ def _register_fake_tensorrt() -> None:
 
 
 _register_fake_tensorrt()
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The torch MVSNet with the bundled weights, loaded once per test module."""
+    return load_checkpoint(BUNDLED_WEIGHTS)

@@ -10,7 +10,6 @@ import torch
 from harness.backends import onnxruntime_runner
 from harness.backends.onnxruntime_runner import OrtRunner, available_providers, ensure_available
 from harness.backends.torch_runner import TorchRunner
-from harness.chain import BUNDLED_WEIGHTS
 from harness.compare import compare
 from harness.convert.cache import ArtifactCache
 from harness.convert.onnx_export import ExportConfig, OnnxFromTorch
@@ -18,16 +17,11 @@ from harness.convert.workarounds import INPUTS_WITH_INVERSE, get_workaround
 from harness.data.cases import case_feed, case_views, get_case
 from harness.errors import BackendUnavailable, InvalidInput
 from harness.gates.limits import Tolerances
-from harness.model.checkpoint import load_checkpoint, state_dict_digest
+from harness.model.checkpoint import state_dict_digest
 from harness.model.mvsnet import OUTPUT_NAMES
 
 SMALL = get_case("small")
 WORKAROUND = get_workaround("precomputed")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_checkpoint(BUNDLED_WEIGHTS)
 
 
 @pytest.fixture(scope="module")

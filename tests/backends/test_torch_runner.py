@@ -6,19 +6,12 @@ import pytest
 import torch
 
 from harness.backends.torch_runner import PRECISIONS, TorchRunner, tf32_state
-from harness.chain import BUNDLED_WEIGHTS
 from harness.convert.workarounds import INPUTS_WITH_INVERSE, INPUTS_WITHOUT_INVERSE
 from harness.data.cases import case_feed, case_views, get_case
 from harness.errors import BackendUnavailable, HarnessError, InvalidArgument, InvalidInput
-from harness.model.checkpoint import load_checkpoint
 
 SMALL = get_case("small")
 needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_checkpoint(BUNDLED_WEIGHTS)
 
 
 @pytest.fixture(scope="module")

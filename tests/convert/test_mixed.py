@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from harness import chain as chain_module
-from harness.chain import BUNDLED_WEIGHTS, Chain, ChainConfig, Leg, run_leg
+from harness.chain import Chain, ChainConfig, Leg, run_leg
 from harness.convert import mixed as mixed_module
 from harness.convert.cache import ArtifactCache
 from harness.convert.graph import LOW_PRECISION, tensor_types
@@ -23,17 +23,12 @@ from harness.convert.workarounds import get_workaround
 from harness.data.cases import case_feed, case_views, get_case
 from harness.errors import ExportError, InvalidArgument
 from harness.gates.limits import Tolerances
-from harness.model.checkpoint import load_checkpoint, state_dict_digest
+from harness.model.checkpoint import state_dict_digest
 from harness.model.mvsnet import to_mixed_precision
 from harness.model.precision import FP16_OPS, FP32_REGIONS
 
 SMALL = get_case("small")
 WORKAROUND = get_workaround("precomputed")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_checkpoint(BUNDLED_WEIGHTS)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import pytest
 import torch
 from onnx import helper
 
-from harness.chain import BUNDLED_WEIGHTS
 from harness.convert.cache import ArtifactCache, canonical_key
 from harness.convert.onnx_export import (
     DEFAULT_OPSET,
@@ -26,17 +25,12 @@ from harness.convert.onnx_export import (
 from harness.convert.workarounds import get_workaround
 from harness.data.cases import case_feed, case_views, get_case
 from harness.errors import ExportError, InvalidArgument, UnsupportedOperator
-from harness.model.checkpoint import load_checkpoint, state_dict_digest
+from harness.model.checkpoint import state_dict_digest
 
 SMALL = get_case("small")
 
 
 # -- module fixtures: one model, one feed, a few exports ---------------------------------------
-
-@pytest.fixture(scope="module")
-def model():
-    return load_checkpoint(BUNDLED_WEIGHTS)
-
 
 @pytest.fixture(scope="module")
 def feed():

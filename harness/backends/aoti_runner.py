@@ -152,11 +152,14 @@ class AotiRunner(Runner):
             self._scratch = None
 
     # -- building ----------------------------------------------------------------------------
+    def _environment(self) -> dict[str, Any]:
+        """What a package is built for besides the model: device type, torch and CUDA builds, GPU."""
+        return {"device": self.device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
+                "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None}
+
     def _fields(self, args: tuple[torch.Tensor, ...]) -> dict[str, Any]:
         return {"model": self.model_digest, "shapes": [list(a.shape) for a in args], "dtype": "float32",
-                "device": self.device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
-                "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
-                "grid_sampler": "grid_sampler_2d", "format": 1}
+                **self._environment(), "grid_sampler": "grid_sampler_2d", "format": 1}
 
     def _build(self, args: tuple[torch.Tensor, ...], path: Path) -> dict[str, Any]:
         log: list[str] = []  # torch.export's and Inductor's warnings and output: the record's, not the console's
@@ -197,10 +200,6 @@ class AotiRunner(Runner):
             return "ok"
         tail = [line for line in done.stderr.strip().splitlines() if line.strip()][-1:]
         return describe_crash(done.returncode, stages) + (f": {tail[0][:300]}" if tail and done.returncode > 0 else "")
-
-    def _environment(self) -> dict[str, Any]:
-        return {"device": self.device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
-                "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None}
 
     def _probe_build(self, path: Path) -> dict[str, Any]:
         """A one-convolution package on this device, loaded and run in a child process."""

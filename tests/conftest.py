@@ -25,6 +25,18 @@ def _register_fake_tensorrt() -> None:
 _register_fake_tensorrt()
 
 
+def _import_pandas_string_arrays() -> None:
+    """pytester's in-process runs drop the modules a run imported; pandas 3 imports its string
+    arrays lazily, so a second run made a second StringArray class and the report's DataFrame
+    failed pandas's own isinstance check. Imported here, before any pytester snapshot."""
+    import pandas as pd
+
+    pd.DataFrame([{"text": "x", "number": 1.0}])
+
+
+_import_pandas_string_arrays()
+
+
 @pytest.fixture(scope="module")
 def model():
     """The torch MVSNet with the bundled weights, loaded once per test module."""

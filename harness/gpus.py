@@ -14,6 +14,9 @@ How the plugin uses it (the plugin owns the option; this module holds no pytest 
 - Rows carry ``physical_gpu()`` next to the GPU name: ``merge_by_gpu`` has a row per GPU even on a
   host of identical GPUs, and ``spread`` says how far they disagree.
 - The artifact cache stays shared: per-key file locks make workers build each artifact once.
+- The host's CPU cores are shared too: ``cpu_share()`` gives each of N xdist workers 1/N of them
+  (torch's intra-op pool and ONNX Runtime's CPU sessions), instead of N pools of every core each
+  spinning against the others. ``HARNESS_CPU_THREADS`` sets the share by hand.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from typing import Any
 from harness.errors import CudaAlreadyInitialised, InvalidArgument
 
 PHYSICAL_GPU_ENV = "HARNESS_PHYSICAL_GPU"  # the worker's GPU as the host numbers it
+CPU_THREADS_ENV = "HARNESS_CPU_THREADS"  # threads one process may use (torch, ONNX Runtime CPU)
+_XDIST_COUNT_ENV = "PYTEST_XDIST_WORKER_COUNT"  # set by pytest-xdist in each worker
 ROW_FIELD = "physical_gpu"  # the same index in every timing/parity row
 _FLAG = "--harness-gpus"
 _WORKER = re.compile(r"^gw(\d+)$")
@@ -147,3 +152,26 @@ def spread(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], float]:
     mids = {key: statistics.median(values) for key, values in across.items()}
     return {key: (max(v) - min(v)) / mids[key] if mids[key] > 0 else (0.0 if max(v) == min(v) else math.inf)
             for key, v in sorted(across.items())}
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def cpu_share(environ: Mapping[str, str] = os.environ, cores: int | None = None) -> int | None:
+    """The CPU threads one process of the run may use: ``HARNESS_CPU_THREADS`` when set, else in
+    a pytest-xdist worker the usable cores divided among the workers (at least 1); None outside
+    xdist (each library's own default: every core). ``cores`` overrides the usable-core count."""
+    text = environ.get(CPU_THREADS_ENV, "").strip()
+    if text:
+        if not text.isdigit() or int(text) < 1:
+            raise InvalidArgument(CPU_THREADS_ENV, "not a positive whole number", observed=repr(text),
+                                  expected="threads per process, e.g. 4", fix=f"unset {CPU_THREADS_ENV} or set it to 1 or more")
+        return int(text)
+    workers = environ.get(_XDIST_COUNT_ENV, "").strip()
+    if not workers.isdigit() or int(workers) < 1:
+        return None
+    return max(1, (cores if cores is not None else usable_cores()) // int(workers))

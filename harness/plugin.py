@@ -23,7 +23,16 @@ from harness.convert.workarounds import EXPORTERS_FOR, get_workaround
 from harness.data.cases import get_case
 from harness.errors import BackendUnavailable, HarnessError
 from harness.gates.limits import Tolerances
-from harness.gpus import ROW_FIELD, check_worker_count, merge_by_gpu, parse_gpus, physical_gpu, pin_worker, spread
+from harness.gpus import (
+    ROW_FIELD,
+    check_worker_count,
+    cpu_share,
+    merge_by_gpu,
+    parse_gpus,
+    physical_gpu,
+    pin_worker,
+    spread,
+)
 from harness.options import PYTEST, add_pytest_options, option, parsed_values
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -171,6 +180,17 @@ def _configure_gpus(config: pytest.Config) -> None:
     config.stash[GPUS_KEY] = gpus
 
 
+def _share_cpus() -> None:
+    """Under xdist each worker's torch takes its share of the cores (harness.gpus.cpu_share;
+    ONNX Runtime's CPU sessions ask the same function), instead of N pools of every core that
+    oversubscribe the host N times over."""
+    threads = cpu_share()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:  # type: ignore[no-untyped-def]  # xdist hook
     gpus = node.config.stash.get(GPUS_KEY, ())
@@ -181,6 +201,10 @@ def pytest_configure_node(node) -> None:  # type: ignore[no-untyped-def]  # xdis
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     _configure_gpus(config)  # first: before any fixture or plugin can initialise CUDA
+    try:
+        _share_cpus()
+    except HarnessError as exc:
+        raise pytest.UsageError(str(exc)) from exc
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     config.stash[OPTIONS_KEY] = _options(config)

@@ -11,10 +11,12 @@ import torch
 
 from harness.errors import HarnessError, InvalidArgument
 from harness.gpus import (
+    CPU_THREADS_ENV,
     PHYSICAL_GPU_ENV,
     ROW_FIELD,
     CudaAlreadyInitialised,
     check_worker_count,
+    cpu_share,
     gpu_for_worker,
     merge_by_gpu,
     parse_gpus,
@@ -254,3 +256,39 @@ def test_spread_on_one_gpu_is_zero():
 def test_spread_with_a_zero_median_is_zero_when_equal_and_infinite_otherwise():
     assert spread([_row(0, "s", "b", 0.0), _row(1, "s", "b", 0.0)]) == {("s", "b"): 0.0}
     assert math.isinf(spread([_row(0, "s", "b", 0.0), _row(1, "s", "b", 0.0), _row(2, "s", "b", 1.0)])[("s", "b")])
+
+
+# -- the host's CPU cores shared among xdist workers ----------------------------------------------
+
+@pytest.mark.parametrize(("workers", "cores", "expected"), [("4", 16, 4), ("3", 16, 5), ("8", 4, 1), ("1", 2, 2)])
+def test_cpu_share_divides_the_cores_among_xdist_workers(workers, cores, expected):
+    assert cpu_share({"PYTEST_XDIST_WORKER_COUNT": workers}, cores=cores) == expected
+
+
+def test_cpu_share_outside_xdist_leaves_the_libraries_defaults():
+    assert cpu_share({}, cores=16) is None
+
+
+def test_cpu_share_takes_harness_cpu_threads_over_the_worker_count():
+    assert cpu_share({CPU_THREADS_ENV: "3", "PYTEST_XDIST_WORKER_COUNT": "4"}, cores=16) == 3
+    assert cpu_share({CPU_THREADS_ENV: "6"}, cores=2) == 6
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "four", "1.5"])
+def test_cpu_share_refuses_a_thread_count_that_is_not_a_positive_whole_number(text):
+    with pytest.raises(InvalidArgument) as info:
+        cpu_share({CPU_THREADS_ENV: text})
+    assert CPU_THREADS_ENV in _message(info) and repr(text) in _message(info) and "unset" in _message(info)
+
+
+def test_an_xdist_worker_gives_torch_its_share_of_the_cores(monkeypatch):
+    from harness import plugin
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    monkeypatch.setenv(CPU_THREADS_ENV, "1")
+    try:
+        plugin._share_cpus()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -40,6 +40,7 @@ import torch
 
 from harness.backends.base import BackendSpec, Runner
 from harness.errors import ArtifactError, BackendUnavailable, InvalidInput
+from harness.gpus import cpu_share
 from harness.modelspec import ModelSpec
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -131,6 +132,8 @@ class OrtRunner(Runner):
         onnx_path: the graph to run.
         device: ``"cpu"`` or ``"cuda[:i]"`` (needs onnxruntime-gpu's CUDAExecutionProvider).
         label: a suffix for ``name`` (e.g. the graph variant: ``raw``/``simplified``).
+        threads: ONNX Runtime's intra-op threads; by default ``harness.gpus.cpu_share()`` (a pytest-xdist
+            worker's share of the cores, ``HARNESS_CPU_THREADS``), else ONNX Runtime's own (every core).
         tuned: keep ONNX Runtime's CPU memory arena for the session's life (benchmarks: faster
             steady state); parity runs give the memory back after each run.
         cuda_options: ``strict`` (TF32 off, the harness's stream), ``mixed`` (the harness's stream,
@@ -158,6 +161,7 @@ class OrtRunner(Runner):
         self._stream: torch.cuda.Stream | None = None
         self.log: list[str] = []  # native lines captured while creating and first running the session
         self._runs = 0
+        self._shapes_seen: set[tuple] = set()
 
     def _prepare(self) -> None:
         ort = import_onnxruntime()
@@ -167,8 +171,9 @@ class OrtRunner(Runner):
         # alive at the seed shape that exhausted 24 GiB; parity runs give memory back, benchmarks
         # (tuned) keep the arena for speed
         options.enable_cpu_mem_arena = self.tuned
-        if self.threads:
-            options.intra_op_num_threads = self.threads
+        threads = self.threads or cpu_share()  # under xdist: this worker's share of the cores
+        if threads:
+            options.intra_op_num_threads = threads
         providers: list[Any]
         if self.device.type == "cuda":
             if self.cuda_options != "default":
@@ -209,11 +214,14 @@ class OrtRunner(Runner):
                 )
 
     def _infer(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self._runs == 0:  # the first run picks kernels (cuDNN search, frontend plans): capture its lines
-            self._runs += 1
+        # the first run at each input shape picks kernels (cuDNN search, cudnn_frontend plans, whose
+        # failures ONNX Runtime prints): capture its lines; a dynamic graph meets many shapes
+        shapes = tuple((name, tuple(t.shape)) for name, t in feed.items())
+        self._runs += 1
+        if shapes not in self._shapes_seen:
+            self._shapes_seen.add(shapes)
             with captured_native_stderr(self.log):
                 return self._run(feed)
-        self._runs += 1
         return self._run(feed)
 
     def _run(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

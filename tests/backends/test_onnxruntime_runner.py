@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 
 import pytest
@@ -17,6 +18,7 @@ from harness.convert.workarounds import INPUTS_WITH_INVERSE, get_workaround
 from harness.data.cases import case_feed, case_views, get_case
 from harness.errors import BackendUnavailable, InvalidInput
 from harness.gates.limits import Tolerances
+from harness.gpus import cpu_share
 from harness.model.checkpoint import state_dict_digest
 from harness.model.mvsnet import OUTPUT_NAMES
 
@@ -204,3 +206,36 @@ def test_each_cuda_backend_chooses_its_option_set_and_describes_its_tf32_setting
             assert runner.describe()["tf32"] == onnxruntime_runner.TF32_SETTING[runner.cuda_options]
     assert chosen == {"ort-cuda": "strict", "ort-cuda-default": "default", "ort-cuda-fp16": "mixed"}
     assert "use_tf32=0" in onnxruntime_runner.TF32_SETTING["strict"]
+
+
+@pytest.mark.parametrize(("environ", "expected"), [({"PYTEST_XDIST_WORKER_COUNT": "2"}, 3),
+                                                   ({"HARNESS_CPU_THREADS": "1", "PYTEST_XDIST_WORKER_COUNT": "2"}, 1)])
+def test_a_session_takes_the_workers_share_of_the_cores(artifact, monkeypatch, environ, expected):
+    monkeypatch.setattr(onnxruntime_runner, "cpu_share", lambda: cpu_share(environ, cores=7))
+    with OrtRunner(artifact.path, "cpu") as runner:
+        runner.prepare()
+        assert runner._session.get_session_options().intra_op_num_threads == expected
+
+
+def test_an_explicit_thread_count_wins_over_the_share(artifact, monkeypatch):
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    with OrtRunner(artifact.path, "cpu", threads=1) as runner:
+        runner.prepare()
+        assert runner._session.get_session_options().intra_op_num_threads == 1
+
+
+def test_native_lines_are_captured_at_the_first_run_of_each_input_shape(artifact, monkeypatch):
+    captured = []
+
+    @contextlib.contextmanager
+    def capture(lines):
+        captured.append(len(captured))
+        yield
+
+    monkeypatch.setattr(onnxruntime_runner, "captured_native_stderr", capture)
+    runner = OrtRunner(artifact.path, "cpu")
+    monkeypatch.setattr(runner, "_run", lambda feed: {})
+    small, large = {"imgs": torch.zeros(1, 3, 3, 8, 8)}, {"imgs": torch.zeros(1, 3, 3, 16, 8)}
+    for feed in (small, small, large, small, large):
+        runner._infer(feed)
+    assert len(captured) == 2  # one per new shape: a dynamic graph's later shapes print their plan failures too

@@ -12,8 +12,10 @@
 #            as it is, e.g. a machine whose packages were installed another way.
 #   doctor   python -m harness doctor --require torch-cuda,ort-cuda: stops the job when this
 #            machine cannot run the GPU legs, with the reason.
-#   gate     python -m pytest suites --harness-profile full -n N --durations=15: N pytest-xdist
-#            workers share the GPU (default 4; --workers 0 runs one process). The gate's
+#   gate     python -m pytest suites --harness-profile full -n N --dist worksteal --durations=15:
+#            N pytest-xdist workers share the GPU (default: half the CPU cores, at most 8; each
+#            worker's torch and ONNX Runtime CPU sessions take cores/N threads; --workers 0 runs
+#            one process); idle workers take queued tests from busy ones (worksteal). The gate's
 #            benchmark tests skip under xdist (their timing is the bench step's); the parity,
 #            export, audit, property and sensitivity tests spread over the workers.
 #   bench    python -m harness bench --cases seed,dtu --profile full
@@ -27,7 +29,8 @@ cd "$(dirname "$0")/.."
 setup=1
 label="${HOSTNAME:-$(uname -n)}"
 cases="seed,dtu"
-workers=4
+cores=$(nproc 2>/dev/null || echo 2)
+workers=$((cores / 2)); [ "$workers" -gt 8 ] && workers=8; [ "$workers" -lt 1 ] && workers=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-setup) setup=0 ;;
@@ -77,7 +80,7 @@ fi
 bench_log=$(mktemp)
 trap 'rm -f "$bench_log"' EXIT
 if [ "$first_failure" -eq 0 ] && step doctor "$PY" -m harness doctor --require torch-cuda,ort-cuda; then
-  xdist=(); [ "$workers" -gt 0 ] && xdist=(-n "$workers")
+  xdist=(); [ "$workers" -gt 0 ] && xdist=(-n "$workers" --dist worksteal)
   step gate "$PY" -m pytest suites --harness-profile full "${xdist[@]}" --durations=15
   if step bench bash -c '"$0" -m harness bench --cases "$1" --profile full --label "$2" | tee "$3"' \
       "$PY" "$cases" "$label" "$bench_log"; then

@@ -8,6 +8,7 @@ skip without it) and the lint needs actionlint on PATH (skips without it).
 from __future__ import annotations
 
 import argparse
+import os
 import configparser
 import re
 import shlex
@@ -141,10 +142,13 @@ def test_gpu_script_runs_the_steps_and_reports_each_exit_code(tmp_path, failing,
         assert row.split("|")[2].strip() == expected, (step, row)
 
 
+_DEFAULT_WORKERS = min(8, max(1, len(os.sched_getaffinity(0)) // 2))  # what nproc counts
+
+
 @pytest.mark.parametrize(("args", "gate"), [
-    ((), "-m pytest suites --harness-profile full -n 4 --durations=15"),
+    ((), f"-m pytest suites --harness-profile full -n {_DEFAULT_WORKERS} --dist worksteal --durations=15"),
     (("--workers", "0"), "-m pytest suites --harness-profile full --durations=15"),
-    (("--workers", "8"), "-m pytest suites --harness-profile full -n 8 --durations=15"),
+    (("--workers", "8"), "-m pytest suites --harness-profile full -n 8 --dist worksteal --durations=15"),
 ])
 def test_gpu_script_spreads_the_gate_over_xdist_workers(tmp_path, args, gate):
     python = _fake_python(tmp_path)

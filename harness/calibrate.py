@@ -63,13 +63,15 @@ def _progress(done: int, total: int, item: Any, elapsed: float) -> None:
     sys.stderr.flush()
 
 
-def load_records(root: Path = RECORDS, family_name: str = "calibration") -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Every sample of every committed record of ``family_name``, and the record files per class."""
+def load_records(root: Path = RECORDS, families: Sequence[str] = ("calibration", "property-rigs"),
+                 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Every sample of every committed record of the calibrating ``families`` (the generator's
+    corpus and the property suite's rigs), and the record files per class."""
     samples: list[dict[str, Any]] = []
     sources: dict[str, list[str]] = defaultdict(list)
     for path in sorted(root.glob("*/*.json")):
         record = json.loads(path.read_text(encoding="utf-8"))
-        if record.get("kind") != "calibration-record" or record.get("family") != family_name:
+        if record.get("kind") != "calibration-record" or record.get("family") not in families:
             continue
         samples += record["samples"]
         for machine in {s["machine"] for s in record["samples"]}:

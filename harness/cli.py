@@ -543,11 +543,12 @@ def _make_weights_arguments(weights: argparse.ArgumentParser) -> None:
 
 
 def _calibrate_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--family", default="calibration", choices=("calibration", "held-out"),
-                     help="calibration: measure and write a record; held-out: judge by the current limits "
-                          "(default: calibration)")
+    cmd.add_argument("--family", default="calibration", choices=("calibration", "property-rigs", "held-out"),
+                     help="calibration: measure the generator's scene folders and the named cases and write a "
+                          "record; property-rigs: the same over rigs of the property suite's full-profile space "
+                          "(rendered in memory); held-out: judge by the current limits (default: calibration)")
     cmd.add_argument("--seeds", default=None, help="generator seeds, e.g. 1-50 (default: 1-50 calibration, "
-                                                  "10001-10020 held-out)")
+                                                  "1-60 property-rigs, 10001-10020 held-out)")
     cmd.add_argument("--named-cases", default="small,seed",
                      help="named cases on the bundled scene in the calibration corpus (default: small,seed)")
     cmd.add_argument("--work", type=Path, default=None,

@@ -255,7 +255,8 @@ HOMONYMS: dict[tuple[str, str], str] = {
                            "names, ort-cpu and ort-cuda timed per graph (-raw, -simplified)",
     ("check", "backends"): "the backends that run the user's ONNX graph (harness.check.ONNX_BACKENDS)",
     ("check", "save-polygraphy"): "one replay per user graph and case, in DIR (or DIR/<graph stem>/, DIR/<case>/)",
-    ("calibrate", "family"): "calibration or held-out: which corpus the calibrator measures (harness.calibrate)",
+    ("calibrate", "family"): "calibration, property-rigs or held-out: which corpus the calibrator measures "
+                             "(harness.calibrate)",
     ("mutate", "golden"): "goldens the mutated graphs are compared with, by default baselined in the run",
     ("mutate", "workarounds"): "with --write-golden: the graphs to baseline",
     ("mutate", "exporters"): "with --write-golden: the graphs to baseline",

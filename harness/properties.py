@@ -10,7 +10,8 @@ profile unless ``--hypothesis-profile`` named one. Units: lengths in mm, angles 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -111,8 +112,31 @@ class RigCase:
         return f"case {self.shape_id}, {self.spec!r}"
 
 
-def _multiples(bounds: tuple[int, int], step: int) -> st.SearchStrategy[int]:
-    return st.integers(-(-bounds[0] // step), bounds[1] // step).map(lambda k: k * step)
+def _rig_from(pick: Callable[[int, int], int], bounds: RigBounds, min_views: int = 2, exported: bool = False,
+              observable: bool = False) -> RigCase:
+    """A valid rig, each choice made by ``pick(low, high)`` (an integer in [low, high]): Hypothesis's
+    draws for the property suite, a seeded RNG for the calibration corpus (one rig space for both)."""
+    def multiple(limits: tuple[int, int], step: int) -> int:
+        return pick(-(-limits[0] // step), limits[1] // step) * step
+
+    top = bounds.max_views_exported if exported else bounds.views[1]
+    spread_lo, height, width, depth = (2.0, bounds.height, bounds.width, bounds.num_depth)
+    if observable:
+        spread_lo = OBSERVABLE_SPREAD_DEG
+        height = (max(height[0], OBSERVABLE["height"]), max(height[1], OBSERVABLE["height"]))
+        width = (max(width[0], OBSERVABLE["width"]), max(width[1], OBSERVABLE["width"]))
+        depth = (max(depth[0], OBSERVABLE["num_depth"]), max(depth[1], OBSERVABLE["num_depth"]))
+    low_spread = pick(int(2 * spread_lo), 24) / 2  # up to 12 degrees, in half degrees
+    spec = SceneSpec(
+        seed=pick(0, 2**16 - 1),
+        num_views=pick(max(min_views, bounds.views[0]), top),
+        height=multiple(height, SIZE_MULTIPLE),
+        width=multiple(width, SIZE_MULTIPLE),
+        num_rectangles=pick(0, 5),
+        view_spread_deg=(low_spread, low_spread + pick(0, 12) / 2),
+        photometric_jitter=pick(0, 20) / 100,
+    )
+    return RigCase(spec, multiple(depth, DEPTH_MULTIPLE))
 
 
 @st.composite
@@ -123,24 +147,13 @@ def rig_cases(draw: st.DrawFn, bounds: RigBounds, min_views: int = 2, exported: 
     ``observable`` keeps to rigs where depth is observable at all: >= 6 degrees between views,
     images >= 128x160 and D >= 32 (OBSERVABLE); the confidence property needs that.
     """
-    top = bounds.max_views_exported if exported else bounds.views[1]
-    spread_lo, height, width, depth = (2.0, bounds.height, bounds.width, bounds.num_depth)
-    if observable:
-        spread_lo = OBSERVABLE_SPREAD_DEG
-        height = (max(height[0], OBSERVABLE["height"]), max(height[1], OBSERVABLE["height"]))
-        width = (max(width[0], OBSERVABLE["width"]), max(width[1], OBSERVABLE["width"]))
-        depth = (max(depth[0], OBSERVABLE["num_depth"]), max(depth[1], OBSERVABLE["num_depth"]))
-    low_spread = draw(st.integers(int(2 * spread_lo), 24)) / 2  # up to 12 degrees, in half degrees
-    spec = SceneSpec(
-        seed=draw(st.integers(0, 2**16 - 1)),
-        num_views=draw(st.integers(max(min_views, bounds.views[0]), top)),
-        height=draw(_multiples(height, SIZE_MULTIPLE)),
-        width=draw(_multiples(width, SIZE_MULTIPLE)),
-        num_rectangles=draw(st.integers(0, 5)),
-        view_spread_deg=(low_spread, low_spread + draw(st.integers(0, 12)) / 2),
-        photometric_jitter=draw(st.integers(0, 20)) / 100,
-    )
-    return RigCase(spec, draw(_multiples(depth, DEPTH_MULTIPLE)))
+    return _rig_from(lambda low, high: draw(st.integers(low, high)), bounds, min_views, exported, observable)
+
+
+def seeded_rig(seed: int, bounds: RigBounds, exported: bool = True) -> RigCase:
+    """A rig from the space ``rig_cases`` draws from, chosen by a seeded RNG: the calibration
+    corpus's ``property-rigs`` family measures the noise of the very inputs the property suite gates."""
+    return _rig_from(random.Random(f"property-rigs-{seed}").randint, bounds, exported=exported)
 
 
 def source_orders(num_views: int) -> st.SearchStrategy[list[int]]:

@@ -42,7 +42,7 @@ from harness.convert.mixed import MixedOnnxFromOnnx
 from harness.convert.onnx_export import EXPORTERS, ExportConfig, OnnxFromTorch, SimplifiedOnnxFromOnnx
 from harness.convert.workarounds import EXPORTABLE, get_workaround
 from harness.data.cases import get_case
-from harness.data.scenes import write_scene
+from harness.data.scenes import scene_views, write_scene
 from harness.data.synthetic import SceneSpec, render_scene
 from harness.data.views import Views, load_views, make_feed
 from harness.errors import BackendUnavailable, InvalidArgument
@@ -50,12 +50,14 @@ from harness.gates.limits import family, machine_class
 from harness.localize import depth_step, stage_base, stage_errors
 from harness.model.inputs import DEPTH_MULTIPLE, SIZE_MULTIPLE
 from harness.model.mvsnet import probing
-from harness.properties import BOUNDS, RigRunners, permute_sources, scale_rig
+from harness.properties import BOUNDS, RigRunners, permute_sources, scale_rig, seeded_rig
 
 SCHEMA = 1
-FAMILIES = ("calibration", "held-out")
+FAMILIES = ("calibration", "property-rigs", "held-out")
+#: Families whose records the limits are derived from (held-out inputs only judge them).
+CALIBRATING = ("calibration", "property-rigs")
 #: The seeds each family draws from by default: disjoint, so held-out inputs are never calibrated on.
-DEFAULT_SEEDS = {"calibration": range(1, 51), "held-out": range(10_001, 10_021)}
+DEFAULT_SEEDS = {"calibration": range(1, 51), "property-rigs": range(1, 61), "held-out": range(10_001, 10_021)}
 #: Statistics kept per sample: the gated ones and the all-pixel ones the report contrasts them with.
 RECORDED = ("max_intervals_confident", "p99_intervals_confident", "max_intervals", "p99_intervals", "confident",
             "max_sq_err_stable", "p99_abs_stable", "p99_abs", "agreement", "index_flips", "near_boundary")
@@ -96,7 +98,7 @@ class Item:
     case: str | None = None  # a named case (bundled scene)
     spec: dict[str, Any] | None = None  # SceneSpec fields of a generated scene
     num_depth: int = 0
-    layout: str = "dtu"  # how the folder is written: dtu (JPEG), png, extra-cam-numbers
+    layout: str = "dtu"  # how the folder is written: dtu (JPEG), png, extra-cam-numbers; memory: no folder
     scale: float = 1.0  # the world-scaling relation's factor
 
     @property
@@ -136,9 +138,24 @@ def corpus(family_name: str, seeds: Sequence[int], cases: Sequence[str] = ("smal
     """The named cases first (calibration family only), then one generated input per seed."""
     if family_name not in FAMILIES:
         raise InvalidArgument("corpus family", "unknown", observed=family_name, expected=" or ".join(FAMILIES))
+    if family_name == "property-rigs":
+        return [rig_item(seed) for seed in seeds]
     named = [Item(f"case-{c}", family_name, case=c, num_depth=get_case(c).num_depth) for c in cases] \
         if family_name == "calibration" else []
     return named + [draw_item(seed, family_name) for seed in seeds]
+
+
+def rig_item(seed: int) -> Item:
+    """A rig of the property suite's full-profile space (rendered in memory, supersampled, no image
+    file: what the property suite feeds), a pure function of the seed."""
+    rig = seeded_rig(seed, BOUNDS["full"])
+    return Item(f"rig-{seed:05d}", "property-rigs", spec=asdict(rig.spec), num_depth=rig.num_depth, layout="memory",
+                scale=round(random.Random(f"property-rigs-scale-{seed}").uniform(0.5, 2.0), 3))
+
+
+def _scene_spec(fields: dict[str, Any]) -> SceneSpec:
+    """A SceneSpec from its fields as a record stores them (JSON lists back to tuples)."""
+    return SceneSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
 def write_item(item: Item, root: Path) -> Path:
@@ -149,8 +166,7 @@ def write_item(item: Item, root: Path) -> Path:
         return folder
     tmp = root / f".{item.id}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    spec = SceneSpec(**{**item.spec, "view_spread_deg": tuple(item.spec["view_spread_deg"])})
-    write_scene(render_scene(spec), tmp)
+    write_scene(render_scene(_scene_spec(item.spec)), tmp)
     if item.layout == "png":  # another renderer's images: PNG instead of JPEG
         from PIL import Image
 
@@ -173,6 +189,8 @@ def item_views(item: Item, root: Path) -> Views:
 
         return case_views(get_case(item.case))
     assert item.spec is not None
+    if item.layout == "memory":
+        return scene_views(render_scene(_scene_spec(item.spec)))
     return load_views(write_item(item, root), num_views=int(item.spec["num_views"]))
 
 
@@ -437,5 +455,5 @@ def record(samples: list[dict[str, Any]], items: Sequence[Item], machine: str, f
             "corpus": [asdict(i) for i in items], "samples": samples}
 
 
-__all__ = ["Item", "Calibrator", "corpus", "draw_item", "record", "recorded", "stage_worst", "FAMILIES",
+__all__ = ["Item", "Calibrator", "corpus", "draw_item", "rig_item", "record", "recorded", "stage_worst", "FAMILIES", "CALIBRATING",
            "DEFAULT_SEEDS", "SCHEMA"]

@@ -8,8 +8,8 @@ skip without it) and the lint needs actionlint on PATH (skips without it).
 from __future__ import annotations
 
 import argparse
-import os
 import configparser
+import os
 import re
 import shlex
 import shutil

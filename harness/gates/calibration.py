@@ -155,7 +155,8 @@ def rig_item(seed: int) -> Item:
 
 def _scene_spec(fields: dict[str, Any]) -> SceneSpec:
     """A SceneSpec from its fields as a record stores them (JSON lists back to tuples)."""
-    return SceneSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    restored: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    return SceneSpec(**restored)
 
 
 def write_item(item: Item, root: Path) -> Path:

@@ -548,7 +548,8 @@ def _calibrate_arguments(cmd: argparse.ArgumentParser) -> None:
                           "record; property-rigs: the same over rigs of the property suite's full-profile space "
                           "(rendered in memory); held-out: judge by the current limits (default: calibration)")
     cmd.add_argument("--seeds", default=None, help="generator seeds, e.g. 1-50 (default: 1-50 calibration, "
-                                                  "1-60 property-rigs, 10001-10020 held-out)")
+                                                  "1-60,1001-1040 property-rigs (from 1001: edge-biased rigs), "
+                                                  "10001-10020 held-out)")
     cmd.add_argument("--named-cases", default="small,seed",
                      help="named cases on the bundled scene in the calibration corpus (default: small,seed)")
     cmd.add_argument("--work", type=Path, default=None,

@@ -105,3 +105,34 @@ def test_world_scaling_relation_passes_where_mains_constant_failed(tmp_path_fact
     assert all(diffs.values()), [d.row() for d in diffs.values()]
     runners.close()
     chain.close()
+
+
+#: Before the property suite's own rigs were calibrated (2026-12-03), the CPU limit of ONNX Runtime
+#: FP32 against torch (max_intervals_confident) came from the generator's scene folders alone.
+PRE_RIGS_CPU_FP32_MAX_INTERVALS = 6.2e-3
+
+
+def test_ort_cpu_fp32_passes_on_the_rig_the_full_property_suite_failed(tmp_path_factory, tolerances):
+    """The full-profile property suite failed all 6 ONNX Runtime CPU FP32 rig legs on the 2-core
+    machine (torch 2.13, onnxruntime 1.32, Hypothesis 6.170): Hypothesis shrank each failure to a
+    5-view D=16 rig of one slanted background plane (seed 323): on this one (224x224) the
+    precomputed/torchscript graphs gave depth max_intervals_confident 0.00738 against 0.0062. Such
+    rigs (supersampled, in memory, at the bounds of the rig space) were not in the calibration
+    corpus; the property-rigs family (edge-biased seeds included) now is, and the limit derived from
+    it (0.011) passes this rig. Not yet covered: the 224x256 variant of the same rig gave 0.0104 and
+    0.0131 on the custom_op and dynamo graphs, over 0.011 too (the corpus's worst is 0.0036)."""
+    from harness.properties import BOUNDS, RigCase, RigRunners
+
+    chain = Chain(ChainConfig(device="cpu", cache_dir=tmp_path_factory.getbasetemp() / "shared-onnx-cache"))
+    runners = RigRunners(chain, BOUNDS["full"])
+    rig = RigCase(SceneSpec(seed=323, num_views=5, height=224, width=224, num_rectangles=0,
+                            view_spread_deg=(8.0, 8.5), photometric_jitter=0.02), 16)
+    leg = Leg("ort-cpu", "raw", "precomputed", "torchscript", "rigs")
+    feed, reference = runners.reference(rig)
+    gates = tolerances.lookup(leg.reference, leg.candidate, leg.precision, ("depth", "photometric_confidence"),
+                              machine=chain.machine_class(leg.candidate))
+    diffs = compare(reference, runners.infer(leg, feed), gates, depth_values=feed["depth_values"])
+    assert diffs["depth"].metrics["max_intervals_confident"] > PRE_RIGS_CPU_FP32_MAX_INTERVALS
+    assert all(diffs.values()), [d.row() for d in diffs.values()]
+    runners.close()
+    chain.close()

@@ -3,6 +3,8 @@ what they say, profiles and legs are chosen as documented. No rendering, no expo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -272,3 +274,32 @@ def test_property_engines_run_with_the_chains_trt_settings(tmp_path, monkeypatch
     assert made["name"] == "trt-tf32" and made["precision"] == "tf32"
     assert made["cuda_graph"] is True and made["buffers"] == "pycuda"
     assert made == {**made, **chain.trt_settings(built)}
+
+
+def test_seeded_rigs_are_pure_functions_of_the_seed_inside_the_full_bounds():
+    from harness.properties import EDGE_SEEDS_FROM, seeded_rig
+
+    bounds = BOUNDS["full"]
+    rigs = [seeded_rig(seed, bounds) for seed in (*range(1, 41), *range(EDGE_SEEDS_FROM, EDGE_SEEDS_FROM + 40))]
+    assert rigs[:3] == [seeded_rig(seed, bounds) for seed in (1, 2, 3)]
+    for rig in rigs:
+        assert bounds.views[0] <= rig.spec.num_views <= bounds.max_views_exported
+        assert bounds.height[0] <= rig.spec.height <= bounds.height[1] and rig.spec.height % 32 == 0
+        assert bounds.width[0] <= rig.spec.width <= bounds.width[1] and rig.spec.width % 32 == 0
+        assert bounds.num_depth[0] <= rig.num_depth <= bounds.num_depth[1] and rig.num_depth % 8 == 0
+
+    def at_bounds(group):
+        return sum(r.num_depth in bounds.num_depth for r in group) + sum(r.spec.num_views in (2, 5) for r in group)
+
+    assert at_bounds(rigs[40:]) > at_bounds(rigs[:40])  # edge-biased seeds sit at the bounds more often
+
+
+def test_the_property_rigs_corpus_renders_its_rigs_in_memory():
+    from harness.gates.calibration import corpus, item_feed, item_views
+
+    items = corpus("property-rigs", [3])
+    assert [i.id for i in items] == ["rig-00003"] and items[0].layout == "memory" and not items[0].case
+    views = item_views(items[0], Path("/nonexistent"))  # no folder is written or read
+    feed = item_feed(items[0], views)
+    assert tuple(feed["imgs"].shape[1:3]) == (items[0].spec["num_views"], 3)
+    assert feed["depth_values"].shape[-1] == items[0].num_depth

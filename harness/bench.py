@@ -44,11 +44,6 @@ CPU_BACKENDS = (*(name for name in MODEL_BACKENDS if registry.get(name).device =
 PER_GRAPH = {"ort-cpu": ("ort-cpu-raw", "ort-cpu-simplified"), "ort-cuda": ("ort-cuda-raw", "ort-cuda-simplified")}
 #: What bench_one times: the defaults of both devices and ONNX Runtime CPU on the FP16 graph.
 TIMED = tuple(dict.fromkeys((*CUDA_BACKENDS, *CPU_BACKENDS, "ort-cpu-fp16")))
-#: Runner settings the benchmark adds over the gate's: the deployment path is timed at its best
-#: compile. torch.compile's default mode (what run and pytest compile: seconds) measured 6.25 ms at
-#: the seed case and 44.06 ms at DTU on an H200, max-autotune-no-cudagraphs 3.63 / 27.99 ms (the
-#: committed baselines); its minutes of autotuning are paid once, then cached with the artifacts.
-BENCH_SETTINGS: dict[str, dict[str, Any]] = {"torch-fast-fp16": {"compile_mode": "max-autotune-no-cudagraphs"}}
 #: What ``bench --backends`` takes: every registry name (the vocabulary of run, check, doctor and
 #: pytest) and the per-graph names.
 KNOWN_BACKENDS = tuple(dict.fromkeys((*registry.names(), *TIMED)))
@@ -115,7 +110,7 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
     family, _, rest = spec.backend.partition("-")
     if spec.backend in MODEL_BACKENDS:
         return registry.make_runner(spec.backend, chain.model, device=device, validate_values=False,
-                                    **chain.model_context(spec.backend), **BENCH_SETTINGS.get(spec.backend, {})), \
+                                    **chain.model_context(spec.backend), **registry.get(spec.backend).bench_settings), \
             chain.reference_feed(spec.case)
     feed = chain.workaround_feed(spec.case, spec.workaround)
     if family == "ort":

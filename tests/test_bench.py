@@ -377,3 +377,16 @@ def test_bench_one_skips_a_backend_that_finds_out_at_its_first_call(cpu_chain, t
     row = bench_one(cpu_chain, BenchSpec("torch-fp32", "small"), TINY, tolerances, None, log=lambda _: None)
     assert row["skipped"] == "torch-aoti: loading the package crashed the process (SIGSEGV)"
     assert "median_ms" not in row and "error" not in row
+
+
+def test_the_bench_times_the_fast_path_with_its_bench_settings(cpu_chain, monkeypatch):
+    """torch-fast-fp16 is timed at its best compile (max-autotune-no-cudagraphs) while run and
+    pytest compile it in the default mode; the gate's runner settings stay untouched."""
+    from harness import bench
+    from harness.backends import registry
+
+    made = {}
+    monkeypatch.setattr(registry, "make_runner", lambda name, artifact, **settings: made.update(settings) or "runner")
+    runner, _ = bench.make_runner(cpu_chain, BenchSpec("torch-fast-fp16", "small"))
+    assert runner == "runner" and made["compile_mode"] == "max-autotune-no-cudagraphs"
+    assert "compile_mode" not in registry.get("torch-fast-fp16").settings  # run and pytest: the default mode

@@ -144,6 +144,7 @@ class BackendSpec:
         available: ``() -> None`` when it can run here, else the missing piece (a skip reason).
         candidate: compared with the reference in the parity gate and the main job.
         fix: what to do when ``available()`` names a missing piece.
+        bench_settings: settings the benchmark adds over the gate's (e.g. a slower, faster compile).
         context: what else its runner takes from the chain that makes it, by name: ``cache_dir``
             (the artifact cache's folder), ``model_digest`` (what identifies the model's
             function: weights and settings). A backend that caches its own artifact asks for both.
@@ -158,5 +159,6 @@ class BackendSpec:
     graph: str | None = None
     candidate: bool = True
     settings: Mapping[str, Any] = field(default_factory=dict)  # fixed constructor settings
+    bench_settings: Mapping[str, Any] = field(default_factory=dict)  # added when the benchmark times it
     fix: str | None = None
     context: tuple[str, ...] = ()

@@ -63,10 +63,14 @@ def _progress(done: int, total: int, item: Any, elapsed: float) -> None:
     sys.stderr.flush()
 
 
-def load_records(root: Path = RECORDS, families: Sequence[str] = ("calibration", "property-rigs"),
+def load_records(root: Path = RECORDS, families: Sequence[str] | None = None,
                  ) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Every sample of every committed record of the calibrating ``families`` (the generator's
-    corpus and the property suite's rigs), and the record files per class."""
+    """Every sample of every committed record of ``families`` (by default the calibrating ones:
+    the generator's corpus and the property suite's rigs), and the record files per class."""
+    if families is None:
+        from harness.gates.calibration import CALIBRATING
+
+        families = CALIBRATING
     samples: list[dict[str, Any]] = []
     sources: dict[str, list[str]] = defaultdict(list)
     for path in sorted(root.glob("*/*.json")):

@@ -159,8 +159,7 @@ class OrtRunner(Runner):
         ensure_available(self.device, self.name)
         self._session: Any = None
         self._stream: torch.cuda.Stream | None = None
-        self.log: list[str] = []  # native lines captured while creating and first running the session
-        self._runs = 0
+        self.log: list[str] = []  # native lines captured while creating the session and at each new input shape
         self._shapes_seen: set[tuple] = set()
 
     def _prepare(self) -> None:
@@ -217,7 +216,6 @@ class OrtRunner(Runner):
         # the first run at each input shape picks kernels (cuDNN search, cudnn_frontend plans, whose
         # failures ONNX Runtime prints): capture its lines; a dynamic graph meets many shapes
         shapes = tuple((name, tuple(t.shape)) for name, t in feed.items())
-        self._runs += 1
         if shapes not in self._shapes_seen:
             self._shapes_seen.add(shapes)
             with captured_native_stderr(self.log):

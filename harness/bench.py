@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 #: e.g. ``torch-aoti``, is timed without an edit here); ONNX Runtime is timed per graph.
 MODEL_BACKENDS = registry.names(consumes="model")
 CUDA_BACKENDS = (*MODEL_BACKENDS, "ort-cuda-raw", "ort-cuda-simplified", "ort-cuda-default", "ort-cuda-fp16",
-                 "trt-fp32", "trt-tf32", "trt-fp16")
+                 "ort-cuda-fp16-default", "trt-fp32", "trt-tf32", "trt-fp16")
 CPU_BACKENDS = (*(name for name in MODEL_BACKENDS if registry.get(name).device == "cpu"),
                 "ort-cpu-raw", "ort-cpu-simplified")
 #: The registry's ONNX Runtime candidates that bench times per graph (raw and simplified apart).
@@ -72,7 +72,7 @@ class BenchSpec:
     def precision(self) -> str:
         if self.backend in MODEL_BACKENDS:
             return registry.get(self.backend).precision
-        if self.backend.endswith("fp16"):
+        if self.backend.endswith("fp16") or "-fp16-" in self.backend:
             return "fp16"
         # ort-cuda-default: ONNX Runtime as shipped allows TF32
         return "tf32" if self.backend.endswith(("tf32", "-default")) else "fp32"
@@ -101,7 +101,9 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
     """A fresh runner (closed by the caller) and the feed it takes, on the chain's device; made by
     the registry's factory. Bench names map onto registry backends: ``ort-<target>-<graph>`` is the
     ONNX Runtime backend on the raw, simplified or FP16 (simplified) graph, ``ort-cuda-default``
-    ONNX Runtime as shipped on the simplified graph."""
+    ONNX Runtime as shipped on the simplified graph, ``ort-cuda-fp16-default`` ONNX Runtime as
+    shipped on the FP16 graph: the reference the ``ort-cuda-fp16`` leg's options are timed against
+    in the same run (the harness's stream must not cost ORT's own speed)."""
     if spec.backend not in TIMED:
         raise InvalidArgument("benchmark backend", "unknown backend", observed=spec.backend,
                               expected=f"one of {', '.join(TIMED)}")
@@ -116,11 +118,13 @@ def make_runner(chain: Chain, spec: BenchSpec) -> tuple[Runner, dict[str, torch.
     if family == "ort":
         target, _, graph = rest.partition("-")
         registry.require(ort_backend(target))  # what is missing is the runtime on that device
-        precision = "fp16" if graph == "fp16" else "fp32"
+        precision = "fp16" if graph.startswith("fp16") else "fp32"
         name = ort_backend(target, precision, "default" if graph == "default" else "strict")
-        variant = "simplified" if graph in ("simplified", "fp16", "default") else "raw"
+        variant = "simplified" if graph in ("simplified", "fp16", "fp16-default", "default") else "raw"
         artifact = chain.onnx(spec.case, spec.workaround, spec.exporter, variant, precision, dynamic)
-        return registry.make_runner(name, artifact.path, label=graph, validate_values=False, tuned=True), feed
+        as_shipped = {"cuda_options": "default"} if graph == "fp16-default" else {}
+        return registry.make_runner(name, artifact.path, label=graph, validate_values=False, tuned=True,
+                                    **as_shipped), feed
     if family == "trt" and rest in ("fp32", "tf32", "fp16"):
         engine = spec_engine(chain, spec)
         return registry.make_runner(spec.backend, engine.path, validate_values=False,

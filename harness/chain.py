@@ -9,7 +9,7 @@ the gate and the main job cannot drift apart. Everything expensive is built once
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -262,6 +262,13 @@ class Chain:
         known: dict[str, Callable[[], Any]] = {"cache_dir": lambda: self.cache.root,
                                                "model_digest": lambda: self.export_digest}
         return {key: known[key]() for key in registry.get(name).context}  # only what is asked: a digest hashes the weights
+
+    def warm(self, names: Iterable[str]) -> None:
+        """Start the background preparation of the model-consuming backends among ``names``
+        (``registry.warm``), so that it overlaps the legs before theirs."""
+        for name in dict.fromkeys(names):
+            if name in registry.specs() and registry.get(name).consumes == "model":
+                registry.warm(name, self.model, device=self.device, **self.model_context(name))
 
     def model_runner(self, name: str, **settings: Any) -> Runner:
         """A backend that consumes the torch model (e.g. ``torch-fast-fp16``), on the chain's device."""

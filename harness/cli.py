@@ -112,6 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     interrupted: Interrupted | None = None
     try:
         with _signals_interrupt():
+            chain.warm(leg.candidate for leg in legs)  # e.g. torch-aoti's loader probe, while other legs run
             for case in cases:  # the reference first: degenerate weights make every leg pass vacuously
                 reasons = degenerate_reasons(chain.reference_outputs(case), chain.feed(case)["depth_values"])
                 for reason in reasons:

@@ -86,12 +86,16 @@ def test_a_package_that_crashes_its_loader_is_a_skip_with_the_stage_and_signal(t
         aoti_runner.AotiRunner(model, cache_dir=tmp_path, model_digest="tiny-crash").prepare()._package((x,))
 
 
+#: The probe's compile child, played: it writes placeholder files where the package and the feed go.
+PLACEHOLDER_PROBE = "import sys, pathlib\nfor a in sys.argv[1:]: pathlib.Path(a).write_bytes(b'placeholder')"
+SEGFAULT_CHECK = "import os, signal; print('stage load', flush=True); os.kill(os.getpid(), signal.SIGSEGV)"
+
+
 def test_a_loader_that_crashes_on_the_probe_skips_before_the_model_is_compiled(tmp_path, monkeypatch):
     # the H200's case: the loader crashes on any package, so minutes of compiling MVSNet would be wasted
-    monkeypatch.setattr(aoti_runner, "_CHECK",
-                        "import os, signal; print('stage load', flush=True); os.kill(os.getpid(), signal.SIGSEGV)")
+    monkeypatch.setattr(aoti_runner, "_CHECK", SEGFAULT_CHECK)
     monkeypatch.setattr(aoti_runner.AotiRunner, "_build", lambda *a: pytest.fail("compiled the model after a failed probe"))
-    _no_compile(monkeypatch)
+    monkeypatch.setattr(aoti_runner, "_PROBE", PLACEHOLDER_PROBE)
     model, x = Tiny().eval(), torch.rand(1, 3, 16, 16)
     runner = aoti_runner.AotiRunner(model, cache_dir=tmp_path, model_digest="tiny-probe", probe_loader=True).prepare()
     with pytest.raises(BackendUnavailable, match=r"loading the package crashed the process \(SIGSEGV\).*one-convolution "
@@ -101,6 +105,30 @@ def test_a_loader_that_crashes_on_the_probe_skips_before_the_model_is_compiled(t
     monkeypatch.setattr(aoti_runner.AotiRunner, "_probe_build", lambda *a: pytest.fail("probed again"))
     with pytest.raises(BackendUnavailable, match="probe package"):
         aoti_runner.AotiRunner(model, cache_dir=tmp_path, model_digest="tiny-probe", probe_loader=True).prepare()._package((x,))
+
+
+def test_warm_probes_in_the_background_and_the_runner_waits_for_that_probe(tmp_path, monkeypatch):
+    # run starts the probe before its first leg (chain.warm); the runner joins it instead of probing again
+    monkeypatch.setattr(aoti_runner, "_CHECK", SEGFAULT_CHECK)
+    monkeypatch.setattr(aoti_runner, "_PROBE", "import time; time.sleep(1)\n" + PLACEHOLDER_PROBE)
+    monkeypatch.setattr(aoti_runner.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(aoti_runner, "_PROBES", {})
+    aoti_runner.warm(Tiny(), device="cpu", cache_dir=tmp_path)
+    assert aoti_runner._PROBES == {}  # a CPU run has no probe to overlap (probe_loader is off there)
+    aoti_runner.start_probe(tmp_path)
+    assert aoti_runner._PROBES[tmp_path].is_alive()  # returned while the probe's compile sleeps
+    monkeypatch.setattr(aoti_runner.AotiRunner, "_probe_build", lambda *a: pytest.fail("probed in the foreground as well"))
+    runner = aoti_runner.AotiRunner(Tiny().eval(), cache_dir=tmp_path, model_digest="tiny-warm", probe_loader=True).prepare()
+    with pytest.raises(BackendUnavailable, match=r"SIGSEGV.*one-convolution probe package"):
+        runner._package((torch.rand(1, 3, 8, 8),))
+    assert aoti_runner._PROBES == {}
+
+
+def test_a_probe_that_cannot_compile_is_a_skip_that_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(aoti_runner, "_PROBE", "import sys; print('no compiler for this', file=sys.stderr); sys.exit(1)")
+    runner = aoti_runner.AotiRunner(Tiny().eval(), cache_dir=tmp_path, model_digest="tiny-nocompile", probe_loader=True).prepare()
+    with pytest.raises(BackendUnavailable, match=r"compiling the probe package failed \(no compiler for this\)"):
+        runner._package((torch.rand(1, 3, 8, 8),))
 
 
 def test_the_probe_runs_on_cuda_devices_only_by_default():

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.backends import registry
 from harness.backends.onnxruntime_runner import OrtRunner
 from harness.backends.torch_runner import TorchRunner
 from harness.bench import (
@@ -67,7 +68,7 @@ def _by_backend(rows: list[dict]) -> dict[str, dict]:
 @pytest.mark.parametrize(("backend", "precision"), [
     ("torch-fp32", "fp32"), ("torch-tf32", "tf32"), ("torch-fp16", "fp16"), ("torch-fast-fp16", "fp16"),
     ("ort-cuda-raw", "fp32"), ("ort-cuda-simplified", "fp32"), ("ort-cuda-fp16", "fp16"), ("ort-cpu-raw", "fp32"),
-    ("ort-cuda-default", "tf32"),
+    ("ort-cuda-default", "tf32"), ("ort-cuda-fp16-default", "fp16"),
     ("trt-fp32", "fp32"), ("trt-tf32", "tf32"), ("trt-fp16", "fp16"),
 ])
 def test_bench_spec_precision_follows_the_backend_suffix(backend, precision):
@@ -116,12 +117,26 @@ def test_make_runner_ort_cpu_runs_the_cached_graph(cpu_chain, graph):
 
 
 @NO_CUDA
-@pytest.mark.parametrize("backend", ["ort-cuda-raw", "ort-cuda-simplified", "ort-cuda-fp16"])
+@pytest.mark.parametrize("backend", ["ort-cuda-raw", "ort-cuda-simplified", "ort-cuda-fp16", "ort-cuda-fp16-default"])
 def test_make_runner_ort_cuda_is_unavailable_without_a_gpu(cpu_chain, backend):
     with pytest.raises(BackendUnavailable) as info:
         make_runner(cpu_chain, BenchSpec(backend, "small"))
     assert "no CUDA device" in info.value.missing
     assert info.value.backend == "ort-cuda"
+
+
+def test_the_fp16_graph_is_timed_with_the_legs_options_and_as_onnx_runtime_ships(cpu_chain, monkeypatch):
+    # ort-cuda-fp16 (the harness's stream) and ort-cuda-fp16-default (no provider option) on one graph
+    made = []
+    monkeypatch.setattr(registry, "require", lambda name: None)
+    monkeypatch.setattr(registry, "make_runner", lambda name, path, **settings: made.append((name, path, settings)))
+    monkeypatch.setattr(type(cpu_chain), "onnx", lambda self, *a: type("A", (), {"path": a})())
+    for backend in ("ort-cuda-fp16", "ort-cuda-fp16-default"):
+        make_runner(cpu_chain, BenchSpec(backend, "small"))
+    (name1, graph1, settings1), (name2, graph2, settings2) = made
+    assert name1 == name2 == "ort-cuda-fp16" and graph1 == graph2 and graph1[3:5] == ("simplified", "fp16")
+    assert "cuda_options" not in settings1 and settings2["cuda_options"] == "default"
+    assert "ort-cuda-fp16-default" in CUDA_BACKENDS
 
 
 @NO_CUDA

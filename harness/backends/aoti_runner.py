@@ -14,10 +14,19 @@ model's, in the process that compiled it or a fresh one). So every
 freshly built package is first loaded and run once in a child process; a crash there is recorded
 with the cache entry and raised as ``BackendUnavailable`` (a skip with that reason), and a later
 session hits the recorded verdict without compiling again.
+
+Before the model is compiled for a CUDA device, the loader is probed on a one-convolution CPU
+package (compiled in a child process, loaded in another): where the loader crashes whatever the
+package, the backend skips without minutes of compiling MVSNet. The probe is a CPU package
+because that is what it tests (the loader, not a kernel) and because it is cheap: compiling the
+CUDA probe took 114 s of a fresh H200's main job, the CPU one about 20 s on a 2-core machine. A
+front that knows its legs (``run``) starts it in the background with ``warm`` while the other
+legs run; a loader that crashes on CUDA packages only is still caught by the model's own check.
 """
 
 from __future__ import annotations
 
+import atexit
 import copy
 import os
 import shutil
@@ -25,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -53,8 +63,19 @@ if torch.cuda.is_available():
 print("stage done", flush=True)
 """
 CHECK_TIMEOUT_S = 600.0
+#: What the probe's child process does: compile a one-convolution CPU package to argv[1] and save
+#: the feed it runs on to argv[2] (AOTInductor's output goes to the child's captured streams).
+_PROBE = """
+import sys, torch
+probe = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()).eval()
+feed = (torch.ones(1, 3, 8, 8),)
+with torch.no_grad():
+    exported = torch.export.export(probe, feed)
+    torch._inductor.aoti_compile_and_package(exported, package_path=sys.argv[1])
+torch.save(feed, sys.argv[2])
+"""
 #: Version of the loader probe's package (``_probe_build``): part of its cache key.
-PROBE_FORMAT = 1
+PROBE_FORMAT = 2
 
 
 #: How Inductor says an operator runs through the proxy executor (no C shim) in the package.
@@ -190,36 +211,23 @@ class AotiRunner(Runner):
         with tempfile.TemporaryDirectory(prefix="harness-aoti-") as scratch:
             feed = Path(scratch) / "feed.pt"
             torch.save(tuple(a.detach() for a in args), feed)
-            try:
-                done = subprocess.run([sys.executable, "-c", _CHECK, str(path), str(feed)], capture_output=True,
-                                      text=True, timeout=CHECK_TIMEOUT_S, check=False)
-            except subprocess.TimeoutExpired:
-                return f"loading and running the package took over {CHECK_TIMEOUT_S:.0f} s"
-        stages = [line.split(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith("stage ")]
-        if done.returncode == 0 and stages[-1:] == ["done"]:
-            return "ok"
-        tail = [line for line in done.stderr.strip().splitlines() if line.strip()][-1:]
-        return describe_crash(done.returncode, stages) + (f": {tail[0][:300]}" if tail and done.returncode > 0 else "")
+            return _load_in_child(path, feed)
 
     def _probe_build(self, path: Path) -> dict[str, Any]:
-        """A one-convolution package on this device, loaded and run in a child process."""
-        probe = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()).to(self.device).eval()
-        args = (torch.ones(1, 3, 8, 8, device=self.device),)
-        log: list[str] = []
-        cache = inductor_cache_dir(self.cache.root) if self.cache is not None else None
-        with torch.no_grad():
-            exported = quiet_compile(lambda: torch.export.export(probe, args), log)
-            quiet_compile(lambda: torch._inductor.aoti_compile_and_package(exported, package_path=str(path)), log, cache)
-        return {"load_check": self._check_in_child(path, args), "compile_log": log[:MAX_LOG_LINES]}
+        """A one-convolution CPU package, compiled in one child process, loaded and run in another."""
+        return _probe_package(path, self.cache.root if self.cache is not None else None)
 
     def _loader_verdict(self) -> str:
-        """``ok`` or what crashed, when AOTInductor's loader runs a tiny package on this device."""
-        if self.cache is not None:
-            entry = self.cache.get_or_build("aoti-loader", {**self._environment(), "format": PROBE_FORMAT}, "probe.pt2",
-                                            self._probe_build)
-            return str(entry.meta.get("load_check"))
-        with tempfile.TemporaryDirectory(prefix="harness-aoti-probe-") as scratch:
-            return str(self._probe_build(Path(scratch) / "probe.pt2")["load_check"])
+        """``ok`` or what crashed, when AOTInductor's loader runs a tiny package on this machine;
+        waits for the probe ``warm`` started in the background, if any."""
+        if self.cache is None:
+            with tempfile.TemporaryDirectory(prefix="harness-aoti-probe-") as scratch:
+                return str(self._probe_build(Path(scratch) / "probe.pt2")["load_check"])
+        pending = _PROBES.pop(Path(self.cache.root), None)
+        if pending is not None:
+            pending.join()
+        entry = self.cache.get_or_build("aoti-loader", probe_fields(), "probe.pt2", self._probe_build)
+        return str(entry.meta.get("load_check"))
 
     def _unavailable(self, verdict: str, where: str) -> BackendUnavailable:
         return BackendUnavailable(
@@ -270,6 +278,108 @@ class AotiRunner(Runner):
                 "precision": "fp32", "inverse": "torch.inverse (exported)", **self._facts}
 
 
+#: Child processes running now (a probe's compile, a load check), killed when the harness exits:
+#: an interrupted run leaves no compile behind.
+_CHILDREN: set[subprocess.Popen[str]] = set()
+
+
+def _run_child(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -c script args`` with its output captured; ``TimeoutExpired`` after ``CHECK_TIMEOUT_S``."""
+    command = [sys.executable, "-c", script, *args]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as child:
+        _CHILDREN.add(child)
+        try:
+            out, err = child.communicate(timeout=CHECK_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise
+        finally:
+            _CHILDREN.discard(child)
+    return subprocess.CompletedProcess(command, child.returncode, out, err)
+
+
+@atexit.register
+def _end_children() -> None:
+    for child in list(_CHILDREN):
+        child.kill()
+
+
+def _load_in_child(path: Path, feed: Path) -> str:
+    """``ok``, or what crashed, from loading package ``path`` and running it on the saved ``feed``
+    in a child process."""
+    try:
+        done = _run_child(_CHECK, str(path), str(feed))
+    except subprocess.TimeoutExpired:
+        return f"loading and running the package took over {CHECK_TIMEOUT_S:.0f} s"
+    stages = [line.split(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith("stage ")]
+    if done.returncode == 0 and stages[-1:] == ["done"]:
+        return "ok"
+    tail = [line for line in done.stderr.strip().splitlines() if line.strip()][-1:]
+    return describe_crash(done.returncode, stages) + (f": {tail[0][:300]}" if tail and done.returncode > 0 else "")
+
+
+def probe_fields() -> dict[str, Any]:
+    """The loader probe's cache key: the torch build and the machine (its GPU), not the model."""
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"probe_device": "cpu", "torch": torch.__version__, "cuda": torch.version.cuda, "gpu": gpu,
+            "format": PROBE_FORMAT}
+
+
+def _probe_package(path: Path, cache_root: Path | None) -> dict[str, Any]:
+    """Compile the probe package into ``path`` in a child process, then load and run it in
+    another: ``{"load_check": "ok" or what failed, "compile_log": [...]}``."""
+    env = dict(os.environ)
+    inductor = inductor_cache_dir(cache_root)
+    if inductor is not None:
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(inductor)
+    with tempfile.TemporaryDirectory(prefix="harness-aoti-probe-") as scratch:
+        feed = Path(scratch) / "feed.pt"
+        try:
+            done = _run_child(_PROBE, str(path), str(feed), env=env)
+        except subprocess.TimeoutExpired:
+            return {"load_check": f"compiling the probe package took over {CHECK_TIMEOUT_S:.0f} s", "compile_log": []}
+        log = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+        if done.returncode != 0 or not path.is_file() or not feed.is_file():
+            if not path.is_file():
+                path.write_bytes(b"")  # the cache keeps the verdict: a later session skips at once
+            tail = log[-1:] or [f"exit status {done.returncode}"]
+            return {"load_check": f"compiling the probe package failed ({tail[0][:300]})", "compile_log": log[:MAX_LOG_LINES]}
+        return {"load_check": _load_in_child(path, feed), "compile_log": log[:MAX_LOG_LINES]}
+
+
+#: Loader probes started in the background (``warm``), by cache folder: a thread waiting on the
+#: probe's child processes. ``_loader_verdict`` joins it before it reads the cache entry.
+_PROBES: dict[Path, threading.Thread] = {}
+
+
+def warm(model: Any = None, device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
+         **_: Any) -> None:
+    """Start the loader probe in the background for a run that will need it (a CUDA device and a
+    cache to keep its verdict in), so its compile overlaps the other legs. The thread only waits
+    on child processes and fills the cache entry; nothing reaches the console."""
+    if torch.device(device).type == "cuda" and cache_dir is not None and aoti_missing() is None:
+        start_probe(Path(cache_dir))
+
+
+def start_probe(root: Path) -> None:
+    """The loader probe for the artifact cache at ``root``, started on a background thread (once)."""
+    if root in _PROBES:
+        return
+    cache = ArtifactCache(root)
+    fields = probe_fields()  # CUDA is initialised here, on the caller's thread
+
+    def probe() -> None:
+        try:
+            cache.get_or_build("aoti-loader", fields, "probe.pt2", lambda p: _probe_package(p, root))
+        except Exception:  # noqa: BLE001  the runner builds it again in the foreground and raises there
+            pass
+
+    thread = threading.Thread(target=probe, name="harness-aoti-probe", daemon=True)
+    _PROBES[root] = thread
+    thread.start()
+
+
 def _make(model: torch.nn.Module, **settings: Any) -> AotiRunner:
     return AotiRunner(model, settings.pop("device", "cpu"), **settings)
 
@@ -277,5 +387,5 @@ def _make(model: torch.nn.Module, **settings: Any) -> AotiRunner:
 BACKENDS = (
     # PyTorch's own ahead-of-time deployment path; runs where the chain runs (CPU or CUDA)
     BackendSpec(NAME, "model", "fp32", "cpu", _make, aoti_missing, context=("cache_dir", "model_digest"),
-                fix="install a C++ compiler (e.g. apt install g++) or set $CXX"),
+                fix="install a C++ compiler (e.g. apt install g++) or set $CXX", warm=warm),
 )

@@ -148,6 +148,9 @@ class BackendSpec:
         context: what else its runner takes from the chain that makes it, by name: ``cache_dir``
             (the artifact cache's folder), ``model_digest`` (what identifies the model's
             function: weights and settings). A backend that caches its own artifact asks for both.
+        warm: ``warm(artifact, **settings) -> None``, optional: starts, in the background, work
+            its first runner would otherwise do in the foreground (``torch-aoti``: the loader
+            probe), for a front that knows ahead which backends it will run.
     """
 
     name: str
@@ -162,3 +165,4 @@ class BackendSpec:
     bench_settings: Mapping[str, Any] = field(default_factory=dict)  # added when the benchmark times it
     fix: str | None = None
     context: tuple[str, ...] = ()
+    warm: Callable[..., None] | None = field(default=None, repr=False, compare=False)

@@ -88,3 +88,11 @@ def make_runner(name: str, artifact: Any, **settings: Any) -> Runner:
     ``BackendUnavailable`` naming what is missing."""
     spec = get(name)
     return spec.make(artifact, **{**spec.settings, **settings})
+
+
+def warm(name: str, artifact: Any, **settings: Any) -> None:
+    """Start backend ``name``'s background preparation (its spec's ``warm``), if it has one and
+    can run here; the runner ``make_runner`` makes later waits for it."""
+    spec = get(name)
+    if spec.warm is not None and spec.available() is None:
+        spec.warm(artifact, **{**spec.settings, **settings})

@@ -119,8 +119,7 @@ def test_ort_cpu_fp32_passes_on_the_rig_the_full_property_suite_failed(tmp_path_
     precomputed/torchscript graphs gave depth max_intervals_confident 0.00738 against 0.0062. Such
     rigs (supersampled, in memory, at the bounds of the rig space) were not in the calibration
     corpus; the property-rigs family (edge-biased seeds included) now is, and the limit derived from
-    it (0.011) passes this rig. Not yet covered: the 224x256 variant of the same rig gave 0.0104 and
-    0.0131 on the custom_op and dynamo graphs, over 0.011 too (the corpus's worst is 0.0036)."""
+    it passes this rig (the next test has the variant that needed a larger corpus)."""
     from harness.properties import BOUNDS, RigCase, RigRunners
 
     chain = Chain(ChainConfig(device="cpu", cache_dir=tmp_path_factory.getbasetemp() / "shared-onnx-cache"))
@@ -133,6 +132,29 @@ def test_ort_cpu_fp32_passes_on_the_rig_the_full_property_suite_failed(tmp_path_
                               machine=chain.machine_class(leg.candidate))
     diffs = compare(reference, runners.infer(leg, feed), gates, depth_values=feed["depth_values"])
     assert diffs["depth"].metrics["max_intervals_confident"] > PRE_RIGS_CPU_FP32_MAX_INTERVALS
+    assert all(diffs.values()), [d.row() for d in diffs.values()]
+    runners.close()
+    chain.close()
+
+
+def test_ort_cpu_fp32_passes_on_the_wider_rig_the_full_property_suite_failed(tmp_path_factory, tolerances):
+    """The same rig at 224x256 with spread (8, 11) degrees and 3 % gain jitter failed the CPU limit
+    derived from 100 rigs (0.011): depth max_intervals_confident 0.0125 (closed_form), 0.0131
+    (dynamo), 0.0104 (custom_op), every graph's worst at one pixel while its p99 stays near 1e-4
+    steps: a heavy-tailed maximum. 130 more rigs (seeds 61-130, 1041-1100) found benign worsts of
+    0.0070 on their own, and the limit derived by the same rule (x3) is 0.022."""
+    from harness.properties import BOUNDS, RigCase, RigRunners
+
+    chain = Chain(ChainConfig(device="cpu", cache_dir=tmp_path_factory.getbasetemp() / "shared-onnx-cache"))
+    runners = RigRunners(chain, BOUNDS["full"])
+    rig = RigCase(SceneSpec(seed=323, num_views=5, height=224, width=256, num_rectangles=0,
+                            view_spread_deg=(8.0, 11.0), photometric_jitter=0.03), 16)
+    leg = Leg("ort-cpu", "raw", "closed_form", "torchscript", "rigs")
+    feed, reference = runners.reference(rig)
+    gates = tolerances.lookup(leg.reference, leg.candidate, leg.precision, ("depth", "photometric_confidence"),
+                              machine=chain.machine_class(leg.candidate))
+    diffs = compare(reference, runners.infer(leg, feed), gates, depth_values=feed["depth_values"])
+    assert diffs["depth"].metrics["max_intervals_confident"] > 0.011  # what the 100-rig limit failed
     assert all(diffs.values()), [d.row() for d in diffs.values()]
     runners.close()
     chain.close()

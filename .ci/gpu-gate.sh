@@ -13,9 +13,10 @@
 #   doctor   python -m harness doctor --require torch-cuda,ort-cuda: stops the job when this
 #            machine cannot run the GPU legs, with the reason.
 #   gate     python -m pytest suites --harness-profile full -n N --dist worksteal --durations=15:
-#            N pytest-xdist workers share the GPU (default: half the CPU cores, at most 8; each
-#            worker's torch and ONNX Runtime CPU sessions take cores/N threads; --workers 0 runs
-#            one process); idle workers take queued tests from busy ones (worksteal). The gate's
+#            N pytest-xdist workers share the GPU (default: half the CPU cores, at most 8, and at
+#            most one per 32 GiB of GPU memory, as nvidia-smi reports it; each worker's torch and
+#            ONNX Runtime CPU sessions take cores/N threads; --workers 0 runs one process); idle
+#            workers take queued tests from busy ones (worksteal). The gate's
 #            benchmark tests skip under xdist (their timing is the bench step's); the parity,
 #            export, audit, property and sensitivity tests spread over the workers.
 #   bench    python -m harness bench --cases seed,dtu --profile full
@@ -31,6 +32,15 @@ label="${HOSTNAME:-$(uname -n)}"
 cases="seed,dtu"
 cores=$(nproc 2>/dev/null || echo 2)
 workers=$((cores / 2)); [ "$workers" -gt 8 ] && workers=8; [ "$workers" -lt 1 ] && workers=1
+# Every worker keeps its ONNX Runtime CUDA sessions (each with its own memory arena) and torch's
+# cache: 8 workers on one H200 (139 GiB) ran out of GPU memory (6 ONNX Runtime CUDA allocation
+# failures, 2026-12-03), so a worker gets at least 32 GiB.
+GIB_PER_WORKER=32
+gpu_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits -i 0 2>/dev/null | head -n 1 | tr -dc 0-9)
+if [ -n "$gpu_mib" ]; then
+  by_memory=$((gpu_mib / 1024 / GIB_PER_WORKER)); [ "$by_memory" -lt 1 ] && by_memory=1
+  [ "$workers" -gt "$by_memory" ] && workers=$by_memory
+fi
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-setup) setup=0 ;;

@@ -145,6 +145,24 @@ def test_gpu_script_runs_the_steps_and_reports_each_exit_code(tmp_path, failing,
 _DEFAULT_WORKERS = min(8, max(1, len(os.sched_getaffinity(0)) // 2))  # what nproc counts
 
 
+def test_gpu_script_gives_each_worker_32_gib_of_the_gpu(tmp_path):
+    # 8 workers exhausted an H200's 139 GiB: on the H200 machine (16 cores, nvidia-smi 143771 MiB) 4
+    python = _fake_python(tmp_path)
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name, answer in (("nvidia-smi", "143771"), ("nproc", "16")):
+        (tools / name).write_text(f"#!/usr/bin/env bash\necho {answer}\n")
+        (tools / name).chmod(0o755)
+    env = {"PATH": f"{tools}:/usr/bin:/bin", "PYTHON": str(python)}
+    for args, workers in (((), 4), (("--workers", "8"), 8)):  # an explicit count wins
+        (tmp_path / "calls").unlink(missing_ok=True)
+        result = subprocess.run(["bash", str(GPU_SCRIPT), "--no-setup", *args], cwd=ROOT, text=True, capture_output=True,
+                                timeout=60, check=False, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (tmp_path / "calls").read_text().splitlines()[1] == (
+            f"-m pytest suites --harness-profile full -n {workers} --dist worksteal --durations=15")
+
+
 @pytest.mark.parametrize(("args", "gate"), [
     ((), f"-m pytest suites --harness-profile full -n {_DEFAULT_WORKERS} --dist worksteal --durations=15"),
     (("--workers", "0"), "-m pytest suites --harness-profile full --durations=15"),

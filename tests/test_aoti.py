@@ -131,6 +131,14 @@ def test_a_probe_that_cannot_compile_is_a_skip_that_says_so(tmp_path, monkeypatc
         runner._package((torch.rand(1, 3, 8, 8),))
 
 
+def test_a_probe_compile_past_its_timeout_is_a_skip_that_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(aoti_runner, "CHECK_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(aoti_runner, "_PROBE", "import time; time.sleep(30)")
+    runner = aoti_runner.AotiRunner(Tiny().eval(), cache_dir=tmp_path, model_digest="tiny-slow", probe_loader=True).prepare()
+    with pytest.raises(BackendUnavailable, match=r"compiling the probe package took over 1 s"):
+        runner._package((torch.rand(1, 3, 8, 8),))
+
+
 def test_the_probe_runs_on_cuda_devices_only_by_default():
     model = Tiny().eval()
     assert aoti_runner.AotiRunner(model, device="cpu").probe_loader is False

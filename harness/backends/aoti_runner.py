@@ -338,14 +338,16 @@ def _probe_package(path: Path, cache_root: Path | None) -> dict[str, Any]:
         try:
             done = _run_child(_PROBE, str(path), str(feed), env=env)
         except subprocess.TimeoutExpired:
-            return {"load_check": f"compiling the probe package took over {CHECK_TIMEOUT_S:.0f} s", "compile_log": []}
-        log = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
-        if done.returncode != 0 or not path.is_file() or not feed.is_file():
-            if not path.is_file():
-                path.write_bytes(b"")  # the cache keeps the verdict: a later session skips at once
+            verdict, log = f"compiling the probe package took over {CHECK_TIMEOUT_S:.0f} s", []
+        else:
+            log = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+            if done.returncode == 0 and path.is_file() and feed.is_file():
+                return {"load_check": _load_in_child(path, feed), "compile_log": log[:MAX_LOG_LINES]}
             tail = log[-1:] or [f"exit status {done.returncode}"]
-            return {"load_check": f"compiling the probe package failed ({tail[0][:300]})", "compile_log": log[:MAX_LOG_LINES]}
-        return {"load_check": _load_in_child(path, feed), "compile_log": log[:MAX_LOG_LINES]}
+            verdict = f"compiling the probe package failed ({tail[0][:300]})"
+    if not path.is_file():
+        path.write_bytes(b"")  # the cache keeps the verdict with a placeholder: a later session skips at once
+    return {"load_check": verdict, "compile_log": log[:MAX_LOG_LINES]}
 
 
 #: Loader probes started in the background (``warm``), by cache folder: a thread waiting on the

@@ -50,14 +50,16 @@ from harness.gates.limits import family, machine_class
 from harness.localize import depth_step, stage_base, stage_errors
 from harness.model.inputs import DEPTH_MULTIPLE, SIZE_MULTIPLE
 from harness.model.mvsnet import probing
-from harness.properties import BOUNDS, RigRunners, permute_sources, scale_rig, seeded_rig
+from harness.properties import BOUNDS, EDGE_SEEDS_FROM, RigRunners, permute_sources, scale_rig, seeded_rig
 
 SCHEMA = 1
 FAMILIES = ("calibration", "property-rigs", "held-out")
 #: Families whose records the limits are derived from (held-out inputs only judge them).
 CALIBRATING = ("calibration", "property-rigs")
 #: The seeds each family draws from by default: disjoint, so held-out inputs are never calibrated on.
-DEFAULT_SEEDS = {"calibration": range(1, 51), "property-rigs": (*range(1, 61), *range(1001, 1041)), "held-out": range(10_001, 10_021)}
+DEFAULT_SEEDS = {"calibration": range(1, 51),
+                 "property-rigs": (*range(1, 61), *range(EDGE_SEEDS_FROM, EDGE_SEEDS_FROM + 40)),  # 40 edge-biased
+                 "held-out": range(10_001, 10_021)}
 #: Statistics kept per sample: the gated ones and the all-pixel ones the report contrasts them with.
 RECORDED = ("max_intervals_confident", "p99_intervals_confident", "max_intervals", "p99_intervals", "confident",
             "max_sq_err_stable", "p99_abs_stable", "p99_abs", "agreement", "index_flips", "near_boundary")

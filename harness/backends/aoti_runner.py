@@ -66,16 +66,26 @@ CHECK_TIMEOUT_S = 600.0
 #: What the probe's child process does: compile a one-convolution CPU package to argv[1] and save
 #: the feed it runs on to argv[2] (AOTInductor's output goes to the child's captured streams).
 _PROBE = """
-import sys, torch
+import sys, time, torch
+import torch._inductor.config as config
+# the cheapest build that still goes through the loader: no precompiled headers, the wrapper at
+# -O0, no pool of compile workers (a fresh 16-core H200 took 160 s with Inductor's defaults)
+config.compile_threads = 1
+for name, value in (("compile_wrapper_opt_level", "O0"), ("precompile_headers", False)):
+    if hasattr(config.aot_inductor, name):
+        setattr(config.aot_inductor, name, value)
+started = time.perf_counter()
 probe = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()).eval()
 feed = (torch.ones(1, 3, 8, 8),)
 with torch.no_grad():
     exported = torch.export.export(probe, feed)
+    exported_at = time.perf_counter()
     torch._inductor.aoti_compile_and_package(exported, package_path=sys.argv[1])
 torch.save(feed, sys.argv[2])
+print(f"probe export {exported_at - started:.1f} s, compile {time.perf_counter() - exported_at:.1f} s", flush=True)
 """
 #: Version of the loader probe's package (``_probe_build``): part of its cache key.
-PROBE_FORMAT = 2
+PROBE_FORMAT = 3
 
 
 #: How Inductor says an operator runs through the proxy executor (no C shim) in the package.
@@ -335,6 +345,7 @@ def _probe_package(path: Path, cache_root: Path | None) -> dict[str, Any]:
         env["TORCHINDUCTOR_CACHE_DIR"] = str(inductor)
     with tempfile.TemporaryDirectory(prefix="harness-aoti-probe-") as scratch:
         feed = Path(scratch) / "feed.pt"
+        started = time.perf_counter()
         try:
             done = _run_child(_PROBE, str(path), str(feed), env=env)
         except subprocess.TimeoutExpired:
@@ -342,7 +353,9 @@ def _probe_package(path: Path, cache_root: Path | None) -> dict[str, Any]:
         else:
             log = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
             if done.returncode == 0 and path.is_file() and feed.is_file():
-                return {"load_check": _load_in_child(path, feed), "compile_log": log[:MAX_LOG_LINES]}
+                compiled = round(time.perf_counter() - started, 1)
+                return {"load_check": _load_in_child(path, feed), "compile_log": log[:MAX_LOG_LINES],
+                        "compile_seconds": compiled, "check_seconds": round(time.perf_counter() - started - compiled, 1)}
             tail = log[-1:] or [f"exit status {done.returncode}"]
             verdict = f"compiling the probe package failed ({tail[0][:300]})"
     if not path.is_file():

@@ -163,3 +163,34 @@ def test_the_calibration_report_draws_one_figure_per_gate(tiny_calibration):
     figures = sorted(Path(report.parent).glob("*.png"))
     assert figures and text.count("![](") == len(figures)
     assert "cpu torch-vs-ort fp32 depth max_intervals_confident" in text
+
+
+@pytest.mark.parametrize("budget, most_alive", [(0, 1), (10**12, 4)])
+def test_inputs_above_the_generators_sizes_run_one_session_at_a_time(tiny_calibration, tmp_path, monkeypatch,
+                                                                     budget, most_alive):
+    """At DTU's size the sessions of every leg alive together ran an H200 out of GPU memory; above
+    STAGE_BUDGET the calibrator closes each runner after its call (the graphs stay cached)."""
+    from harness.backends.base import Runner
+    from harness.gates import calibration
+    from harness.properties import RigRunners
+
+    items, _, _, work = tiny_calibration
+    monkeypatch.setattr(calibration, "STAGE_BUDGET", budget)
+    alive: list[int] = []
+    infer = RigRunners.infer
+
+    def counting(self, leg, feed):
+        out = infer(self, leg, feed)
+        alive.append(sum(isinstance(v, Runner) for v in self._memo.values()))
+        return out
+
+    monkeypatch.setattr(RigRunners, "infer", counting)
+    chain = Chain(ChainConfig(device="cpu", cache_dir=work / "cache"))  # the fixture's exports, cached
+    calibrator = calibration.Calibrator(chain, tmp_path, candidates=("ort-cpu",), with_stages=False,
+                                        with_golden=False, with_extra_graphs=False)
+    try:
+        calibrator.measure(items[1])
+    finally:
+        calibrator.close()
+        chain.close()
+    assert max(alive) == most_alive  # 2 workarounds x raw/simplified alive together below the budget

@@ -288,6 +288,17 @@ class Calibrator:
         assert self._runners is not None
         runners = self._runners
         views_count = int(feed["imgs"].shape[1])
+        height, width = feed["imgs"].shape[-2:]
+        # above the generator's sizes (the seed and DTU cases), one session at a time: ONNX Runtime
+        # CUDA's arenas of a few sessions at DTU's size ran an H200 out of memory (2026-12-03)
+        one_at_a_time = height * width * depth_values.shape[-1] > STAGE_BUDGET
+
+        def run(leg: Leg, f: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            out = runners.infer(leg, f)
+            if one_at_a_time:
+                runners.release_runners()
+            return out
+
         for candidate in self.candidates:
             spec = registry.get(candidate)
             if spec.consumes != "onnx":
@@ -297,13 +308,13 @@ class Calibrator:
             for workaround in RIG_WORKAROUNDS:
                 for variant in ("raw", "simplified"):
                     leg = Leg(candidate, variant, workaround, RIG_EXPORTER, "rigs")
-                    out = runners.infer(leg, feed)
+                    out = run(leg, feed)
                     per_variant[(workaround, variant)] = out
                     add(f"torch-vs-{family(candidate)}", spec.precision, machine, leg.id, out)
             if self.with_extra_graphs and spec.precision == "fp32" and spec.device == "cpu":  # ONNX Runtime's own graphs (custom_op) run here
                 for workaround, exporter, variant in RIG_EXTRA_FP32:
                     leg = Leg(candidate, variant, workaround, exporter, "rigs")
-                    add(f"torch-vs-{family(candidate)}", spec.precision, machine, leg.id, runners.infer(leg, feed))
+                    add(f"torch-vs-{family(candidate)}", spec.precision, machine, leg.id, run(leg, feed))
             # the same runtime against itself: raw vs simplified (what the property suite gates as ort-vs-ort)
             add(f"{family(candidate)}-vs-{family(candidate)}", spec.precision, machine, f"{candidate}-raw-vs-simplified",
                 per_variant[("precomputed", "simplified")], per_variant[("precomputed", "raw")], accuracy=False)
@@ -311,7 +322,7 @@ class Calibrator:
                 leg = Leg(candidate, "simplified", "precomputed", RIG_EXPORTER, "rigs")
 
                 def infer(f: dict[str, torch.Tensor], _leg: Leg = leg) -> dict[str, torch.Tensor]:
-                    return runners.infer(_leg, f)
+                    return run(_leg, f)
 
                 rows += self._relations(item, views, feed, infer,
                                         per_variant[("precomputed", "simplified")], f"{family(candidate)}-vs-{family(candidate)}",
@@ -341,7 +352,6 @@ class Calibrator:
             self._static_legs(item, add)
         if self.with_golden and "ort-cpu" in self.candidates:
             rows += self._golden(item, feed, views_count)
-        height, width = feed["imgs"].shape[-2:]
         if self.with_stages and height * width * depth_values.shape[-1] <= STAGE_BUDGET:
             rows += self._stages(item, feed, ref_stages, views_count)
         return rows

@@ -19,7 +19,8 @@ Before the model is compiled for a CUDA device, the loader is probed on a one-co
 package (compiled in a child process, loaded in another): where the loader crashes whatever the
 package, the backend skips without minutes of compiling MVSNet. The probe is a CPU package
 because that is what it tests (the loader, not a kernel) and because it is cheap: compiling the
-CUDA probe took 114 s of a fresh H200's main job, the CPU one about 20 s on a 2-core machine. A
+CUDA probe took 114 s of a fresh H200's main job; the CPU one, built with the cheapest settings
+(``_PROBE``), 12 s on a 2-core machine against 28 s with Inductor's defaults. A
 front that knows its legs (``run``) starts it in the background with ``warm`` while the other
 legs run; a loader that crashes on CUDA packages only is still caught by the model's own check.
 """
@@ -69,11 +70,18 @@ _PROBE = """
 import sys, time, torch
 import torch._inductor.config as config
 # the cheapest build that still goes through the loader: no precompiled headers, the wrapper at
-# -O0, no pool of compile workers (a fresh 16-core H200 took 160 s with Inductor's defaults)
+# -O0, no pool of compile workers, and no SIMD kernels, so none of the one-g++-call-per-ISA checks
+# (ten on the H200 machine's AVX-512 CPU; its whole probe compile took 53-62 s alone, 180 s beside
+# the main job's legs)
 config.compile_threads = 1
 for name, value in (("compile_wrapper_opt_level", "O0"), ("precompile_headers", False)):
     if hasattr(config.aot_inductor, name):
         setattr(config.aot_inductor, name, value)
+try:
+    import torch._inductor.cpu_vec_isa as isa
+    isa.valid_vec_isa_list = lambda: []
+except (ImportError, AttributeError):
+    pass
 started = time.perf_counter()
 probe = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()).eval()
 feed = (torch.ones(1, 3, 8, 8),)
@@ -85,7 +93,7 @@ torch.save(feed, sys.argv[2])
 print(f"probe export {exported_at - started:.1f} s, compile {time.perf_counter() - exported_at:.1f} s", flush=True)
 """
 #: Version of the loader probe's package (``_probe_build``): part of its cache key.
-PROBE_FORMAT = 3
+PROBE_FORMAT = 4
 
 
 #: How Inductor says an operator runs through the proxy executor (no C shim) in the package.

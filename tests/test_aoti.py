@@ -192,3 +192,17 @@ def test_the_record_names_the_proxy_executor_fallbacks(tmp_path):
     facts = runner.describe()
     assert facts["proxy_fallbacks"] == [] and isinstance(facts["compile_log"], list)  # a convolution has its C shims
     assert any((tmp_path / "inductor").iterdir())  # Inductor compiled into the harness's cache, not /tmp
+
+
+def test_children_run_without_core_dumps():
+    # a crashing load check of a CUDA process took 61 s on the H200 machine while the kernel dumped it;
+    # the harness may run where core dumps are on (the children would inherit the limit)
+    resource = pytest.importorskip("resource")
+    before = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (before[1], before[1]))
+    try:
+        done = aoti_runner._run_child("import resource; print(resource.getrlimit(resource.RLIMIT_CORE)[0])")
+    finally:
+        resource.setrlimit(resource.RLIMIT_CORE, before)
+    assert done.returncode == 0, done.stderr
+    assert 0 <= int(done.stdout.strip()) <= 1 or before[1] == 0

@@ -55,6 +55,9 @@ def test_package_matches_eager_and_is_cached_by_content(tmp_path, monkeypatch):
     assert torch.allclose(out, model(x), atol=1e-5)
     facts = runner.describe()
     assert facts["cache"] == "miss" and facts["load_check"] == "ok" and facts["package_mib"] > 0
+    # the record names the proxy-executor fallbacks (none: a convolution has its C shims) and keeps the log
+    assert facts["proxy_fallbacks"] == [] and isinstance(facts["compile_log"], list)
+    assert any((tmp_path / "inductor").iterdir())  # Inductor compiled into the harness's cache, not /tmp
     # a second runner (a later session) hits the package: no export, no compile
     monkeypatch.setattr(aoti_runner.AotiRunner, "_build", lambda *a: pytest.fail("rebuilt a cached package"))
     again = aoti_runner.AotiRunner(model, cache_dir=tmp_path, model_digest="tiny-1").prepare()
@@ -183,15 +186,6 @@ def test_compile_warnings_go_to_the_record_not_the_console(caplog):
     assert lines == [message, "FutureWarning: an old export API"]
     assert "c-shim" not in caplog.text
     assert (list(inductor.handlers), inductor.propagate) == before  # torch's own logging restored
-
-
-def test_the_record_names_the_proxy_executor_fallbacks(tmp_path):
-    model, x = Tiny().eval(), torch.rand(1, 3, 8, 8)
-    runner = aoti_runner.AotiRunner(model, cache_dir=tmp_path, model_digest="tiny-log", load_check=False).prepare()
-    runner._package((x,))
-    facts = runner.describe()
-    assert facts["proxy_fallbacks"] == [] and isinstance(facts["compile_log"], list)  # a convolution has its C shims
-    assert any((tmp_path / "inductor").iterdir())  # Inductor compiled into the harness's cache, not /tmp
 
 
 def test_children_run_without_core_dumps():

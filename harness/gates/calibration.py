@@ -23,6 +23,7 @@ after its last sample, so an interrupted calibration resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -267,10 +268,16 @@ class Calibrator:
         feed = item_feed(item, views)
         reference_feed = {k: v for k, v in feed.items() if k != "inverse_proj_matrices"}
         torch_runner = self.chain.torch_runner("fp32")
-        with probing(torch_runner.model) as probes:  # type: ignore[attr-defined]
+        depth_values = feed["depth_values"]
+        height, width = feed["imgs"].shape[-2:]
+        size = height * width * depth_values.shape[-1]
+        # the stage probes copy the warped and variance volumes (5.8 GB at DTU's size): only where
+        # the stages are measured
+        with_stages = self.with_stages and size <= STAGE_BUDGET
+        probes: dict[str, torch.Tensor] = {}
+        with probing(torch_runner.model) if with_stages else contextlib.nullcontext(probes) as probes:  # type: ignore[attr-defined]
             reference = torch_runner.infer(reference_feed)
         ref_stages = {**{k: v.cpu() for k, v in probes.items()}, **{k: v.cpu() for k, v in reference.items()}}
-        depth_values = feed["depth_values"]
         gt = (views.depth, views.mask) if views.depth is not None and views.mask is not None else None
         ref_accuracy = accuracy_row(reference, *gt) if gt else None
         rows: list[dict[str, Any]] = []
@@ -288,10 +295,9 @@ class Calibrator:
         assert self._runners is not None
         runners = self._runners
         views_count = int(feed["imgs"].shape[1])
-        height, width = feed["imgs"].shape[-2:]
         # above the generator's sizes (the seed and DTU cases), one session at a time: ONNX Runtime
         # CUDA's arenas of a few sessions at DTU's size ran an H200 out of memory (2026-12-03)
-        one_at_a_time = height * width * depth_values.shape[-1] > STAGE_BUDGET
+        one_at_a_time = size > STAGE_BUDGET
 
         def run(leg: Leg, f: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out = runners.infer(leg, f)
@@ -352,7 +358,7 @@ class Calibrator:
             self._static_legs(item, add)
         if self.with_golden and "ort-cpu" in self.candidates:
             rows += self._golden(item, feed, views_count)
-        if self.with_stages and height * width * depth_values.shape[-1] <= STAGE_BUDGET:
+        if with_stages:
             rows += self._stages(item, feed, ref_stages, views_count)
         return rows
 

@@ -191,7 +191,9 @@ def test_an_interrupted_main_job_writes_an_incomplete_record_and_exits_128_plus_
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     assert main([*argv, "--backends", "ort-cpu,ort-cpu-fp16"]) == 128 + signum
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith(f"interrupted by {signal.Signals(signum).name}: kept 1 of 2 legs")
+    # one line says it; before it only a cold cache's export progress (which test runs first is up to xdist)
+    assert err[-1].startswith(f"interrupted by {signal.Signals(signum).name}: kept 1 of 2 legs"), err
+    assert all(line.startswith(("exporting ONNX ", "simplifying ONNX ", "converting ONNX ")) for line in err[:-1]), err
     (folder,) = reports.iterdir()
     record = load_record(folder)
     assert record.config["incomplete"] is True and len(record.parity) == 1

@@ -344,18 +344,14 @@ class RigRunners:
         # the chain's run settings: buffers, CUDA graph and runtime cache as every other front
         return registry.make_runner(leg.candidate, engine.path, **self.chain.trt_settings(engine)).prepare()
 
-    def release_runners(self) -> int:
-        """Close every runner kept for the session (graphs stay); how many were closed. A run at a
-        full-resolution shape calls it between legs: each ONNX Runtime CUDA session keeps its own
-        memory arena, and at DTU's 5x1184x1600xD192 a few of them exceed an H200's 139 GiB."""
-        keys = [key for key, value in self._memo.items() if isinstance(value, Runner)]
-        for key in keys:
+    def release_runners(self) -> None:
+        """Close every runner kept for the session (graphs stay). A run at a full-resolution shape
+        calls it between legs: each ONNX Runtime CUDA session keeps its own memory arena, and at
+        DTU's 5x1184x1600xD192 a few of them exceed an H200's 139 GiB."""
+        for key in [key for key, value in self._memo.items() if isinstance(value, Runner)]:
             self._memo.pop(key).close()
-        return len(keys)
 
     def close(self) -> None:
-        for value in self._memo.values():
-            if isinstance(value, Runner):
-                value.close()
+        self.release_runners()
         self._memo.clear()
         self._rigs.clear()

@@ -378,9 +378,11 @@ def _probe_package(path: Path, cache_root: Path | None) -> dict[str, Any]:
         else:
             log = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
             if done.returncode == 0 and path.is_file() and feed.is_file():
-                compiled = round(time.perf_counter() - started, 1)
-                return {"load_check": _load_in_child(path, feed), "compile_log": log[:MAX_LOG_LINES],
-                        "compile_seconds": compiled, "check_seconds": round(time.perf_counter() - started - compiled, 1)}
+                compiled = time.perf_counter()
+                verdict = _load_in_child(path, feed)
+                return {"load_check": verdict, "compile_log": log[:MAX_LOG_LINES],
+                        "compile_seconds": round(compiled - started, 1),
+                        "check_seconds": round(time.perf_counter() - compiled, 1)}
             tail = log[-1:] or [f"exit status {done.returncode}"]
             verdict = f"compiling the probe package failed ({tail[0][:300]})"
     if not path.is_file():

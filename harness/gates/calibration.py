@@ -270,10 +270,10 @@ class Calibrator:
         torch_runner = self.chain.torch_runner("fp32")
         depth_values = feed["depth_values"]
         height, width = feed["imgs"].shape[-2:]
-        size = height * width * depth_values.shape[-1]
+        large = height * width * depth_values.shape[-1] > STAGE_BUDGET  # above the generator's sizes: seed, DTU
         # the stage probes copy the warped and variance volumes (5.8 GB at DTU's size): only where
         # the stages are measured
-        with_stages = self.with_stages and size <= STAGE_BUDGET
+        with_stages = self.with_stages and not large
         probes: dict[str, torch.Tensor] = {}
         with probing(torch_runner.model) if with_stages else contextlib.nullcontext(probes) as probes:  # type: ignore[attr-defined]
             reference = torch_runner.infer(reference_feed)
@@ -295,14 +295,11 @@ class Calibrator:
         assert self._runners is not None
         runners = self._runners
         views_count = int(feed["imgs"].shape[1])
-        # above the generator's sizes (the seed and DTU cases), one session at a time: ONNX Runtime
-        # CUDA's arenas of a few sessions at DTU's size ran an H200 out of memory (2026-12-03)
-        one_at_a_time = size > STAGE_BUDGET
 
         def run(leg: Leg, f: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out = runners.infer(leg, f)
-            if one_at_a_time:
-                runners.release_runners()
+            if large:  # one session at a time: ONNX Runtime CUDA's arenas of a few sessions at DTU's
+                runners.release_runners()  # size ran an H200 out of memory (2026-12-03)
             return out
 
         for candidate in self.candidates:

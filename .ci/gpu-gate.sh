@@ -2,7 +2,7 @@
 # The GPU job, reproducible by hand: what .github/workflows/gpu.yml runs on a self-hosted NVIDIA
 # runner, in one script a user runs on any GPU machine from the repository root.
 #
-#   bash .ci/gpu-gate.sh [--no-setup] [--label NAME] [--cases seed,dtu] [--workers N]
+#   bash .ci/gpu-gate.sh [--no-setup] [--label NAME] [--cases seed,dtu] [--workers N] [--fail-on median:15%]
 #
 # Steps, in order (each timed, its exit code kept; a table of them is printed at the end and
 # appended to $GITHUB_STEP_SUMMARY when that is set):
@@ -20,9 +20,12 @@
 #            benchmark tests skip under xdist (their timing is the bench step's); the parity,
 #            export, audit, property and sensitivity tests spread over the workers.
 #   bench    python -m harness bench --cases seed,dtu --profile full
-#   compare  python -m harness compare <the bench's run.json> --fail-on median:5% against the
+#   compare  python -m harness compare <the bench's run.json> --fail-on median:15% against the
 #            committed baseline of the same GPU model (reports/baselines/); a GPU without one is
-#            reported, not failed.
+#            reported, not failed. 15 %: twice the widest spread of one backend's median measured
+#            between two H200 machines running the same compile settings (torch-fast-fp16 at DTU,
+#            27.99 and 29.98 ms: 7.1 %; reports/baselines/README.md). On one machine, three repeats
+#            spread by at most 1.7 % (H100), so a runner that keeps its baseline may pass 5%.
 # Exit status: 0 when every step passed, else the first failing step's status.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +33,7 @@ cd "$(dirname "$0")/.."
 setup=1
 label="${HOSTNAME:-$(uname -n)}"
 cases="seed,dtu"
+fail_on="median:15%"
 cores=$(nproc 2>/dev/null || echo 2)
 workers=$((cores / 2)); [ "$workers" -gt 8 ] && workers=8; [ "$workers" -lt 1 ] && workers=1
 # Every worker keeps its ONNX Runtime CUDA sessions (each with its own memory arena) and torch's
@@ -46,10 +50,11 @@ while [ $# -gt 0 ]; do
     --no-setup) setup=0 ;;
     --label) label="${2:?--label needs a value}"; shift ;;
     --cases) cases="${2:?--cases needs a value}"; shift ;;
+    --fail-on) fail_on="${2:?--fail-on needs a value, e.g. median:15%}"; shift ;;
     --workers) workers="${2:?--workers needs a value}"; shift
                [[ "$workers" =~ ^[0-9]+$ ]] || { echo "gpu-gate: --workers $workers: expected a whole number (0: no xdist)" >&2; exit 2; } ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
-    *) echo "gpu-gate: unknown argument $1. Expected: --no-setup, --label NAME, --cases LIST, --workers N" >&2; exit 2 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    *) echo "gpu-gate: unknown argument $1. Expected: --no-setup, --label NAME, --cases LIST, --workers N, --fail-on GATE" >&2; exit 2 ;;
   esac
   shift
 done
@@ -96,7 +101,7 @@ if [ "$first_failure" -eq 0 ] && step doctor "$PY" -m harness doctor --require t
       "$PY" "$cases" "$label" "$bench_log"; then
     run_json=$(sed -n 's/^report: \(.*\)\/report\.md$/\1\/run.json/p' "$bench_log" | tail -n 1)
     if [ -n "$run_json" ] && [ -f "$run_json" ]; then
-      step compare "$PY" -m harness compare "$run_json" --fail-on median:5%
+      step compare "$PY" -m harness compare "$run_json" --fail-on "$fail_on"
     else
       echo "gpu-gate: the benchmark printed no 'report: <folder>/report.md' line; nothing to compare" >&2
       names+=("compare"); codes+=(1); seconds+=(0); [ "$first_failure" -eq 0 ] && first_failure=1

@@ -80,7 +80,8 @@ def _signals_interrupt() -> Iterator[None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.chain import ChainConfig, plan_legs, run_leg
+    from harness.backends.registry import main_job_defaults
+    from harness.chain import ChainConfig, plan_legs, resolve_device, run_leg
     from harness.gates.limits import Tolerances
     from harness.model.sanity import degenerate_reasons
     from harness.preflight import CLI_FLAGS, preflight
@@ -90,6 +91,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.report.write import write_run
     from harness.verdict import LegTable, panel_caption
 
+    left_out: tuple[str, ...] = ()
+    if args.backends is None:  # the default: every candidate, less the GPU default's exceptions on a GPU
+        everything = main_job_defaults(on_gpu=False)
+        chosen = main_job_defaults(on_gpu=resolve_device(args.device).type == "cuda")
+        left_out = tuple(name for name in everything if name not in chosen)
+        args.backends = ",".join(chosen)
     cases, workarounds, exporters, variants, backends = (
         _listed(args, "run", name) for name in ("cases", "workarounds", "exporters", "variants", "backends"))
     legs = plan_legs(cases, workarounds, exporters, variants, backends)
@@ -106,6 +113,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         "scene": str(args.scene or "bundled"), "opset": args.opset,
     })
     print(f"weights {chain.weights_path.name}  scene {args.scene or 'bundled synthetic-000'}  device {chain.device}")
+    if left_out:
+        note = (f"not in the default on a GPU: {', '.join(left_out)} (a GPU leg runs the same graph; "
+                f"--backends all runs every backend)")
+        print(note)
+        record.notes.append(note)
     failed = 0
     skipped: dict[str, str] = {}
     results = []

@@ -176,7 +176,9 @@ OPTIONS: tuple[Option, ...] = (
            names="cases", listed=True, overrides={PYTEST: Default(None, "the profile's cases")}),
     Option("backends", "comma list of candidate backends compared with torch strict FP32: {names} "
            "(those unavailable here are skipped with the reason)", (PYTEST, "run"), default=ALL,
-           shown="all of them", names="backends", listed=True),
+           shown="all of them", names="backends", listed=True,
+           overrides={"run": Default(None, "all of them; with the reference on a GPU, less the CPU legs whose "
+                                          "graph a GPU leg runs (the backend's gpu_default)")}),
     Option("workarounds", "comma list of torch.inverse workarounds: {names} (custom_op: torchscript exporter and "
            "ONNX Runtime only; bench: one, its graphs are timed)", (PYTEST, "run", "bench"), default=ALL,
            names="workarounds", listed=True, overrides={"bench": Default("precomputed", "precomputed")}),

@@ -145,14 +145,36 @@ def test_bad_weights_path_exits_2_with_an_error_line_naming_it(run_argv, tmp_pat
 def test_run_defaults_follow_the_readme():
     args = build_parser().parse_args(["run"])
     assert args.cases == "seed"
-    assert args.backends == "all"  # the parser is built without the registry (torch): all of them, resolved by run
-    assert _listed(args, "run", "backends") == CANDIDATES
+    assert args.backends is None  # resolved by run for its device (the next test)
+    assert _listed(build_parser().parse_args(["run", "--backends", "all"]), "run", "backends") == CANDIDATES
     assert {"ort-cpu", "ort-cuda"} <= set(CANDIDATES)
     assert args.workarounds == "precomputed,closed_form,custom_op"
     assert args.exporters == "torchscript"
     assert args.variants == "raw,simplified"
     assert args.opset == 17
     assert args.weights is None and args.scene is None
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_the_main_job_default_leaves_out_on_a_gpu_only_the_cpu_legs_a_gpu_leg_covers(device, monkeypatch, tmp_path):
+    import harness.chain as chain_module
+
+    seen = {}
+
+    def capture(cases, workarounds, exporters, variants, candidates):
+        seen["candidates"] = candidates
+        return []  # no legs: run stops with its usage error before any work
+
+    monkeypatch.setattr(chain_module, "plan_legs", capture)
+    monkeypatch.setattr(chain_module, "resolve_device", lambda name: torch.device(device))
+    assert main(["run", "--report-dir", str(tmp_path)]) == 2
+    if device == "cpu":
+        assert seen["candidates"] == CANDIDATES
+    else:
+        assert seen["candidates"] == tuple(name for name in CANDIDATES if name != "ort-cpu-fp16")
+        assert {"ort-cpu", "ort-cuda", "ort-cuda-fp16", "torch-fast-fp16"} <= set(seen["candidates"])
+    assert main(["run", "--report-dir", str(tmp_path), "--backends", "all"]) == 2
+    assert seen["candidates"] == CANDIDATES  # named: every one, on any device
 
 
 def test_a_command_is_required(capsys):

@@ -93,7 +93,8 @@ def test_gpu_script_holds_every_step_of_the_job_in_order():
         "-m harness doctor --require torch-cuda,ort-cuda",
         "-m pytest suites --harness-profile full",
         "-m harness bench --cases",
-        "--fail-on median:5%",
+        'fail_on="median:15%"',
+        '--fail-on "$fail_on"',
         "GITHUB_STEP_SUMMARY",
     ):
         assert needle in text, needle
@@ -134,12 +135,22 @@ def test_gpu_script_runs_the_steps_and_reports_each_exit_code(tmp_path, failing,
     assert [c.split()[1] if c.split()[1] == "pytest" else c.split()[2] for c in calls] == [
         {"gate": "pytest"}.get(step, step) for step in ran]
     if "compare" in ran:
-        assert calls[-1] == f"-m harness compare {tmp_path}/r/run.json --fail-on median:5%"
+        assert calls[-1] == f"-m harness compare {tmp_path}/r/run.json --fail-on median:15%"
     table = result.stdout.split("gpu-gate summary", 1)[1]
     for step in ("setup", "doctor", "gate", "bench", "compare"):
         row = next(line for line in table.splitlines() if line.startswith(f"| {step} |"))
         expected = "-" if step not in ran else ("1" if step == {"suites": "gate"}.get(failing, failing) else "0")
         assert row.split("|")[2].strip() == expected, (step, row)
+
+
+def test_gpu_script_passes_its_fail_on_gate_to_compare(tmp_path):
+    python = _fake_python(tmp_path)
+    result = subprocess.run(["bash", str(GPU_SCRIPT), "--no-setup", "--fail-on", "median:5%"], cwd=ROOT, text=True,
+                            capture_output=True, timeout=60, check=False, env={"PATH": "/usr/bin:/bin",
+                                                                                "PYTHON": str(python)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "calls").read_text().splitlines()[-1] == (
+        f"-m harness compare {tmp_path}/r/run.json --fail-on median:5%")
 
 
 _DEFAULT_WORKERS = min(8, max(1, len(os.sched_getaffinity(0)) // 2))  # what nproc counts

@@ -151,6 +151,9 @@ class BackendSpec:
         warm: ``warm(artifact, **settings) -> None``, optional: starts, in the background, work
             its first runner would otherwise do in the foreground (``torch-aoti``: the loader
             probe), for a front that knows ahead which backends it will run.
+        gpu_default: in the main job's default set when its reference runs on a GPU. False for a
+            CPU leg whose graph a GPU leg of the same precision already runs there (the main job
+            must stay quick on a GPU runner; ``--backends all`` and the pytest gate still run it).
     """
 
     name: str
@@ -166,3 +169,4 @@ class BackendSpec:
     fix: str | None = None
     context: tuple[str, ...] = ()
     warm: Callable[..., None] | None = field(default=None, repr=False, compare=False)
+    gpu_default: bool = True

@@ -58,6 +58,12 @@ def names(consumes: Consumes | None = None, candidates_only: bool = False) -> tu
                  if (consumes is None or spec.consumes == consumes) and (spec.candidate or not candidates_only))
 
 
+def main_job_defaults(on_gpu: bool) -> tuple[str, ...]:
+    """The candidates the main job runs when no backends are named: every one, and where its
+    reference runs on a GPU, every one whose spec keeps ``gpu_default``."""
+    return tuple(name for name in names(candidates_only=True) if not on_gpu or specs()[name].gpu_default)
+
+
 def get(name: str) -> BackendSpec:
     """The spec of ``name``; an unknown name is ``BackendUnavailable`` naming the known ones."""
     try:

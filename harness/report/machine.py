@@ -97,8 +97,10 @@ def gpu_info() -> list[dict[str, Any]]:
 def machine_info() -> dict[str, Any]:
     """One dict for the run record's ``machine`` field."""
     ort_providers: list[str] | str | None = None
+    ort_version: str | None = None
     try:
         ort = importlib.import_module("onnxruntime")
+        ort_version = getattr(ort, "__version__", None)  # what runs: both packages install the one import name
         ort_providers = list(ort.get_available_providers())
     except ImportError:
         pass
@@ -118,7 +120,11 @@ def machine_info() -> dict[str, Any]:
             "torch": torch.__version__,
             "onnx": _version("onnx"),
             "onnxsim": _version("onnxsim"),
-            "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
+            "onnxruntime": ort_version or _version("onnxruntime") or _version("onnxruntime-gpu"),
+            # the installed distributions: onnxruntime and onnxruntime-gpu side by side is a set-up
+            # where the metadata and the imported module can disagree
+            "onnxruntime_distributions": {name: v for name in ("onnxruntime", "onnxruntime-gpu")
+                                          if (v := _version(name)) is not None},
             "onnxruntime_providers": ort_providers,
             **tensorrt_versions(),
             "pycuda": _version("pycuda"),

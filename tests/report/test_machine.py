@@ -42,6 +42,24 @@ def test_machine_info_reports_onnxruntime_providers():
     assert "CPUExecutionProvider" in providers
 
 
+def test_the_onnxruntime_version_is_the_imported_modules_not_another_distributions(monkeypatch):
+    """With onnxruntime and onnxruntime-gpu both installed (the H200 image's CPU build under the
+    carried-in GPU build) the metadata of 'onnxruntime' named 1.30.0 while 1.31.1 ran."""
+    import sys
+    import types
+
+    fake = types.ModuleType("onnxruntime")
+    fake.__version__ = "9.9.9"  # type: ignore[attr-defined]
+    fake.get_available_providers = lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    versions = machine_info()["versions"]
+    assert versions["onnxruntime"] == "9.9.9"
+    assert versions["onnxruntime_providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    import importlib.metadata
+
+    assert versions["onnxruntime_distributions"] == {"onnxruntime": importlib.metadata.version("onnxruntime")}
+
+
 def test_machine_info_reports_the_tf32_flags(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     assert machine_info()["tf32"]["cudnn.allow_tf32"] is False

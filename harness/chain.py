@@ -391,17 +391,24 @@ class Chain:
 
     def user_reference_stages(self, case: Case, align_corners: bool | None = None) -> dict[str, torch.Tensor]:
         """The harness MVSNet's intermediate stages (``harness.model.mvsnet.probing``) on ``case``,
-        strict FP32 on the CPU, for localising a user graph."""
+        strict FP32 on the CPU, for localising a user graph. On a CPU chain the same run's outputs
+        are kept as ``user_reference_outputs`` of that case and convention: the probes only copy
+        what the model computes, so a second torch run would give the same tensors (at the seed
+        shape on 2 cores it cost ``check`` about 5 s per case)."""
         from harness.model.mvsnet import probing
 
-        net = self.convention_model(self.config.align_corners if align_corners is None else align_corners)
+        convention = self.config.align_corners if align_corners is None else align_corners
+        net = self.convention_model(convention)
         feed = {k: v for k, v in self.case_feed(case).items() if k != "inverse_proj_matrices"}
+        cpu = torch.device("cpu")
 
         def run() -> dict[str, torch.Tensor]:
-            runner = registry.make_runner("torch-fp32", net, device=torch.device("cpu"), with_inverse=False)
+            runner = registry.make_runner("torch-fp32", net, device=cpu, with_inverse=False)
             try:
                 with probing(runner.prepare().model) as probes:  # type: ignore[attr-defined]
-                    runner.infer(feed)
+                    outputs = runner.infer(feed)
+                if self.device == cpu:
+                    self._once(("user-ref", case, None, convention, str(self.device)), lambda: outputs)
                 return {k: v.cpu() for k, v in probes.items()}
             finally:
                 runner.close()

@@ -111,3 +111,22 @@ def test_a_forward_that_raises_is_reported_with_its_call(user_package, chain, tm
         "        raise RuntimeError('homo_warping: shape mismatch')\n")
     with pytest.raises(InvalidArgument, match="forward\\(\\) raised: RuntimeError: homo_warping: shape mismatch"):
         chain.user_reference_outputs(get_case("small"), "usercode.broken:Broken")
+
+
+def test_the_stage_run_is_also_the_reference_run_on_the_cpu(tmp_path, monkeypatch):
+    """check's stage gate runs the harness MVSNet with probes; on a CPU chain that run's outputs are
+    the reference outputs, bit for bit, so check does not run torch a second time for them."""
+    from harness.backends import registry
+
+    case = get_case("small")
+    plain = Chain(ChainConfig(device="cpu", cache_dir=tmp_path))
+    expected = plain.user_reference_outputs(case)
+    plain.close()
+    probed = Chain(ChainConfig(device="cpu", cache_dir=tmp_path))
+    assert probed.user_reference_stages(case)  # the stages, and the outputs kept beside them
+    monkeypatch.setattr(registry, "make_runner", lambda *a, **k: pytest.fail("ran torch again for the outputs"))
+    kept = probed.user_reference_outputs(case)
+    assert set(kept) == set(expected)
+    for name, value in expected.items():
+        assert torch.equal(kept[name], value), name
+    probed.close()

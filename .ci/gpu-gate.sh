@@ -50,7 +50,10 @@ while [ $# -gt 0 ]; do
     --no-setup) setup=0 ;;
     --label) label="${2:?--label needs a value}"; shift ;;
     --cases) cases="${2:?--cases needs a value}"; shift ;;
-    --fail-on) fail_on="${2:?--fail-on needs a value, e.g. median:15%}"; shift ;;
+    --fail-on) fail_on="${2:?--fail-on needs a value, e.g. median:15%}"; shift
+               # checked here, not after the gate and the bench: the syntax of the compare step's --fail-on
+               [[ "$fail_on" =~ ^(min|median|mean|p90|p95|p99):[0-9]+(\.[0-9]+)?%$ ]] || {
+                 echo "gpu-gate: --fail-on $fail_on: expected <min|median|mean|p90|p95|p99>:<percent>%, e.g. median:15%" >&2; exit 2; } ;;
     --workers) workers="${2:?--workers needs a value}"; shift
                [[ "$workers" =~ ^[0-9]+$ ]] || { echo "gpu-gate: --workers $workers: expected a whole number (0: no xdist)" >&2; exit 2; } ;;
     -h|--help) sed -n '2,29p' "$0"; exit 0 ;;

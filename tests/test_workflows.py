@@ -153,6 +153,17 @@ def test_gpu_script_passes_its_fail_on_gate_to_compare(tmp_path):
         f"-m harness compare {tmp_path}/r/run.json --fail-on median:5%")
 
 
+@pytest.mark.parametrize("gate", ["median5%", "median:5", "fast:5%"])
+def test_gpu_script_refuses_an_unreadable_fail_on_before_any_step(tmp_path, gate):
+    python = _fake_python(tmp_path)
+    result = subprocess.run(["bash", str(GPU_SCRIPT), "--no-setup", "--fail-on", gate], cwd=ROOT, text=True,
+                            capture_output=True, timeout=60, check=False, env={"PATH": "/usr/bin:/bin",
+                                                                                "PYTHON": str(python)})
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"gpu-gate: --fail-on {gate}: expected <min|median|mean|p90|p95|p99>:<percent>%")
+    assert not (tmp_path / "calls").exists()  # no step ran
+
+
 _DEFAULT_WORKERS = min(8, max(1, len(os.sched_getaffinity(0)) // 2))  # what nproc counts
 
 

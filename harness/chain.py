@@ -387,7 +387,11 @@ class Chain:
             finally:
                 runner.close()
 
-        return self._once(("user-ref", case, model, convention, str(self.device)), run)
+        return self._once(self._user_ref_key(case, model, convention), run)
+
+    def _user_ref_key(self, case: Case, model: str | None, convention: bool) -> tuple:
+        """The memo key of ``user_reference_outputs`` (``user_reference_stages`` fills it too)."""
+        return ("user-ref", case, model, convention, str(self.device))
 
     def user_reference_stages(self, case: Case, align_corners: bool | None = None) -> dict[str, torch.Tensor]:
         """The harness MVSNet's intermediate stages (``harness.model.mvsnet.probing``) on ``case``,
@@ -408,7 +412,7 @@ class Chain:
                 with probing(runner.prepare().model) as probes:  # type: ignore[attr-defined]
                     outputs = runner.infer(feed)
                 if self.device == cpu:
-                    self._once(("user-ref", case, None, convention, str(self.device)), lambda: outputs)
+                    self._once(self._user_ref_key(case, None, convention), lambda: outputs)
                 return {k: v.cpu() for k, v in probes.items()}
             finally:
                 runner.close()

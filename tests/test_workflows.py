@@ -164,6 +164,26 @@ def test_gpu_script_refuses_an_unreadable_fail_on_before_any_step(tmp_path, gate
     assert not (tmp_path / "calls").exists()  # no step ran
 
 
+@pytest.mark.parametrize("gate", ["median:5%", "p99:12.5%", "min:0%", "median5%", "median:5", "fast:5%",
+                                  "mean:%", "p90:1.%"])
+def test_gpu_script_and_harness_compare_accept_the_same_fail_on(tmp_path, gate):
+    """The script checks --fail-on before its steps (the venv may not exist yet); its pattern must
+    accept exactly what harness compare's Gate.parse accepts."""
+    from harness.errors import InvalidArgument
+    from harness.report.compare_runs import Gate
+
+    try:
+        Gate.parse(gate)
+        parses = True
+    except InvalidArgument:
+        parses = False
+    python = _fake_python(tmp_path)
+    result = subprocess.run(["bash", str(GPU_SCRIPT), "--no-setup", "--fail-on", gate], cwd=ROOT, text=True,
+                            capture_output=True, timeout=60, check=False, env={"PATH": "/usr/bin:/bin",
+                                                                                "PYTHON": str(python)})
+    assert (result.returncode == 0) == parses, (gate, result.stderr)
+
+
 _DEFAULT_WORKERS = min(8, max(1, len(os.sched_getaffinity(0)) // 2))  # what nproc counts
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import BackendUnavailable, HarnessError, Interrupted, InvalidArgument
+from harness.hostmem import keep_freed_blocks
 from harness.options import ALL, ALL_WORD, add_cli_options, namespace_values, option
 from harness.vocabulary import CASES, CHECK_BACKENDS, MUTATION_CHECKS, OPTION_NAMES
 
@@ -688,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 every check passed; 1 a check failed (parity, a regression); 2 bad input or
     usage; 128 + N stopped by signal N (130 SIGINT, 143 SIGTERM)."""
     args = build_parser().parse_args(argv)
+    keep_freed_blocks()  # glibc reuses the freed pages of big tensors instead of faulting them in again
     try:
         with _signals_interrupt():  # SIGTERM too: at any point, one line and 128 + N (a command keeps what finished)
             return int(args.func(args))

@@ -8,6 +8,7 @@ error}, ``gpus`` (torch's: [{index, name, compute_capability, memory_gib}]), ``t
 build ("cuda"/"cpu"), cuda, cudnn, cuda_available, cuda_error}, ``onnx``/``onnxsim``/``pycuda``
 {version, error}, ``onnxruntime`` {version, error, providers}, ``tensorrt`` {flavour, version,
 error, compute_capability, engine_runs_here, blocker}, ``cache`` {path, exists, size_mib},
+``allocator`` (what ``harness.hostmem`` set for glibc's malloc in this process),
 ``backends`` {name: {available, reason}} for each of ``BACKENDS`` (runtime families, kept for
 scripts: ``--require`` still takes them, the screen no longer shows them), ``registry`` {name:
 {consumes, precision, candidate, available, reason}} for every backend the registry declares (the
@@ -33,6 +34,7 @@ from typing import Any
 
 import torch
 
+from harness.hostmem import keep_freed_blocks
 from harness.report.machine import gpu_info, run_command
 
 #: Runtime families probed directly (the JSON's ``backends``); --require takes them as deprecated
@@ -165,6 +167,7 @@ def probe(cache_dir: Path | None = None) -> dict[str, Any]:
     no_cuda = None if cuda else _cuda_reason(facts)
     facts["tensorrt"] = _trt_facts(no_cuda)
     facts["cache"] = cache_facts(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    facts["allocator"] = keep_freed_blocks()  # what every front set for this process (harness.hostmem)
     ort_error = facts["onnxruntime"]["error"]
 
     def ort_reason(provider: str) -> str | None:
@@ -227,6 +230,7 @@ def render(facts: dict[str, Any]) -> str:
         f"onnxruntime  {ort['error'] or ort['version']}; providers: {', '.join(ort['providers']) or 'none'}",
         f"TensorRT     {trt_line}",
         f"cache        {cache['path']} ({cache['size_mib']} MiB{'' if cache['exists'] else ', not created yet'})",
+        f"allocator    {facts.get('allocator', 'not probed')}",
     ]
     registry = facts.get("registry", {})
     for candidate, title in ((True, CANDIDATES_TITLE), (False, REFERENCES_TITLE)):

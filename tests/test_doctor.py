@@ -23,7 +23,7 @@ from harness.backends import trt_api
 from harness.cli import build_parser
 
 DOCUMENTED_KEYS = {"python", "platform", "nvidia_smi", "gpus", "torch", "onnx", "onnxsim", "pycuda", "onnxruntime",
-                   "tensorrt", "cache", "backends", "registry", "required", "unavailable_required"}
+                   "tensorrt", "cache", "allocator", "backends", "registry", "required", "unavailable_required"}
 H100_GPU = [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "memory_gib": 79.1}]
 
 

@@ -47,7 +47,27 @@ def test_the_chain_hands_it_the_cache_and_the_model_digest(tmp_path):
     assert chain.model_context("torch-fp32") == {}
 
 
-def test_package_matches_eager_and_is_cached_by_content(tmp_path, monkeypatch):
+@pytest.fixture
+def cheap_compile(monkeypatch):
+    """The compile settings of the runner's loader probe (``aoti_runner._PROBE``): no precompiled
+    headers, the C++ wrapper at -O0, and the CPU's vector ISA taken from its flags rather than
+    verified by compiling and loading a test library per ISA (six g++ calls, about 11 s on a
+    2-core machine, in the compile and again in the load check's child). These tests are about the
+    runner (cache, facts, load check), not Inductor's code; the MVSNet package keeps Inductor's
+    defaults and is built in suites/test_accuracy.py."""
+    import torch._inductor.config as config
+
+    settings = {f"aot_inductor.{name}": value for name, value in (("compile_wrapper_opt_level", "O0"),
+                                                                   ("precompile_headers", False))
+                if hasattr(config.aot_inductor, name)}
+    if hasattr(config.cpp, "vec_isa_ok"):
+        settings["cpp.vec_isa_ok"] = True
+        monkeypatch.setenv("TORCHINDUCTOR_VEC_ISA_OK", "1")  # the load check's child reads it at import
+    with config.patch(settings):  # Inductor's own patcher (monkeypatch's undo deletes its class attributes)
+        yield
+
+
+def test_package_matches_eager_and_is_cached_by_content(tmp_path, monkeypatch, cheap_compile):
     model, x = Tiny().eval(), torch.rand(1, 3, 16, 16)
     runner = aoti_runner.AotiRunner(model, cache_dir=tmp_path, model_digest="tiny-1").prepare()
     out = runner._package((x,))(x)
@@ -64,6 +84,21 @@ def test_package_matches_eager_and_is_cached_by_content(tmp_path, monkeypatch):
     again._package((x,))
     assert again.describe()["cache"] == "hit"
     assert again.describe()["package_sha256"] == facts["package_sha256"]
+
+
+def test_the_load_check_child_caches_into_the_folder_the_compile_used(tmp_path, monkeypatch):
+    # loading checks the CPU's vector ISA by compiling test libraries: the child finds the compile's
+    seen = tmp_path / "seen.txt"
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setattr(aoti_runner, "_CHECK", f"import os, pathlib; pathlib.Path({str(seen)!r}).write_text("
+                        "os.environ.get('TORCHINDUCTOR_CACHE_DIR', '')); print('stage done')")
+    runner = aoti_runner.AotiRunner(Tiny().eval(), cache_dir=tmp_path / "cache", model_digest="tiny-env").prepare()
+    assert runner._check_in_child(tmp_path / "model.pt2", (torch.rand(1, 3, 8, 8),)) == "ok"
+    assert seen.read_text() == str((tmp_path / "cache" / "inductor").resolve())
+    # a folder the user chose wins, in the child as in the compile
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert runner._check_in_child(tmp_path / "model.pt2", (torch.rand(1, 3, 8, 8),)) == "ok"
+    assert seen.read_text() == str(tmp_path / "mine")
 
 
 def _no_compile(monkeypatch):
@@ -154,7 +189,7 @@ def test_crash_text_names_the_stage_and_how_it_ended():
     assert aoti_runner.describe_crash(1, []) == "starting the check crashed the process (exit status 1)"
 
 
-def test_without_a_digest_nothing_is_cached(tmp_path):
+def test_without_a_digest_nothing_is_cached(tmp_path, cheap_compile):
     model, x = Tiny().eval(), torch.rand(1, 3, 8, 8)
     runner = aoti_runner.AotiRunner(model, cache_dir=tmp_path, load_check=False).prepare()
     runner._package((x,))

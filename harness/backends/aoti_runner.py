@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from harness.backends.base import BackendSpec, Runner
-from harness.backends.compiling import MAX_LOG_LINES, inductor_cache_dir, quiet_compile
+from harness.backends.compiling import INDUCTOR_CACHE_ENV, MAX_LOG_LINES, inductor_cache_dir, quiet_compile
 from harness.convert.cache import ArtifactCache
 from harness.convert.workarounds import INPUTS_WITHOUT_INVERSE
 from harness.errors import BackendUnavailable
@@ -229,7 +229,7 @@ class AotiRunner(Runner):
         with tempfile.TemporaryDirectory(prefix="harness-aoti-") as scratch:
             feed = Path(scratch) / "feed.pt"
             torch.save(tuple(a.detach() for a in args), feed)
-            return _load_in_child(path, feed)
+            return _load_in_child(path, feed, child_env(self.cache.root if self.cache is not None else None))
 
     def _probe_build(self, path: Path) -> dict[str, Any]:
         """A one-convolution CPU package, compiled in one child process, loaded and run in another."""
@@ -340,11 +340,24 @@ def _end_children() -> None:
         child.kill()
 
 
-def _load_in_child(path: Path, feed: Path) -> str:
+def child_env(cache_root: Path | None) -> dict[str, str]:
+    """The environment of a compile or load child: Inductor caches into the harness's folder, the
+    one the compile wrote to. Loading a package checks the CPU's vector ISA by compiling and
+    loading one test library per ISA (six g++ calls, about 11 s on a 2-core machine); the child
+    then finds the ones the compile built instead of building them again in Inductor's default
+    folder."""
+    env = dict(os.environ)
+    inductor = inductor_cache_dir(cache_root)
+    if inductor is not None:
+        env[INDUCTOR_CACHE_ENV] = str(inductor.resolve())
+    return env
+
+
+def _load_in_child(path: Path, feed: Path, env: dict[str, str] | None = None) -> str:
     """``ok``, or what crashed, from loading package ``path`` and running it on the saved ``feed``
     in a child process."""
     try:
-        done = _run_child(_CHECK, str(path), str(feed))
+        done = _run_child(_CHECK, str(path), str(feed), env=env)
     except subprocess.TimeoutExpired:
         return f"loading and running the package took over {CHECK_TIMEOUT_S:.0f} s"
     stages = [line.split(" ", 1)[1] for line in done.stdout.splitlines() if line.startswith("stage ")]
@@ -364,10 +377,7 @@ def probe_fields() -> dict[str, Any]:
 def _probe_package(path: Path, cache_root: Path | None) -> dict[str, Any]:
     """Compile the probe package into ``path`` in a child process, then load and run it in
     another: ``{"load_check": "ok" or what failed, "compile_log": [...]}``."""
-    env = dict(os.environ)
-    inductor = inductor_cache_dir(cache_root)
-    if inductor is not None:
-        env["TORCHINDUCTOR_CACHE_DIR"] = str(inductor)
+    env = child_env(cache_root)
     with tempfile.TemporaryDirectory(prefix="harness-aoti-probe-") as scratch:
         feed = Path(scratch) / "feed.pt"
         started = time.perf_counter()
@@ -379,7 +389,7 @@ def _probe_package(path: Path, cache_root: Path | None) -> dict[str, Any]:
             log = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
             if done.returncode == 0 and path.is_file() and feed.is_file():
                 compiled = time.perf_counter()
-                verdict = _load_in_child(path, feed)
+                verdict = _load_in_child(path, feed, env)
                 return {"load_check": verdict, "compile_log": log[:MAX_LOG_LINES],
                         "compile_seconds": round(compiled - started, 1),
                         "check_seconds": round(time.perf_counter() - compiled, 1)}

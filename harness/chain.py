@@ -26,6 +26,7 @@ from harness.data.cases import CASES, Case, case_feed, case_views, get_case
 from harness.data.families import FAMILIES
 from harness.data.views import Views
 from harness.errors import BackendUnavailable, InvalidArgument
+from harness.hostmem import give_back
 
 if TYPE_CHECKING:
     from harness.convert.engine import EngineArtifact
@@ -344,6 +345,7 @@ class Chain:
             runner = self._memo.pop(key)
             assert isinstance(runner, Runner)
             runner.close()
+        give_back()  # the leg's freed tensors back to the system (harness.hostmem)
 
     # -- user artifacts (python -m harness check, --harness-onnx/-engine/-model) ---------------
     def case_feed(self, case: Case) -> dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ from harness.gpus import (
     pin_worker,
     spread,
 )
-from harness.hostmem import keep_freed_blocks
+from harness.hostmem import PYTEST_TRIM_THRESHOLD, keep_freed_blocks
 from harness.options import PYTEST, add_pytest_options, option, parsed_values
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -202,7 +202,7 @@ def pytest_configure_node(node) -> None:  # type: ignore[no-untyped-def]  # xdis
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     _configure_gpus(config)  # first: before any fixture or plugin can initialise CUDA
-    keep_freed_blocks()  # in each xdist worker too (harness.hostmem)
+    keep_freed_blocks(trim=PYTEST_TRIM_THRESHOLD)  # in each xdist worker too (harness.hostmem)
     try:
         _share_cpus()
     except HarnessError as exc:

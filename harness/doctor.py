@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from harness.hostmem import keep_freed_blocks
+from harness.hostmem import status as allocator_status
 from harness.report.machine import gpu_info, run_command
 
 #: Runtime families probed directly (the JSON's ``backends``); --require takes them as deprecated
@@ -167,7 +167,7 @@ def probe(cache_dir: Path | None = None) -> dict[str, Any]:
     no_cuda = None if cuda else _cuda_reason(facts)
     facts["tensorrt"] = _trt_facts(no_cuda)
     facts["cache"] = cache_facts(Path(cache_dir) if cache_dir is not None else default_cache_dir())
-    facts["allocator"] = keep_freed_blocks()  # what every front set for this process (harness.hostmem)
+    facts["allocator"] = allocator_status()  # what the front set for this process (harness.hostmem)
     ort_error = facts["onnxruntime"]["error"]
 
     def ort_reason(provider: str) -> str | None:

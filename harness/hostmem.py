@@ -47,7 +47,8 @@ PYTEST_TRIM_THRESHOLD = 2**30
 GLIBC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 OPT_OUT_ENV = "HARNESS_MALLOC"
 
-_applied: str | None = None
+_applied: str | None = None  # what keep_freed_blocks did, in words (None: not called yet)
+_keeping = False  # the thresholds are set: give_back has free pages to return
 
 
 def keep_freed_blocks(environ: Mapping[str, str] = os.environ, trim: int = TRIM_THRESHOLD) -> str:
@@ -58,6 +59,11 @@ def keep_freed_blocks(environ: Mapping[str, str] = os.environ, trim: int = TRIM_
         return _applied
     _applied = _apply(environ, trim)
     return _applied
+
+
+def status() -> str:
+    """What this process's front set, for ``doctor`` (which reports it and changes nothing)."""
+    return _applied if _applied is not None else "glibc defaults (not set: no harness front started this process)"
 
 
 def torch_build() -> str:
@@ -88,6 +94,8 @@ def _apply(environ: Mapping[str, str], trim: int = TRIM_THRESHOLD) -> str:
     mapped, trimmed = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1, mallopt(M_TRIM_THRESHOLD, trim) == 1
     if not (mapped and trimmed):
         return f"mallopt refused the {'mmap' if not mapped else 'trim'} threshold"
+    global _keeping
+    _keeping = True
     return f"blocks up to {MMAP_THRESHOLD >> 20} MiB reused from the heap, {trim >> 20} MiB kept at its top"
 
 
@@ -95,7 +103,7 @@ def give_back() -> None:
     """Return the heap's free pages to the system (glibc's ``malloc_trim``), when this process
     keeps freed blocks: the fronts call it between legs (``Chain.release``), so what one leg
     freed is reused within that leg and its holes do not pile up over a run of many legs."""
-    if _applied is None or not _applied.startswith("blocks up to"):
+    if not _keeping:
         return
     try:
         ctypes.CDLL(None).malloc_trim(0)

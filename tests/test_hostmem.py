@@ -92,3 +92,12 @@ def test_the_chain_gives_the_heap_back_after_each_leg(tmp_path, monkeypatch):
     monkeypatch.setattr(chain_module, "give_back", lambda: calls.append(1))
     Chain(ChainConfig(device="cpu", cache_dir=tmp_path)).release(Leg("torch-aoti", *MODEL_LEG, "small"))
     assert calls == [1]
+
+
+def test_doctor_reports_what_the_front_set_and_sets_nothing(tmp_path, monkeypatch):
+    from harness import doctor
+
+    monkeypatch.setattr(hostmem, "_applied", None)  # as in a process no harness front started
+    monkeypatch.setattr(hostmem, "_keeping", False)
+    assert doctor.probe(tmp_path)["allocator"] == "glibc defaults (not set: no harness front started this process)"
+    assert hostmem._applied is None and hostmem._keeping is False
